@@ -1,0 +1,105 @@
+"""N episodes stepped together as torch tensors on one device (a native ``gymnasium.vector.VectorEnv``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from llm_gym.envs.engine import EpisodeEngine
+from llm_gym.envs.problem import TextGenProblem
+from llm_gym.envs.spaces import Granularity, action_space, actions_to_tokens, observation_space
+
+
+class LLMVectorEnv(VectorEnv):
+    """The batched view of ``LLMEnv``: same engine, so the same episodes, but one call steps all N.
+
+    Observations, rewards and done flags are torch tensors on ``device`` (wrap in
+    ``gymnasium.wrappers.vector.ArrayConversion(env, env_xp=torch, target_xp=numpy)`` for numpy);
+    infos are numpy, Gymnasium-style (``info[key]`` plus a ``info["_key"]`` mask), filled only for
+    the slots whose turn ended. Slot ``i`` reset with ``seed=s`` replays ``LLMEnv`` reset with
+    ``seed=s + i``. Rewards of all slots that finish in a step are scored in one batch.
+
+    Autoreset (``metadata["autoreset_mode"]``):
+    - ``NEXT_STEP`` (default, as Gymnasium's own vector envs): the step after a slot ends resets it,
+      ignores its action and returns the new prompt with reward 0 and both flags False;
+    - ``SAME_STEP``: the ending step already returns the new prompt; the last observation and info
+      of the ended episode are in ``info["final_obs"]`` and ``info["final_info"]``.
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 8,
+        granularity: Granularity = "token",
+        device: str | torch.device = "cpu",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        **problem_kwargs: Any,
+    ):
+        self.problem = TextGenProblem(**problem_kwargs)
+        self.num_envs, self.granularity = num_envs, granularity
+        self.engine = EpisodeEngine(self.problem, num_envs, device, truncate_at_length=granularity == "token")
+        self.device = self.engine.device
+        if isinstance(autoreset_mode, str) and autoreset_mode.upper() in AutoresetMode.__members__:
+            autoreset_mode = AutoresetMode[autoreset_mode.upper()]  # also accept "next_step" / "same_step"
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        if self.autoreset_mode == AutoresetMode.DISABLED:
+            raise ValueError("autoreset_mode DISABLED is not supported; use NEXT_STEP or SAME_STEP")
+        self.metadata = {"autoreset_mode": self.autoreset_mode}
+        self.single_observation_space = observation_space(self.problem)
+        self.single_action_space = action_space(self.problem, granularity)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        """Reset every slot, or only ``options["reset_mask"]``; ``seed=s`` seeds slot i with ``s + i``."""
+        if seed is None:
+            seeds = [None] * self.num_envs
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(self.num_envs)]
+        else:
+            if len(seed) != self.num_envs:
+                raise ValueError(f"got {len(seed)} seeds for {self.num_envs} envs")
+            seeds = list(seed)
+        mask = (options or {}).get("reset_mask")
+        indices = list(range(self.num_envs)) if mask is None else np.flatnonzero(np.asarray(mask)).tolist()
+        for i in indices:
+            if seeds[i] is not None or self.engine.rngs[i] is None:
+                self.engine.seed(i, seeds[i])
+        infos = self._batch_infos(indices, self.engine.reset(indices))
+        self._needs_reset[indices] = False
+        return self.engine.observation(), infos
+
+    def step(self, actions: Any):
+        tokens = actions_to_tokens(self.problem, self.granularity, actions, self.num_envs, self.device)
+        infos: dict[str, Any] = {}
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            resetting = self._needs_reset.nonzero().flatten().tolist()
+            if resetting:
+                infos = self._batch_infos(resetting, self.engine.reset(resetting), infos)
+            outcome = self.engine.append(tokens, ~self._needs_reset)
+            self._needs_reset = outcome.terminated | outcome.truncated
+            infos = self._batch_infos(list(outcome.infos), list(outcome.infos.values()), infos)
+            return self.engine.observation(), outcome.reward, outcome.terminated, outcome.truncated, infos
+
+        outcome = self.engine.append(tokens, torch.ones_like(self._needs_reset))
+        ended = (outcome.terminated | outcome.truncated).nonzero().flatten().tolist()
+        continuing = [i for i in outcome.infos if i not in ended]  # multi-turn slots still running
+        infos = self._batch_infos(continuing, [outcome.infos[i] for i in continuing], infos)
+        if ended:
+            final_obs = self.engine.observation()
+            for i in ended:
+                final = {"final_obs": {k: v[i].cpu().numpy() for k, v in final_obs.items()},
+                         "final_info": outcome.infos[i]}
+                infos = self._add_info(infos, final, i)
+            infos = self._batch_infos(ended, self.engine.reset(ended), infos)
+        return self.engine.observation(), outcome.reward, outcome.terminated, outcome.truncated, infos
+
+    def _batch_infos(self, indices: list[int], infos: list[dict[str, Any]], into: dict | None = None) -> dict:
+        into = {} if into is None else into
+        for i, info in zip(indices, infos):
+            into = self._add_info(into, info, i)
+        return into

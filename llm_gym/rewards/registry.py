@@ -1,0 +1,116 @@
+"""Reward specs: strings usable in ``gymnasium.make(..., reward="...")`` and third-party plug-ins.
+
+Grammar: ``name``, ``name:key=value,key=value``, or a weighted sum of those
+(``"0.7*exact_match + 0.3*length:max_chars=8"``). Values are parsed as int, float or bool when
+they look like one. Installed packages add reward models through the ``llm_gym.rewards``
+entry-point group: the entry point's name is the spec name, its object a factory returning a
+``RewardModel`` (or a plain ``(prompts, completions, metadata)`` function).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any, Union
+
+from llm_gym.rewards.base import FunctionReward, RewardModel
+from llm_gym.rewards.composite import CompositeReward
+from llm_gym.rewards.learned import LearnedReward
+from llm_gym.rewards.rules import ExactMatch, FormatCheck, LengthCheck, NumericMatch, Verifier
+from llm_gym.rewards.text_metrics import Bleu, ChrF, Rouge
+from llm_gym.tasks.base import Task
+
+RewardSpec = Union[str, RewardModel, Callable[..., Any], Mapping[str, Any], None]
+ENTRY_POINT_GROUP = "llm_gym.rewards"
+
+REWARDS: dict[str, Callable[..., Any]] = {
+    "exact_match": ExactMatch,
+    "numeric_match": NumericMatch,
+    "verifier": Verifier,
+    "length": LengthCheck,
+    "format": FormatCheck,
+    "bleu": Bleu,
+    "chrf": ChrF,
+    "rouge": Rouge,
+    "learned": LearnedReward,
+}
+_plugins_loaded = False
+
+
+def register_reward(name: str, factory: Callable[..., Any] | None = None):
+    """Register a reward factory under ``name``; usable as ``@register_reward("name")``."""
+
+    def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+        REWARDS[name] = fn
+        return fn
+
+    return add(factory) if factory is not None else add
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            REWARDS.setdefault(ep.name, ep.load())
+
+
+def _parse_value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _make_one(spec: str, task: Task | None) -> RewardModel:
+    name, _, arg_text = spec.strip().partition(":")
+    name = name.strip()
+    if name not in REWARDS:
+        _load_plugins()
+    if name not in REWARDS:
+        raise KeyError(f"unknown reward spec {name!r}; known: {', '.join(sorted(REWARDS))}")
+    kwargs = {}
+    for item in filter(None, (part.strip() for part in arg_text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"reward spec {spec!r}: option {item!r} is not key=value")
+        kwargs[key.strip()] = _parse_value(value.strip())
+    factory = REWARDS[name]
+    if "task" in inspect.signature(factory).parameters:
+        if task is None:
+            raise ValueError(f"reward {name!r} needs a task (it uses the task's verifier)")
+        kwargs["task"] = task
+    model = factory(**kwargs)
+    return model if isinstance(model, RewardModel) else FunctionReward(model, name=name)
+
+
+def make_reward(spec: RewardSpec, task: Task | None = None) -> RewardModel | None:
+    """Build a reward model from a spec string, a mapping ``{name: weight}``, a callable or a model."""
+    if spec is None or isinstance(spec, RewardModel):
+        return spec
+    if isinstance(spec, Mapping):
+        return CompositeReward({name: (float(w), _make_one(name, task)) for name, w in spec.items()})
+    if callable(spec):
+        return FunctionReward(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise TypeError(f"reward spec must be a non-empty string, mapping, callable or RewardModel; got {spec!r}")
+    terms = [term.strip() for term in spec.split("+")]
+    if len(terms) == 1 and "*" not in terms[0]:
+        return _make_one(terms[0], task)
+    components: dict[str, tuple[float, RewardModel]] = {}
+    for term in terms:
+        weight_text, star, body = term.partition("*")
+        weight, body = (float(weight_text), body) if star else (1.0, term)
+        model = _make_one(body, task)
+        components[model.name] = (weight, model)
+    return CompositeReward(components)
+
+
+def available_rewards() -> list[str]:
+    """Names of every reward spec, plug-ins included."""
+    _load_plugins()
+    return sorted(REWARDS)
