@@ -93,8 +93,16 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerBase, config: TinyModelConfig
         raise ValueError(f"tokenizer must define bos, eos and pad tokens; got {ids}")
     torch.manual_seed(config.seed)
     if config.family == "gpt2":
+        # No dropout: RL needs identical log-probs at sampling and update time (Huang et al. 2024).
         hf_config = GPT2Config(
-            n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head, n_positions=config.max_positions, **ids
+            n_layer=config.n_layer,
+            n_embd=config.n_embd,
+            n_head=config.n_head,
+            n_positions=config.max_positions,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **ids,
         )
         return GPT2LMHeadModel(hf_config)
     if config.family == "llama":

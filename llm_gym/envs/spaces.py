@@ -55,6 +55,10 @@ def actions_to_tokens(
         if len(actions) != num_envs:
             raise ValueError(f"expected {num_envs} completions, got {len(actions)}")
         ids = problem.tokenizer(list(actions), add_special_tokens=False)["input_ids"]
+        unk = problem.tokenizer.unk_token_id
+        for text, row in zip(actions, ids):
+            if unk is not None and unk in row:
+                raise ValueError(f"completion {text[:60]!r} has text the tokenizer cannot encode (unknown token)")
         rows = [(row + [eos])[:T] for row in ids]
         padded = np.full((num_envs, T), pad, dtype=np.int64)
         for r, row in enumerate(rows):

@@ -1,7 +1,7 @@
 """Reward specs: strings usable in ``gymnasium.make(..., reward="...")`` and third-party plug-ins.
 
-Grammar: ``name``, ``name:key=value,key=value``, or a weighted sum of those
-(``"0.7*exact_match + 0.3*length:max_chars=8"``). Values are parsed as int, float or bool when
+Grammar: ``name``, ``name:key=value,key=value``, or a weighted sum of those joined by `` + ``
+with spaces (``"0.7*exact_match + 0.3*length:max_chars=8"``), so a value may itself hold ``+``. Values are parsed as int, float or bool when
 they look like one. Installed packages add reward models through the ``llm_gym.rewards``
 entry-point group: the entry point's name is the spec name, its object a factory returning a
 ``RewardModel`` (or a plain ``(prompts, completions, metadata)`` function).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Union
@@ -98,8 +99,8 @@ def make_reward(spec: RewardSpec, task: Task | None = None) -> RewardModel | Non
         return FunctionReward(spec)
     if not isinstance(spec, str) or not spec.strip():
         raise TypeError(f"reward spec must be a non-empty string, mapping, callable or RewardModel; got {spec!r}")
-    terms = [term.strip() for term in spec.split("+")]
-    if len(terms) == 1 and "*" not in terms[0]:
+    terms = [term.strip() for term in re.split(r"\s\+\s", spec)]
+    if len(terms) == 1 and not re.match(r"^[\d.]+\*", terms[0]):
         return _make_one(terms[0], task)
     components: dict[str, tuple[float, RewardModel]] = {}
     for term in terms:

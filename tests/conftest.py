@@ -1,0 +1,21 @@
+"""Shared fixtures: tiny models and tokenizers built by the project (nothing downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm_gym.models import TinyModelConfig, save_tiny
+from llm_gym.tasks import make_task
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-init 2-layer GPT-2 with a char tokenizer covering the arithmetic task."""
+    task = make_task("arithmetic")
+    texts = [s.prompt + s.reference for s in task.dataset("train", 500, seed=0)]
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "model", texts, "char", TinyModelConfig(n_layer=2, n_embd=32))
