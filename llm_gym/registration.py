@@ -40,6 +40,9 @@ def register_builtin_envs() -> None:
     for name in TASKS:
         if env_id(name) not in gymnasium.registry:
             register_task_env(name)
+    from llm_gym.tasks.datasets import register_dataset_env
+
+    register_dataset_env()
 
 
 def load_env_plugins() -> None:

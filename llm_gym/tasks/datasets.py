@@ -1,0 +1,397 @@
+"""Tasks from fixed datasets: local JSONL files and Hugging Face datasets saved on disk.
+
+Rows come in the column layouts TRL users already have (the format is detected from the columns
+or given explicitly):
+
+- ``prompt_completion``: ``prompt``, ``completion`` -> reference = completion;
+- ``alpaca``: ``instruction``, optional ``input``, ``output`` -> prompt from ``ALPACA_TEMPLATE``;
+- ``messages``: a chat ``messages`` list -> prompt = the tokenizer's chat template applied to all
+  but the last message (with the generation prompt), reference = the last (assistant) message;
+- ``preference``: ``prompt``, ``chosen``, ``rejected`` -> reference = chosen; both answers kept in
+  the sample metadata.
+
+Other columns of a row are kept in its metadata (custom rewards can read them). The gold verifier
+is an exact match with the reference (whitespace-normalised).
+
+In an env: ``gymnasium.make("llm_gym/Dataset-v0", data_files="train.jsonl", tokenizer=tok)`` (or
+``task=DatasetTask.from_jsonl(...)`` instead of ``data_files``; ``make_vec`` works the same). The
+window (``max_prompt_tokens``/``max_new_tokens``) is sized to the longest prompt and reference in
+the data unless given; without a tokenizer a character tokenizer is trained on the data's text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from llm_gym.tasks.base import Sample, Split, Task, split_of
+from llm_gym.tasks.procedural import normalize_answer
+
+Format = Literal["prompt_completion", "alpaca", "messages", "preference"]
+PathLike = str | Path
+
+# Required columns per format, in detection order (preference before prompt_completion: both have "prompt").
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "preference": ("prompt", "chosen", "rejected"),
+    "prompt_completion": ("prompt", "completion"),
+    "alpaca": ("instruction", "output"),
+    "messages": ("messages",),
+}
+ALPACA_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
+ALPACA_INPUT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+DATASET_ENV_ID = "llm_gym/Dataset-v0"
+
+
+class DatasetError(ValueError):
+    """A dataset file or row that cannot be turned into samples; the message names file and line."""
+
+
+def detect_format(columns: Iterable[str], where: str) -> Format:
+    """The first format whose required columns are all present."""
+    columns = set(columns)
+    for name, fields in FORMAT_FIELDS.items():
+        if columns.issuperset(fields):
+            return name  # type: ignore[return-value]
+    closest = max(FORMAT_FIELDS, key=lambda name: len(columns & set(FORMAT_FIELDS[name])) / len(FORMAT_FIELDS[name]))
+    missing = [f for f in FORMAT_FIELDS[closest] if f not in columns]
+    known = "; ".join(f"{name}: {', '.join(fields)}" for name, fields in FORMAT_FIELDS.items())
+    raise DatasetError(
+        f"{where}: cannot detect the dataset format from columns {sorted(columns)} (closest: {closest!r}, "
+        f"missing field {', '.join(map(repr, missing))}); expected the columns of one of {known}"
+    )
+
+
+def _field(row: Mapping[str, Any], key: str, where: str, fmt: str) -> Any:
+    value = row.get(key)
+    if value is None:
+        raise DatasetError(f"{where}: row is missing field {key!r} (format {fmt!r})")
+    return value
+
+
+def _text(row: Mapping[str, Any], key: str, where: str, fmt: str) -> str:
+    value = _field(row, key, where, fmt)
+    if not isinstance(value, str):
+        raise DatasetError(f"{where}: field {key!r} must be a string, got {type(value).__name__} (format {fmt!r})")
+    return value
+
+
+def _chat_prompt(messages: Any, where: str, tokenizer: PreTrainedTokenizerBase | None) -> tuple[str, str]:
+    if tokenizer is None:
+        raise DatasetError(f"{where}: format 'messages' needs a tokenizer (its chat template builds the prompt)")
+    if not isinstance(messages, list) or len(messages) < 2:
+        raise DatasetError(f"{where}: field 'messages' must be a list of at least 2 messages (format 'messages')")
+    for k, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str) or not isinstance(
+            message.get("content"), str
+        ):
+            raise DatasetError(f"{where}: message {k} needs string 'role' and 'content' fields (format 'messages')")
+    if messages[-1]["role"] != "assistant":
+        raise DatasetError(
+            f"{where}: the last message must be the assistant's (the reference), got role {messages[-1]['role']!r}"
+        )
+    try:
+        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+    except ValueError as error:  # transformers raises ValueError when the tokenizer has no chat template
+        raise DatasetError(f"{where}: cannot apply the tokenizer's chat template: {error}") from error
+    return prompt, messages[-1]["content"]
+
+
+def row_to_sample(
+    row: Mapping[str, Any], fmt: Format, where: str, tokenizer: PreTrainedTokenizerBase | None = None
+) -> Sample:
+    """One dataset row as a ``Sample``; ``where`` (e.g. ``"data.jsonl line 3"``) prefixes every error."""
+    if not isinstance(row, Mapping):
+        raise DatasetError(f"{where}: row must be a JSON object, got {type(row).__name__}")
+    if fmt not in FORMAT_FIELDS:
+        raise DatasetError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMAT_FIELDS)}")
+    own = FORMAT_FIELDS[fmt] + (("input",) if fmt == "alpaca" else ())
+    extra = {k: v for k, v in row.items() if k not in own}
+    if fmt == "prompt_completion":
+        return Sample(_text(row, "prompt", where, fmt), _text(row, "completion", where, fmt), extra)
+    if fmt == "preference":
+        chosen, rejected = _text(row, "chosen", where, fmt), _text(row, "rejected", where, fmt)
+        return Sample(_text(row, "prompt", where, fmt), chosen, {**extra, "chosen": chosen, "rejected": rejected})
+    if fmt == "alpaca":
+        instruction, output = _text(row, "instruction", where, fmt), _text(row, "output", where, fmt)
+        extra_input = row.get("input") or ""
+        if not isinstance(extra_input, str):
+            raise DatasetError(f"{where}: field 'input' must be a string, got {type(extra_input).__name__}")
+        template = ALPACA_INPUT_TEMPLATE if extra_input else ALPACA_TEMPLATE
+        return Sample(template.format(instruction=instruction, input=extra_input), output, extra)
+    prompt, reference = _chat_prompt(_field(row, "messages", where, fmt), where, tokenizer)
+    return Sample(prompt, reference, extra)
+
+
+def rows_to_samples(
+    rows: Iterable[tuple[str, Mapping[str, Any]]],
+    fmt: Format | None,
+    source: str,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> list[Sample]:
+    """Convert ``(where, row)`` pairs; the format is detected from the first row when not given."""
+    samples: list[Sample] = []
+    for where, row in rows:
+        if fmt is None:
+            if not isinstance(row, Mapping):
+                raise DatasetError(f"{where}: row must be a JSON object, got {type(row).__name__}")
+            fmt = detect_format(row.keys(), where)
+        samples.append(row_to_sample(row, fmt, where, tokenizer))
+    if not samples:
+        raise DatasetError(f"{source}: the dataset is empty")
+    return samples
+
+
+def _jsonl_rows(path: Path) -> Iterable[tuple[str, Any]]:
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DatasetError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from error
+
+
+def load_jsonl(
+    path: PathLike, fmt: Format | None = None, tokenizer: PreTrainedTokenizerBase | None = None
+) -> list[Sample]:
+    """Samples from a JSON-lines file (one object per line; blank lines are skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file not found: {path}")
+    return rows_to_samples(_jsonl_rows(path), fmt, str(path), tokenizer)
+
+
+def _load_from_disk(path: Path):
+    try:
+        import datasets
+    except ImportError as error:
+        raise ImportError(
+            f"loading {path} needs the 'datasets' package: pip install 'llm-gym[datasets]'"
+        ) from error
+    return datasets.load_from_disk(str(path))
+
+
+def _is_dataset_dict(data: Any) -> bool:
+    return isinstance(getattr(data, "column_names", None), dict)
+
+
+def _hf_samples(data: Any, source: str, fmt: Format | None, tokenizer: PreTrainedTokenizerBase | None) -> list[Sample]:
+    return rows_to_samples(((f"{source} row {i}", row) for i, row in enumerate(data, start=1)), fmt, source, tokenizer)
+
+
+def load_hf_disk(
+    path: PathLike,
+    fmt: Format | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    split: str | None = None,
+) -> list[Sample]:
+    """Samples from a ``datasets`` ``save_to_disk`` directory (a ``DatasetDict`` needs ``split``); rows count from 1."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"dataset directory not found: {path}")
+    data = _load_from_disk(path)
+    if not _is_dataset_dict(data):
+        return _hf_samples(data, str(path), fmt, tokenizer)
+    if split is None or split not in data:
+        raise DatasetError(f"{path} holds splits {sorted(data)}; choose one with split=")
+    return _hf_samples(data[split], f"{path} (split {split})", fmt, tokenizer)
+
+
+def load_samples(
+    path: PathLike,
+    fmt: Format | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    split: str | None = None,
+) -> list[Sample]:
+    """A JSONL file, or a Hugging Face dataset directory saved with ``save_to_disk``."""
+    return load_hf_disk(path, fmt, tokenizer, split) if Path(path).is_dir() else load_jsonl(path, fmt, tokenizer)
+
+
+def _as_paths(files: PathLike | Sequence[PathLike]) -> list[PathLike]:
+    return [files] if isinstance(files, (str, Path)) else list(files)
+
+
+class DatasetTask(Task):
+    """A task that serves the prompts of a fixed dataset, with its references and an exact-match verifier.
+
+    Why: SFT data and preference pairs users already have become RL environments without writing
+    a generator. Train/test come from separate files when given, else from the same stable hash
+    split procedural tasks use (``split_of``), so held-out prompts never reach training.
+    """
+
+    name = "dataset"
+    description = "prompts from a dataset; gold: exact match with the reference"
+    default_reward = "verifier"
+
+    def __init__(
+        self,
+        train: Sequence[Sample],
+        test: Sequence[Sample] | None = None,
+        test_fraction: float = 0.1,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        max_prompt_tokens: int | None = None,
+        max_new_tokens: int | None = None,
+    ):
+        if not train:
+            raise DatasetError("a DatasetTask needs at least one training sample")
+        self.test_fraction = test_fraction
+        if test is None:
+            self.splits: dict[str, list[Sample]] = {"train": [], "test": []}
+            for sample in train:
+                self.splits[split_of(sample.prompt, test_fraction)].append(sample)
+        else:
+            self.splits = {"train": list(train), "test": list(test)}
+        self.samples = self.splits["train"] + self.splits["test"]
+        if tokenizer is not None:
+            self.fit_window(tokenizer)
+        self.max_prompt_tokens = max_prompt_tokens or self.max_prompt_tokens
+        self.max_new_tokens = max_new_tokens or self.max_new_tokens
+
+    @classmethod
+    def from_files(
+        cls,
+        data_files: PathLike | Sequence[PathLike],
+        test_files: PathLike | Sequence[PathLike] | None = None,
+        format: Format | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        **kwargs: Any,
+    ) -> DatasetTask:
+        """JSONL files or ``save_to_disk`` directories (a ``DatasetDict`` gives its train/test splits)."""
+        paths = _as_paths(data_files)
+        if not paths:
+            raise DatasetError("data_files is empty; give a JSONL file or a save_to_disk directory")
+        if test_files is None and len(paths) == 1 and Path(paths[0]).is_dir():
+            data = _load_from_disk(Path(paths[0]))
+            if _is_dataset_dict(data):  # its own splits: "train", and "test" (or "validation") if present
+                if "train" not in data:
+                    raise DatasetError(f"{paths[0]} holds splits {sorted(data)} but no 'train' split")
+                train = _hf_samples(data["train"], f"{paths[0]} (split train)", format, tokenizer)
+                test_split = next((s for s in ("test", "validation") if s in data), None)
+                test = None
+                if test_split is not None:
+                    test = _hf_samples(data[test_split], f"{paths[0]} (split {test_split})", format, tokenizer)
+                return cls(train, test, tokenizer=tokenizer, **kwargs)
+        train = [s for path in paths for s in load_samples(path, format, tokenizer)]
+        test = None
+        if test_files is not None:
+            test = [s for path in _as_paths(test_files) for s in load_samples(path, format, tokenizer)]
+        return cls(train, test, tokenizer=tokenizer, **kwargs)
+
+    @classmethod
+    def from_jsonl(
+        cls,
+        train_file: PathLike,
+        test_file: PathLike | None = None,
+        format: Format | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        **kwargs: Any,
+    ) -> DatasetTask:
+        train = load_jsonl(train_file, format, tokenizer)
+        test = load_jsonl(test_file, format, tokenizer) if test_file is not None else None
+        return cls(train, test, tokenizer=tokenizer, **kwargs)
+
+    @classmethod
+    def from_disk(
+        cls, path: PathLike, format: Format | None = None, tokenizer: PreTrainedTokenizerBase | None = None, **kwargs
+    ) -> DatasetTask:
+        return cls.from_files(path, None, format, tokenizer, **kwargs)
+
+    def fit_window(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Size the env window to the longest prompt and reference (+ EOS) in tokens of ``tokenizer``."""
+        prompts = tokenizer([s.prompt for s in self.samples])["input_ids"]
+        references = tokenizer([s.reference for s in self.samples], add_special_tokens=False)["input_ids"]
+        self.max_prompt_tokens = max(map(len, prompts))
+        self.max_new_tokens = max(map(len, references)) + 1
+
+    def generate(self, rng: np.random.Generator) -> Sample:
+        return self.samples[int(rng.integers(len(self.samples)))]
+
+    def sample(self, rng: np.random.Generator, split: Split = "train") -> Sample:
+        rows = self.splits.get(split)
+        if rows is None:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if not rows:
+            raise DatasetError(
+                f"the dataset has no {split!r} rows ({len(self.samples)} rows, hash split with "
+                f"test_fraction={self.test_fraction}); give a separate test file or more rows"
+            )
+        return rows[int(rng.integers(len(rows)))]
+
+    def verify(
+        self, prompts: Sequence[str], completions: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> np.ndarray:
+        return np.array(
+            [normalize_answer(c) == normalize_answer(m["reference"]) for c, m in zip(completions, metadata)],
+            dtype=np.float32,
+        )
+
+
+def _dataset_problem_kwargs(
+    data_files: PathLike | Sequence[PathLike] | None,
+    test_files: PathLike | Sequence[PathLike] | None,
+    format: Format | None,
+    tokenizer: Any,
+    task: DatasetTask | None,
+) -> dict[str, Any]:
+    from llm_gym.models import load_tokenizer, train_tokenizer
+
+    if (data_files is None) == (task is None):
+        raise ValueError(
+            f"{DATASET_ENV_ID} needs exactly one of data_files= (JSONL files or a save_to_disk directory) or task="
+        )
+    tokenizer = load_tokenizer(tokenizer) if tokenizer is not None else None
+    if task is None:
+        task = DatasetTask.from_files(data_files, test_files, format, tokenizer)
+    if tokenizer is None:
+        tokenizer = train_tokenizer([s.prompt + s.reference for s in task.samples], kind="char")
+        task.fit_window(tokenizer)
+    return {"task": task, "tokenizer": tokenizer}
+
+
+def make_dataset_env(
+    data_files: PathLike | Sequence[PathLike] | None = None,
+    test_files: PathLike | Sequence[PathLike] | None = None,
+    format: Format | None = None,
+    tokenizer: Any = None,
+    task: DatasetTask | None = None,
+    **env_kwargs: Any,
+):
+    """Entry point of ``llm_gym/Dataset-v0``: an ``LLMEnv`` over a dataset (other kwargs go to ``LLMEnv``)."""
+    from llm_gym.envs import LLMEnv
+
+    return LLMEnv(**_dataset_problem_kwargs(data_files, test_files, format, tokenizer, task), **env_kwargs)
+
+
+def make_dataset_vector_env(
+    num_envs: int = 8,
+    data_files: PathLike | Sequence[PathLike] | None = None,
+    test_files: PathLike | Sequence[PathLike] | None = None,
+    format: Format | None = None,
+    tokenizer: Any = None,
+    task: DatasetTask | None = None,
+    **env_kwargs: Any,
+):
+    """Vector entry point of ``llm_gym/Dataset-v0`` (``make_vec(..., vectorization_mode="vector_entry_point")``)."""
+    from llm_gym.envs import LLMVectorEnv
+
+    problem = _dataset_problem_kwargs(data_files, test_files, format, tokenizer, task)
+    return LLMVectorEnv(num_envs=num_envs, **problem, **env_kwargs)
+
+
+def register_dataset_env() -> None:
+    """Register ``llm_gym/Dataset-v0`` (needs ``data_files=`` or ``task=`` at make time)."""
+    if DATASET_ENV_ID not in gymnasium.registry:
+        gymnasium.register(
+            id=DATASET_ENV_ID,
+            entry_point="llm_gym.tasks.datasets:make_dataset_env",
+            vector_entry_point="llm_gym.tasks.datasets:make_dataset_vector_env",
+            kwargs={"reward": "verifier"},
+        )
