@@ -20,3 +20,6 @@ __all__ = [
     "register_reward",
     "reward_model_text",
 ]
+
+# Family reward specs (informativeness, relevance, fluency, fact_coverage, conciseness, code_tests).
+from llm_gym.rewards import code_sandbox, dialogue  # noqa: E402,F401

@@ -32,3 +32,6 @@ def make_task(task: str | Task, **kwargs: Any) -> Task:
 
 
 __all__ = ["TASKS", "Sample", "Split", "Task", "make_task", "register_task", "split_of"]
+
+# Application families (issue 5); imported last because they register themselves with register_task.
+from llm_gym.tasks import code, dialogue, summarization, translation  # noqa: E402,F401
