@@ -1,0 +1,224 @@
+"""Leaderboard numbers are checked against an independent computation from the records."""
+
+from __future__ import annotations
+
+import html.parser
+import re
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from benchmarks.leaderboard import build_leaderboard, to_html, to_markdown, write_leaderboard
+from benchmarks.records import RunRecord, append_record
+from benchmarks.stats import bootstrap, iqm, mean_over_groups, normalized_auc
+from benchmarks.plots import render_figures
+
+ENVS = ["llm_gym/Arithmetic-v0", "llm_gym/Copy-v0", "llm_gym/Sort-v0"]
+LEARNERS = {"ppo": 0.8, "grpo": 0.6, "reinforce": 0.4}  # final gold reward each learner drifts towards
+
+
+def synthetic_records(seeds: int = 5, rng_seed: int = 0) -> list[RunRecord]:
+    """Learners with noisy rising curves plus best-of-n (n = 2, 8, 32) with finals only."""
+    rng = np.random.default_rng(rng_seed)
+    records = []
+    for env_i, env in enumerate(ENVS):
+        for algo, target in LEARNERS.items():
+            for seed in range(seeds):
+                steps = np.arange(0, 1100, 100) + (seed * 7 if algo == "grpo" else 0)  # misaligned log steps
+                rise = 1 - np.exp(-steps / 400)
+                gold = 0.1 + (target - 0.05 * env_i) * rise + rng.normal(0, 0.03, len(steps))
+                kl = 2.0 * rise * (1 + 0.2 * rng.random())
+                proxy = gold + 0.3 * kl
+                curve = [{"step": float(s), "objective/gold_reward": float(g), "objective/reward": float(p),
+                          "objective/kl": float(k)} for s, g, p, k in zip(steps, gold, proxy, kl)]
+                final = {"objective/gold_reward": float(gold[-1] + rng.normal(0, 0.02)),
+                         "objective/reward": float(proxy[-1]), "objective/kl": float(kl[-1])}
+                records.append(_record(algo, env, seed, curve, final, {"budget": 1000}, 10 + rng.random()))
+        for n in (2, 8, 32):
+            kl_bon = float(np.log(n) - (n - 1) / n)
+            for seed in range(seeds):
+                final = {"objective/gold_reward": 0.1 + 0.1 * np.log2(n) + rng.normal(0, 0.02),
+                         "objective/reward": 0.1 + 0.15 * np.log2(n), "objective/kl": kl_bon}
+                records.append(_record(f"best_of_n_{n}", env, seed, [], final, {"n": n}, 2.0))
+    return records
+
+
+def _record(algo, env, seed, curve, final, config, wall_s) -> RunRecord:
+    return RunRecord(algo=algo, env_id=env, seed=seed, config={**config, "env_kwargs": {"env": env}},
+                     versions={"python": "3.11", "torch": "2.13.0"}, git_commit="abc123",
+                     hardware={"cpu": "test cpu", "usable_cores": 2, "gpu": None},
+                     curve=curve, final=final, wall_s=wall_s)
+
+
+NUMBER_CI = re.compile(r"^(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]$")
+
+
+def markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """Section title -> rows as {header: cell} parsed back from the Markdown."""
+    tables, title, header = {}, None, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            title, header = line[3:], None
+        elif line.startswith("|") and title and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if header is None:
+                header = cells
+                tables[title] = []
+            else:
+                tables[title].append(dict(zip(header, cells)))
+    return tables
+
+
+class _HTMLTables(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables, self.title, self.in_cell, self.row, self.in_h2 = {}, None, False, None, False
+        self.header = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "h2":
+            self.in_h2, self.title = True, ""
+        elif tag == "tr":
+            self.row = []
+        elif tag in ("td", "th"):
+            self.in_cell = True
+            self.row.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "h2":
+            self.in_h2 = False
+        elif tag in ("td", "th"):
+            self.in_cell = False
+        elif tag == "tr":
+            if self.title not in self.tables:
+                self.tables[self.title], self.header = [], self.row
+            else:
+                self.tables[self.title].append(dict(zip(self.header, self.row)))
+
+    def handle_data(self, data):
+        if self.in_h2:
+            self.title += data
+        elif self.in_cell:
+            self.row[-1] += data
+
+
+def independent(records, algo, envs, metric, reps=20000):
+    """Mean over envs of per-env means, IQM of pooled runs (scipy), and a 20k-resample stratified
+    bootstrap written here from scratch with its own RNG, to compare against the leaderboard's 2k."""
+    groups = [np.array([r.final[metric] for r in records if r.algo == algo and r.env_id == e]) for e in envs]
+    mean = np.mean([g.mean() for g in groups])
+    trimmed = scipy_stats.trim_mean(np.concatenate(groups), 0.25)
+    rng = np.random.default_rng(12345)
+    res = [rng.choice(g, size=(reps, len(g)), replace=True) for g in groups]  # one resample per row
+    draws_mean = np.mean([r.mean(axis=1) for r in res], axis=0)
+    draws_iqm = scipy_stats.trim_mean(np.concatenate(res, axis=1), 0.25, axis=1)
+    return (mean, *np.percentile(draws_mean, [2.5, 97.5])), (trimmed, *np.percentile(draws_iqm, [2.5, 97.5]))
+
+
+def parse_ci(cell: str) -> tuple[float, float, float]:
+    match = NUMBER_CI.match(cell)
+    assert match, f"cell {cell!r} is not 'point [low, high]'"
+    return tuple(float(x) for x in match.groups())
+
+
+def test_markdown_and_html_numbers_match_an_independent_computation():
+    records = synthetic_records()
+    board = build_leaderboard(records)
+    md_tables = markdown_tables(to_markdown(board))
+    parser = _HTMLTables()
+    parser.feed(to_html(board))
+    assert parser.tables == md_tables  # the page and the Markdown show the same cells
+    assert set(md_tables) == {"Overall", *ENVS}
+
+    sections = [("Overall", ENVS)] + [(env, [env]) for env in ENVS]
+    for title, envs in sections:
+        rows = {row["Algorithm"]: row for row in md_tables[title]}
+        assert set(rows) == {*LEARNERS, "best_of_n_2", "best_of_n_8", "best_of_n_32"}
+        for algo, row in rows.items():
+            for metric, name in (("objective/gold_reward", "Gold reward"), ("objective/reward", "Proxy reward")):
+                (mean, mlo, mhi), (trim, ilo, ihi) = independent(records, algo, envs, metric)
+                point, low, high = parse_ci(row[f"{name}, mean"])
+                assert point == pytest.approx(mean, abs=6e-4)
+                # Bootstrap percentiles from 2k vs 20k resamples: agree to Monte-Carlo error (a few % of the spread).
+                assert low == pytest.approx(mlo, abs=0.1 * (mhi - mlo) + 1e-3)
+                assert high == pytest.approx(mhi, abs=0.1 * (mhi - mlo) + 1e-3)
+                point, low, high = parse_ci(row[f"{name}, IQM"])
+                assert point == pytest.approx(trim, abs=6e-4)
+                assert low == pytest.approx(ilo, abs=0.1 * (ihi - ilo) + 1e-3)
+                assert high == pytest.approx(ihi, abs=0.1 * (ihi - ilo) + 1e-3)
+            runs = [r for r in records if r.algo == algo and r.env_id in envs]
+            kl_point = parse_ci(row["Final KL, mean"])[0]
+            assert kl_point == pytest.approx(np.mean([np.mean([r.final["objective/kl"] for r in runs if r.env_id == e]) for e in envs]), abs=6e-4)
+            assert float(row["Wall time per run (s)"]) == pytest.approx(np.mean([r.wall_s for r in runs]), abs=0.06)
+            auc_cell = row["Sample efficiency (gold AUC)"]
+            if algo.startswith("best_of_n"):
+                assert auc_cell == "—"  # no learning curve, no area
+            else:
+                by_env = [[np.trapezoid([p["objective/gold_reward"] for p in r.curve], [p["step"] for p in r.curve])
+                           / (r.curve[-1]["step"] - r.curve[0]["step"]) for r in runs if r.env_id == e] for e in envs]
+                assert parse_ci(auc_cell)[0] == pytest.approx(np.mean([np.mean(a) for a in by_env]), abs=6e-4)
+        counts = {a: int(r["Seeds" if title != "Overall" else "Runs"]) for a, r in rows.items()}
+        assert set(counts.values()) == {5 * len(envs)}
+    # Rows are ordered best first by mean gold reward.
+    golds = [parse_ci(r["Gold reward, mean"])[0] for r in md_tables["Overall"]]
+    assert golds == sorted(golds, reverse=True)
+
+
+def test_iqm_matches_scipy_and_bootstrap_is_stratified_and_seeded():
+    rng = np.random.default_rng(1)
+    for n in (1, 3, 4, 5, 8, 13):
+        x = rng.normal(size=n)
+        assert iqm(x) == pytest.approx(scipy_stats.trim_mean(x, 0.25))
+    groups = [np.array([0.0, 0.0, 0.0]), np.array([1.0, 1.0])]
+    # Stratified resampling keeps each env's runs within that env: constant groups -> a zero-width CI.
+    est = bootstrap(groups, mean_over_groups)
+    assert (est.point, est.low, est.high) == (0.5, 0.5, 0.5)
+    data = [rng.normal(size=6)]
+    assert bootstrap(data, mean_over_groups, seed=3) == bootstrap(data, mean_over_groups, seed=3)
+    assert np.isnan(bootstrap([np.array([])], mean_over_groups).point)
+
+
+def test_normalized_auc_is_the_average_height_of_the_curve():
+    assert normalized_auc([0, 10], [0.0, 1.0]) == pytest.approx(0.5)
+    assert normalized_auc([10, 0, 20], [1.0, 0.0, 1.0]) == pytest.approx(0.75)  # sorted by step first
+    assert normalized_auc([5], [0.3]) == pytest.approx(0.3)
+    assert np.isnan(normalized_auc([], []))
+
+
+def test_missing_metrics_show_a_dash_and_variants_get_their_own_rows():
+    base = synthetic_records(seeds=2)
+    runs = [r for r in base if r.algo == "ppo"]
+    old = [RunRecord(**{**r.__dict__, "config": {**r.config, "budget": 500}}) for r in runs]
+    no_gold = _record("sb3_ppo", ENVS[0], 0, [], {"objective/reward": 0.5}, {}, 1.0)
+    board = build_leaderboard(runs + old + [no_gold], reps=200)
+    labels = [row.label for row in board.overall]
+    assert len([label for label in labels if label.startswith("ppo@")]) == 2  # two settings of ppo
+    table = markdown_tables(to_markdown(board))[ENVS[0]]
+    sb3 = next(row for row in table if row["Algorithm"] == "sb3_ppo")
+    assert sb3["Gold reward, mean"] == "—" and sb3["Proxy reward, mean"].startswith("0.500")
+    assert table[-1]["Algorithm"] == "sb3_ppo"  # rows without a gold reward sort last
+
+
+def test_write_leaderboard_writes_self_contained_page_and_plots(tmp_path):
+    records_path = tmp_path / "records.jsonl"
+    for record in synthetic_records(seeds=3):
+        append_record(records_path, record)
+    paths = write_leaderboard(records_path, tmp_path / "board", reps=300)
+    page = paths["html"].read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # nothing loaded from outside the file
+    assert "Overall" in paths["markdown"].read_text()
+    for name in ("Learning curves", "Reward-KL frontier", "Over-optimisation"):
+        assert paths[name].read_bytes().startswith(b"\x89PNG")
+
+
+def test_empty_records_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no results records in .*records.jsonl"):
+        write_leaderboard(tmp_path / "records.jsonl", tmp_path / "out")
+
+
+def test_figures_render_without_kl_or_curves():
+    records = [_record("ppo", ENVS[0], s, [], {"objective/gold_reward": 0.1 * s}, {}, 1.0) for s in range(3)]
+    figures = render_figures(records)
+    assert set(figures) == {"Learning curves", "Reward-KL frontier", "Over-optimisation"}
