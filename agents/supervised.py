@@ -1,0 +1,117 @@
+"""Pieces shared by the supervised training loops (SFT and reward model): accelerator, optimiser, logs, data order.
+
+Why shared: both loops are "minimise a loss over a fixed dataset with AdamW under accelerate" and
+must resume to the same batch order and schedule position. Keeping the accelerator setup, the
+optimiser/schedule, the epoch-seeded data order and the TensorBoard/JSONL logger here lets each
+trainer file read as its loss and its evaluation only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+
+def make_accelerator(mixed_precision: str, grad_accum: int, cpu: bool = False) -> Accelerator:
+    """An ``Accelerator``; ``mixed_precision="auto"`` means bf16 on a CUDA GPU that has it, fp16 on older GPUs, none on CPU."""
+    if mixed_precision == "auto":
+        if cpu or not torch.cuda.is_available():
+            mixed_precision = "no"
+        else:
+            mixed_precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got {mixed_precision!r}")
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, cpu=cpu)
+
+
+def adamw_with_schedule(
+    model: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int, total_steps: int, schedule: str
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW (no decay on biases and norms) with linear warmup then ``schedule`` decay ("cosine", "linear", "constant")."""
+    if schedule not in ("cosine", "linear", "constant"):
+        raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {schedule!r}")
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    name = "constant_with_warmup" if schedule == "constant" else schedule
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+@dataclass
+class EpochOrder:
+    """Seeded, resumable batch order: epoch ``e`` shuffles with seed ``seed + e``, sharded by accelerate.
+
+    Why not a plain shuffling DataLoader: after a resume the run must see the same batches it would
+    have seen, so the order is a function of (seed, epoch) and the position is a micro-batch count.
+    """
+
+    dataset: Sequence[Any]
+    batch_size: int
+    collate: Callable[[list[Any]], dict[str, torch.Tensor]]
+    seed: int
+    accelerator: Accelerator
+    micro_step: int = 0  # micro-batches consumed so far (per process)
+    batches_per_epoch: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        per_step = self.batch_size * self.accelerator.num_processes
+        self.batches_per_epoch = max(1, math.ceil(len(self.dataset) / per_step))
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            epoch, skip = divmod(self.micro_step, self.batches_per_epoch)
+            order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+            loader = DataLoader([self.dataset[i] for i in order], batch_size=self.batch_size, collate_fn=self.collate)
+            loader = self.accelerator.prepare_data_loader(loader)
+            if skip:
+                loader = self.accelerator.skip_first_batches(loader, skip)
+            for batch in loader:
+                self.micro_step += 1
+                yield batch
+
+
+class RunLogger:
+    """Metrics to TensorBoard (``<out>/tb``), ``<out>/metrics.jsonl`` and a tqdm bar, on the main process only."""
+
+    def __init__(self, out_dir: Path, total_steps: int, initial_step: int, enabled: bool, desc: str):
+        self.enabled = enabled
+        self.writer = SummaryWriter(str(out_dir / "tb")) if enabled else None
+        self.jsonl = (out_dir / "metrics.jsonl").open("a") if enabled else None
+        self.bar = tqdm(total=total_steps, initial=initial_step, desc=desc, disable=not enabled, dynamic_ncols=True)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, step)
+        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.jsonl.flush()
+        shown = {k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items() if not k.startswith("perf/")}
+        self.bar.set_postfix(shown, refresh=False)
+
+    def advance(self) -> None:
+        self.bar.update(1)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            tqdm.write(text)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.enabled:
+            self.writer.close()
+            self.jsonl.close()
