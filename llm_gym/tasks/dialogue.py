@@ -218,7 +218,9 @@ class Dialogue(FamilyTask):
             prompt, answer = _chat_prompt(messages[: end + 1], where, tokenizer)
             since = ends[n - 1] + 1 if n else 0
             question = " ".join(str(m["content"]) for m in messages[since:end] if m.get("role") == "user")
-            turns.append(_turn(question, answer, content_words(answer), None))
+            facts = [w for w in words(answer) if w not in _STOPWORDS or _CLAIMS.match(w)]
+            turns.append(_turn(question, answer, list(dict.fromkeys(facts)), None))
+            turns[-1]["topic_words"] = [w for w in content_words(question) if w in facts]
             if n == 0:
                 first_prompt = prompt
             else:  # the text between the previous assistant message and this turn's answer
@@ -285,12 +287,14 @@ def informativeness(answer: str, turn: Mapping[str, Any]) -> float:
 def relevance(answer: str, turn: Mapping[str, Any], topics: Sequence[str] = ()) -> float:
     """About what the user asked: the turn's topic mentioned, divided by 1 + other topics mentioned.
 
-    Without a known topic (loaded chats): the fraction of the user's content words the answer echoes.
+    Loaded chats have no topic label: their topic words are the user's content words that the
+    reference answer repeats, and relevance is the fraction of those the answer mentions (1 when
+    the reference repeats none, as nothing is then measurable).
     """
     said = set(words(answer))
     topic = turn.get("topic")
     if topic:
         others = sum(t in said for t in topics if t != topic)
         return float(topic in said) / (1 + others)
-    asked = content_words(turn["question"])
+    asked = turn.get("topic_words", [])
     return sum(w in said for w in asked) / len(asked) if asked else 1.0
