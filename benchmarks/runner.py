@@ -1,0 +1,418 @@
+"""The benchmark grid: algorithms × envs × seeds from a YAML config, one results record per run.
+
+Why this shape: a leaderboard is only as good as its bookkeeping. Each run executes in a fresh
+process (no state leaks from one algorithm into the next), the parent alone appends its record
+when it finishes (``benchmarks.records``), and a run counts as done exactly when a record with the
+same algorithm, env id, seed and config hash is in the records file. So rerunning the same
+command skips finished runs, deleting one record line reruns only that run, and changing a
+hyper-parameter reruns only the runs it touches. Every algorithm is evaluated by the runner with
+the same episodes, seed and env split, so the "final" numbers are comparable across algorithms.
+
+Backends: ``process`` (a local ``ProcessPoolExecutor``, one process per run) and ``ray`` (the
+optional ``[ray]`` extra; a local Ray instance or a cluster at ``ray_address``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import time
+import traceback
+import typing
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from agents.base import Algorithm
+from benchmarks.records import (
+    RunRecord,
+    append_record,
+    config_hash,
+    git_commit,
+    hardware_info,
+    package_versions,
+    read_records,
+    run_key,
+)
+
+@dataclass(frozen=True)
+class AlgorithmEntry:
+    """Where a registry name's class lives (``"module:Class"``, imported only when a grid uses it, so
+    a missing optional dependency of one algorithm never breaks the others) and the keyword
+    arguments the name fixes (``grpo`` and ``rloo`` are one class with another ``algo``)."""
+
+    target: str
+    preset: dict[str, Any] = field(default_factory=dict)
+
+
+ALGORITHMS: dict[str, AlgorithmEntry] = {
+    "ppo": AlgorithmEntry("agents.ppo:PPO"),
+    "grpo": AlgorithmEntry("agents.pg_baselines:PolicyGradient", {"algo": "grpo"}),
+    "rloo": AlgorithmEntry("agents.pg_baselines:PolicyGradient", {"algo": "rloo"}),
+    "reinforce": AlgorithmEntry("agents.pg_baselines:PolicyGradient", {"algo": "reinforce"}),
+    "best-of-n": AlgorithmEntry("agents.pg_baselines:BestOfN"),
+    "sb3-ppo": AlgorithmEntry("agents.sb3:SB3Agent", {"algo": "ppo"}),
+}
+
+
+def register_algorithm(name: str, target: str, preset: dict[str, Any] | None = None) -> None:
+    """Make ``name`` usable in grid configs (a config's ``registry:`` section does the same)."""
+    ALGORITHMS[name] = _registry_entry(name, {"target": target, "preset": preset or {}})
+
+
+def _registry_entry(name: str, entry: Any) -> AlgorithmEntry:
+    """A config's ``registry:`` value: ``"module:Class"`` or ``{target: "module:Class", preset: {...}}``."""
+    if isinstance(entry, str):
+        entry = {"target": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("target"), str) or set(entry) - {"target", "preset"}:
+        raise ValueError(f"registry entry {name!r} must be 'module:Class' or {{target: ..., preset: {{...}}}}, got {entry!r}")
+    if ":" not in entry["target"]:
+        raise ValueError(f"algorithm target for {name!r} must look like 'module:Class', got {entry['target']!r}")
+    return AlgorithmEntry(entry["target"], dict(entry.get("preset") or {}))
+
+
+def resolve_algorithm(target: str) -> type:
+    """Import the class behind ``"module:Class"``, with errors that say which part is wrong."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"algorithm target must look like 'module:Class', got {target!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise ImportError(f"algorithm target {target!r}: cannot import module {module_name!r} ({err})") from err
+    if not hasattr(module, attr):
+        raise ImportError(f"algorithm target {target!r}: module {module_name!r} has no attribute {attr!r}")
+    cls = getattr(module, attr)
+    missing = [m for m in ("train", "evaluate") if not callable(getattr(cls, m, None))]
+    if missing:
+        raise TypeError(f"algorithm target {target!r} does not implement the Algorithm protocol: no {missing}")
+    return cls
+
+
+def _config_class(hint: Any) -> type | None:
+    """The dataclass in a parameter annotation (``PPOConfig`` or ``SB3Config | None``), if any."""
+    candidates = [hint, *typing.get_args(hint)]
+    return next((c for c in candidates if isinstance(c, type) and dataclasses.is_dataclass(c)), None)
+
+
+def build_algorithm(target: str, kwargs: dict[str, Any]) -> Algorithm:
+    """Construct an algorithm from flat keyword arguments, the way a grid config writes them.
+
+    Arguments named in the constructor go to it directly (``algo`` of ``PolicyGradient``); the rest
+    fill its config dataclass (``PPO(config: PPOConfig)``), so ``{lr: 1e-4, policy_dir: ...}``
+    works for every learner. Unknown or missing fields are errors naming the class and field.
+    """
+    cls = resolve_algorithm(target)
+    params = inspect.signature(cls).parameters
+    hints = typing.get_type_hints(cls.__init__)
+    configs = {name: _config_class(hints.get(name)) for name in params if _config_class(hints.get(name))}
+    direct = {k: v for k, v in kwargs.items() if k in params and k not in configs}
+    rest = {k: v for k, v in kwargs.items() if k not in direct}
+    if len(configs) == 1:
+        (name, config_cls), = configs.items()
+        known = {f.name for f in dataclasses.fields(config_cls)}
+        unknown = sorted(set(rest) - known)
+        if unknown:
+            raise ValueError(f"{target}: unknown {config_cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+        try:
+            direct[name] = config_cls(**rest)
+        except TypeError as err:
+            raise ValueError(f"{target}: cannot build {config_cls.__name__} from {sorted(rest)}: {err}") from err
+    elif rest:
+        raise ValueError(f"{target}: unknown argument(s) {sorted(rest)}; it takes {sorted(params)}")
+    return cls(**direct)
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark grid; saved as ``bench_config.yaml`` next to the run folders.
+
+    ``algorithms`` maps a row label to ``{algo: registry name (default: the label), kwargs:
+    constructor and config-dataclass keyword arguments (see ``build_algorithm``), budget: episodes
+    (default: ``budget``)}``, so one class can appear twice with different settings; ``registry``
+    adds names (``name: "module:Class"`` or ``{target, preset}``) to ``ALGORITHMS``. ``envs`` lists
+    env ids or ``{id, kwargs}``; ``env_kwargs`` apply to every env (per-env kwargs win). In
+    algorithm and env kwargs, ``{env}`` in a string value becomes the env's short name
+    (``llm_gym/Arithmetic-v0`` -> ``arithmetic``), so one line can say ``policy_dir:
+    runs/sft-{env}`` for every env. The final evaluation uses ``eval_episodes`` episodes
+    from ``eval_seed`` with ``eval_env_kwargs`` on top of the env kwargs (the test split by default).
+    """
+
+    algorithms: dict[str, dict[str, Any]]
+    envs: list[Any]
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    budget: int = 4096
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_episodes: int = 256
+    eval_seed: int = 10_000
+    eval_env_kwargs: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
+    records: str = "benchmarks/results/records.jsonl"
+    out_dir: str = "runs/bench"
+    backend: Literal["process", "ray"] = "process"
+    workers: int = 1
+    threads_per_run: int = 1
+    ray_address: str | None = None
+    registry: dict[str, Any] = field(default_factory=dict)
+
+
+def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BenchConfig:
+    """A ``BenchConfig`` from a YAML file, with command-line values (not ``None``) on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark config not found: {path}")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"benchmark config {path} must be a mapping of field: value, got {type(values).__name__}")
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = {f.name for f in dataclasses.fields(BenchConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown benchmark config field(s) {unknown} in {path}; known: {sorted(known)}")
+    missing = sorted({"algorithms", "envs"} - set(values))
+    if missing:
+        raise ValueError(f"benchmark config {path} needs {missing}")
+    return BenchConfig(**values)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker process needs to execute one run (picklable, no live objects)."""
+
+    algo: str
+    env_id: str
+    seed: int
+    config: dict[str, Any]
+    out_dir: str
+    threads: int
+
+    @property
+    def key(self) -> tuple[str, str, int, str]:
+        return run_key(self.algo, self.env_id, self.seed, self.config)
+
+    def describe(self) -> str:
+        return f"{self.algo} on {self.env_id} seed={self.seed}"
+
+
+@dataclass
+class BenchSummary:
+    """What one ``run_benchmark`` call did: records written, runs skipped as done, runs that failed."""
+
+    completed: list[RunRecord] = field(default_factory=list)
+    skipped: list[RunSpec] = field(default_factory=list)
+    failed: list[tuple[RunSpec, str]] = field(default_factory=list)
+
+
+def env_name(env_id: str) -> str:
+    """``llm_gym/Arithmetic-v0`` -> ``arithmetic``: the ``{env}`` placeholder's value."""
+    return env_id.rsplit("/", 1)[-1].rsplit("-v", 1)[0].lower()
+
+
+def _fill_env(kwargs: dict[str, Any], env_id: str) -> dict[str, Any]:
+    return {k: v.replace("{env}", env_name(env_id)) if isinstance(v, str) else v for k, v in kwargs.items()}
+
+
+def _env_entries(config: BenchConfig) -> list[tuple[str, dict[str, Any]]]:
+    entries = []
+    for env in config.envs:
+        if isinstance(env, str):
+            entries.append((env, dict(config.env_kwargs)))
+        elif isinstance(env, dict) and isinstance(env.get("id"), str) and set(env) <= {"id", "kwargs"}:
+            entries.append((env["id"], {**config.env_kwargs, **(env.get("kwargs") or {})}))
+        else:
+            raise ValueError(f"each entry of envs must be an env id or {{id: ..., kwargs: {{...}}}}, got {env!r}")
+    entries = [(env_id, _fill_env(kwargs, env_id)) for env_id, kwargs in entries]
+    ids = [e[0] for e in entries]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"envs lists an env id twice: {ids}")
+    return entries
+
+
+def plan_runs(config: BenchConfig) -> list[RunSpec]:
+    """The full grid, in algorithm-major order, validated before anything runs."""
+    if not config.algorithms:
+        raise ValueError("the benchmark config lists no algorithms")
+    if not config.envs:
+        raise ValueError("the benchmark config lists no envs")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise ValueError(f"seeds must be a non-empty list without repeats, got {config.seeds}")
+    if config.workers < 1 or config.threads_per_run < 1:
+        raise ValueError(f"workers and threads_per_run must be >= 1, got {config.workers}, {config.threads_per_run}")
+    if config.backend not in ("process", "ray"):
+        raise ValueError(f"unknown backend {config.backend!r}; use 'process' or 'ray'")
+    registry = {**ALGORITHMS, **{name: _registry_entry(name, e) for name, e in config.registry.items()}}
+    envs = _env_entries(config)
+    specs = []
+    for label, entry in config.algorithms.items():
+        entry = entry or {}
+        unknown = set(entry) - {"algo", "kwargs", "budget"}
+        if unknown:
+            raise ValueError(f"algorithm {label!r}: unknown keys {sorted(unknown)}; use algo, kwargs, budget")
+        name = entry.get("algo", label)
+        if name not in registry:
+            raise KeyError(f"algorithm {label!r}: unknown algorithm {name!r}; known: {', '.join(sorted(registry))}")
+        budget = int(entry.get("budget", config.budget))
+        if budget < 1:
+            raise ValueError(f"algorithm {label!r}: budget must be >= 1 episode, got {budget}")
+        for env_id, env_kwargs in envs:
+            run_config = {
+                "target": registry[name].target,
+                "algo_kwargs": _fill_env({**registry[name].preset, **(entry.get("kwargs") or {})}, env_id),
+                "budget": budget,
+                "env_kwargs": env_kwargs,
+                "eval_episodes": config.eval_episodes,
+                "eval_seed": config.eval_seed,
+                "eval_env_kwargs": config.eval_env_kwargs,
+            }
+            for seed in config.seeds:
+                run_dir = Path(config.out_dir) / label / env_id.replace("/", "_") / f"seed{seed}-{config_hash(run_config)[:8]}"
+                specs.append(RunSpec(label, env_id, int(seed), run_config, str(run_dir), config.threads_per_run))
+    return specs
+
+
+def check_grid(specs: list[RunSpec]) -> None:
+    """Fail before launching anything if an algorithm cannot be imported or an env id is unknown."""
+    import gymnasium
+
+    import llm_gym  # noqa: F401  (registers the llm_gym/ ids and env plug-ins)
+
+    checked = set()
+    for spec in specs:  # constructing each (class, kwargs) once checks the kwargs; nothing trains yet
+        key = (spec.config["target"], config_hash(spec.config["algo_kwargs"]))
+        if key not in checked:
+            checked.add(key)
+            build_algorithm(spec.config["target"], spec.config["algo_kwargs"])
+    for env_id in sorted({s.env_id for s in specs}):
+        if env_id not in gymnasium.registry:
+            raise KeyError(f"unknown env id {env_id!r}; see `llm-gym envs` for the registered ids")
+
+
+def execute_run(spec: RunSpec) -> RunRecord:
+    """Train one algorithm on one env with one seed, evaluate it, and return its record.
+
+    Runs inside a worker process; the caller appends the record. Thread count is set here
+    because each worker is a fresh process sharing the machine with ``workers - 1`` others.
+    """
+    import torch
+
+    import llm_gym  # noqa: F401  (env ids must be registered in this process too)
+
+    torch.set_num_threads(spec.threads)
+    cfg = spec.config
+    algorithm = build_algorithm(cfg["target"], cfg["algo_kwargs"])
+    out_dir = Path(spec.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = algorithm.train(spec.env_id, cfg["budget"], spec.seed, out_dir, dict(cfg["env_kwargs"]))
+    bad_points = [p for p in result.curve if "step" not in p]
+    if bad_points:
+        raise ValueError(f"{spec.describe()}: curve points without a 'step' key, e.g. {bad_points[0]}")
+    eval_kwargs = {**cfg["env_kwargs"], **cfg["eval_env_kwargs"]}
+    final = algorithm.evaluate(result.checkpoint_dir, spec.env_id, cfg["eval_episodes"], cfg["eval_seed"], eval_kwargs)
+    wall_s = time.perf_counter() - start
+    return RunRecord(
+        algo=spec.algo,
+        env_id=spec.env_id,
+        seed=spec.seed,
+        config=cfg,
+        versions=package_versions(),
+        git_commit=git_commit(),
+        hardware=hardware_info(),
+        curve=[{k: float(v) for k, v in point.items()} for point in result.curve],
+        final={k: float(v) for k, v in final.items()},
+        wall_s=wall_s,
+    )
+
+
+def pending_runs(specs: list[RunSpec], records_path: str | Path) -> tuple[list[RunSpec], list[RunSpec]]:
+    """Split the grid into (to run, already recorded) by (algo, env id, seed, config hash)."""
+    done = {record.key for record in read_records(records_path)}
+    todo = [s for s in specs if s.key not in done]
+    return todo, [s for s in specs if s.key in done]
+
+
+def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> BenchSummary:
+    """Run every grid cell that has no record yet; a failed run is reported and the others go on."""
+    specs = plan_runs(config)
+    todo, skipped = pending_runs(specs, config.records)
+    summary = BenchSummary(skipped=skipped)
+    log(f"{len(specs)} runs in the grid: {len(skipped)} already recorded in {config.records}, {len(todo)} to run")
+    if not todo:
+        return summary
+    check_grid(todo)
+    _save_config(config)
+
+    def finished(spec: RunSpec, record: RunRecord | None, error: str | None) -> None:
+        n = len(summary.completed) + len(summary.failed) + 1
+        if record is not None:
+            append_record(config.records, record)
+            summary.completed.append(record)
+            gold = record.final.get("objective/gold_reward")
+            log(f"[{n}/{len(todo)}] {spec.describe()}: done in {record.wall_s:.1f}s, gold reward {gold}")
+        else:
+            summary.failed.append((spec, error or "unknown error"))
+            log(f"[{n}/{len(todo)}] {spec.describe()}: FAILED\n{error}")
+
+    if config.backend == "process":
+        _run_processes(todo, config.workers, finished)
+    else:
+        _run_ray(todo, config, finished)
+    return summary
+
+
+def _save_config(config: BenchConfig) -> None:
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def _run_processes(todo: list[RunSpec], workers: int, finished: Callable) -> None:
+    # spawn: a forked child would inherit the parent's torch thread pools; max_tasks_per_child=1
+    # gives every run a fresh interpreter.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        futures: dict[Future, RunSpec] = {pool.submit(execute_run, spec): spec for spec in todo}
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in done:
+                spec = futures.pop(future)
+                try:
+                    record = future.result()
+                except Exception:  # a failed run must not stop the grid; its traceback is reported
+                    finished(spec, None, traceback.format_exc())
+                    continue
+                finished(spec, record, None)
+
+
+def _run_ray(todo: list[RunSpec], config: BenchConfig, finished: Callable) -> None:
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError("backend 'ray' needs the ray extra: pip install -c constraints.txt -e '.[ray]'") from err
+    started_here = not ray.is_initialized()
+    if started_here:
+        if config.ray_address:
+            ray.init(address=config.ray_address)
+        else:
+            ray.init(num_cpus=config.workers * config.threads_per_run, include_dashboard=False, log_to_driver=False)
+    try:
+        # max_calls=1: like the process backend, every run gets a fresh worker process.
+        remote_run = ray.remote(num_cpus=config.threads_per_run, max_calls=1)(execute_run)
+        refs = {remote_run.remote(spec): spec for spec in todo}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            for ref in done:
+                spec = refs.pop(ref)
+                try:
+                    record = ray.get(ref)
+                except Exception:
+                    finished(spec, None, traceback.format_exc())
+                    continue
+                finished(spec, record, None)
+    finally:
+        if started_here:
+            ray.shutdown()

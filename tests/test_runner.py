@@ -1,0 +1,236 @@
+"""Benchmark runner: grid planning, resumption (skip done, rerun deleted), failures, CLI, Ray backend.
+
+The runs use ``FakeAlgorithm`` below (imported by the worker processes as ``test_runner:...``):
+it trains nothing, but logs every call so the tests can count which runs really executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agents.base import TrainResult
+from benchmarks.cli import _leaderboard, _run
+from benchmarks.records import append_record, read_records
+from benchmarks.runner import BenchConfig, build_algorithm, load_bench_config, pending_runs, plan_runs, run_benchmark
+
+ENVS = ["llm_gym/Copy-v0", "llm_gym/Reverse-v0"]
+FAKE = "test_runner:FakeAlgorithm"
+
+
+@dataclass
+class FakeConfig:
+    calls_log: str  # every train() appends one JSON line here
+    slope: float = 0.5
+    fail_seed: int = -1  # train() raises for this seed
+
+
+class FakeAlgorithm:
+    """Deterministic stand-in for a learner: gold reward rises linearly with samples seen."""
+
+    name = "fake"
+
+    def __init__(self, config: FakeConfig):
+        self.config = config
+
+    def train(self, env_id, budget, seed, out_dir, env_kwargs=None) -> TrainResult:
+        c = self.config
+        with open(c.calls_log, "a") as f:
+            f.write(json.dumps({"env_id": env_id, "seed": seed, "pid": os.getpid(), "env_kwargs": env_kwargs}) + "\n")
+        if seed == c.fail_seed:
+            raise RuntimeError(f"fake divergence at seed {seed}")
+        policy = Path(out_dir) / "policy"
+        policy.mkdir(parents=True, exist_ok=True)
+        (policy / "params.json").write_text(json.dumps({"gold": c.slope + 0.01 * seed}))
+        steps = [0, budget // 2, budget]
+        curve = [{"step": s, "objective/gold_reward": c.slope * s / budget + 0.01 * seed, "objective/kl": 0.1 * s / budget}
+                 for s in steps]
+        return TrainResult(checkpoint_dir=policy, curve=curve, final={})
+
+    def evaluate(self, policy_dir, env_id, episodes, seed, env_kwargs=None) -> dict[str, float]:
+        gold = json.loads((Path(policy_dir) / "params.json").read_text())["gold"]
+        return {"objective/gold_reward": gold, "objective/reward": gold + 0.2, "objective/kl": 0.1,
+                "eval/episodes": episodes, "eval/seed": seed, "eval/test_split": float(env_kwargs.get("split") == "test")}
+
+
+def write_config(tmp_path: Path, **overrides) -> Path:
+    config = {
+        "algorithms": {"fake": {"algo": "fake", "kwargs": {"calls_log": str(tmp_path / "calls.jsonl")}}},
+        "registry": {"fake": FAKE},
+        "envs": ENVS,
+        "seeds": [0, 1],
+        "budget": 8,
+        "eval_episodes": 4,
+        "records": str(tmp_path / "records.jsonl"),
+        "out_dir": str(tmp_path / "runs"),
+        "workers": 2,
+    }
+    config.update(overrides)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def calls(tmp_path: Path) -> list[tuple[str, int]]:
+    path = tmp_path / "calls.jsonl"
+    return sorted((c["env_id"], c["seed"]) for c in map(json.loads, path.read_text().splitlines())) if path.exists() else []
+
+
+def run_cli(config_path: Path, **flags) -> int:
+    args = dict(config=str(config_path), workers=None, backend=None, records=None, out_dir=None, seeds=None,
+                ray_address=None, threads_per_run=None, dry_run=False)
+    args.update(flags)
+    import argparse
+
+    return _run(argparse.Namespace(**args))
+
+
+def test_rerun_skips_finished_runs_and_deleting_a_record_reruns_only_that_run(tmp_path, capsys):
+    config_path = write_config(tmp_path)
+    assert run_cli(config_path) == 0
+    grid = sorted((env, seed) for env in ENVS for seed in (0, 1))
+    assert calls(tmp_path) == grid
+    records_path = tmp_path / "records.jsonl"
+    records = read_records(records_path)
+    assert sorted((r.env_id, r.seed) for r in records) == grid
+    pids = {json.loads(line)["pid"] for line in (tmp_path / "calls.jsonl").read_text().splitlines()}
+    assert os.getpid() not in pids and len(pids) == 4  # each run in its own fresh process
+
+    record = next(r for r in records if r.env_id == ENVS[1] and r.seed == 1)
+    assert record.final["objective/gold_reward"] == pytest.approx(0.51)
+    assert (record.final["eval/episodes"], record.final["eval/seed"], record.final["eval/test_split"]) == (4, 10_000, 1)
+    assert [p["step"] for p in record.curve] == [0, 4, 8]
+    assert record.versions["torch"] and record.git_commit != "" and record.hardware["cpu_cores"] >= 1
+    assert record.wall_s > 0 and record.config["budget"] == 8 and record.config["target"] == FAKE
+
+    # Rerun: nothing left to do.
+    assert run_cli(config_path) == 0
+    assert "0 runs recorded, 4 skipped" in capsys.readouterr().out
+    assert calls(tmp_path) == grid
+
+    # Delete the record of one run: only that run executes again.
+    lines = records_path.read_text().splitlines(keepends=True)
+    keep = [line for line in lines if not (json.loads(line)["env_id"] == ENVS[1] and json.loads(line)["seed"] == 1)]
+    assert len(keep) == 3
+    records_path.write_text("".join(keep))
+    assert run_cli(config_path, dry_run=True) == 0
+    assert "1 to run, 3 already recorded" in capsys.readouterr().out
+    assert run_cli(config_path) == 0
+    assert calls(tmp_path) == sorted(grid + [(ENVS[1], 1)])
+    assert sorted((r.env_id, r.seed) for r in read_records(records_path)) == grid
+
+    # The leaderboard command reads the records back.
+    import argparse
+
+    out = tmp_path / "board"
+    assert _leaderboard(argparse.Namespace(records=str(records_path), out=str(out), reps=200, seed=0,
+                                           reference="best-of-n")) == 0
+    assert "| fake | 2 | 0.505 [0.500, 0.510]" in (out / "leaderboard.md").read_text()
+    assert (out / "index.html").exists()
+
+
+def test_changing_a_setting_reruns_only_the_runs_it_touches(tmp_path):
+    base = load_bench_config(write_config(tmp_path))
+    for spec in plan_runs(base):  # pretend the grid already ran
+        append_record(base.records, _fake_record(spec))
+    assert pending_runs(plan_runs(base), base.records)[0] == []
+    changed = load_bench_config(write_config(tmp_path, envs=[ENVS[0], {"id": ENVS[1], "kwargs": {"max_new_tokens": 4}}]))
+    todo, done = pending_runs(plan_runs(changed), changed.records)
+    assert sorted((s.env_id, s.seed) for s in todo) == [(ENVS[1], 0), (ENVS[1], 1)]
+    more_seeds = load_bench_config(write_config(tmp_path, seeds=[0, 1, 2]))
+    assert [(s.env_id, s.seed) for s in pending_runs(plan_runs(more_seeds), base.records)[0]] == [(e, 2) for e in ENVS]
+
+
+def _fake_record(spec):
+    from benchmarks.records import RunRecord
+
+    return RunRecord(algo=spec.algo, env_id=spec.env_id, seed=spec.seed, config=spec.config, final={"x": 1.0})
+
+
+def test_a_failed_run_is_reported_and_the_others_are_recorded(tmp_path):
+    config = load_bench_config(write_config(
+        tmp_path, envs=ENVS[:1],
+        algorithms={"fake": {"kwargs": {"calls_log": str(tmp_path / "calls.jsonl"), "fail_seed": 1}}}))
+    logs: list[str] = []
+    summary = run_benchmark(config, log=logs.append)
+    assert [(r.env_id, r.seed) for r in summary.completed] == [(ENVS[0], 0)]
+    [(spec, error)] = summary.failed
+    assert spec.seed == 1 and "fake divergence at seed 1" in error
+    assert any("FAILED" in line for line in logs)
+    assert [r.seed for r in read_records(config.records)] == [0]  # a failed run leaves no record: it reruns
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"algorithms": {"nope": {}}}, "unknown algorithm 'nope'"),
+        ({"seeds": [0, 0]}, "seeds must be a non-empty list without repeats"),
+        ({"envs": [{"name": "x"}]}, "each entry of envs must be an env id"),
+        ({"envs": [ENVS[0], ENVS[0]]}, "envs lists an env id twice"),
+        ({"backend": "slurm"}, "unknown backend 'slurm'"),
+        ({"algorithms": {"fake": {"kwarg": {}}}}, r"unknown keys \['kwarg'\]"),
+        ({"registry": {"fake": "no_colon"}}, "must look like 'module:Class'"),
+    ],
+)
+def test_bad_grids_fail_before_anything_runs(tmp_path, change, message):
+    config = load_bench_config(write_config(tmp_path, **change))
+    with pytest.raises((ValueError, KeyError), match=message):
+        plan_runs(config)
+
+
+def test_bad_algorithm_arguments_and_targets_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown FakeConfig field\(s\) \['lr'\]"):
+        build_algorithm(FAKE, {"calls_log": "x", "lr": 1.0})
+    with pytest.raises(ValueError, match="cannot build FakeConfig"):
+        build_algorithm(FAKE, {"slope": 1.0})  # calls_log is required
+    with pytest.raises(ImportError, match="cannot import module 'no_such_module'"):
+        build_algorithm("no_such_module:Algo", {})
+    with pytest.raises(ImportError, match="has no attribute 'Nope'"):
+        build_algorithm("test_runner:Nope", {})
+    with pytest.raises(TypeError, match="does not implement the Algorithm protocol"):
+        build_algorithm("test_runner:FakeConfig", {})
+    config = load_bench_config(write_config(tmp_path, envs=["llm_gym/NoSuchTask-v0"]))
+    with pytest.raises(KeyError, match="unknown env id 'llm_gym/NoSuchTask-v0'"):
+        run_benchmark(config, log=lambda _: None)
+    with pytest.raises(ValueError, match=r"unknown benchmark config field\(s\) \['worker'\]"):
+        load_bench_config(write_config(tmp_path, worker=2))
+
+
+def test_builtin_registry_builds_the_agents(tiny_model_dir):
+    """Every registry name constructs its class from flat kwargs (skipped for agents not in this checkout)."""
+    from benchmarks.runner import ALGORITHMS
+
+    extra = {"sb3-ppo": {}, "reinforce": {"num_prompts": 32, "policy_dir": str(tiny_model_dir)}}
+    for name, entry in ALGORITHMS.items():
+        kwargs = {**entry.preset, **extra.get(name, {"policy_dir": str(tiny_model_dir)})}
+        try:
+            algorithm = build_algorithm(entry.target, kwargs)
+        except ImportError as err:
+            if "cannot import module" in str(err):
+                continue
+            raise
+        assert callable(algorithm.train) and callable(algorithm.evaluate), name
+
+
+def test_example_configs_plan(tmp_path):
+    configs = sorted(Path(__file__).resolve().parents[1].glob("benchmarks/configs/*.yaml"))
+    assert configs
+    for path in configs:
+        assert plan_runs(load_bench_config(path))
+
+
+def test_ray_backend_runs_the_grid_on_a_local_instance(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    # Ray workers start from the driver's environment: make this test module importable there.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+    config = load_bench_config(write_config(tmp_path, envs=ENVS[:1], backend="ray"))
+    summary = run_benchmark(config, log=lambda _: None)
+    assert not summary.failed
+    assert sorted(r.seed for r in read_records(config.records)) == [0, 1]
+    assert run_benchmark(config, log=lambda _: None).completed == []  # resumable through Ray too
