@@ -140,7 +140,8 @@ METHOD_NOTE = (
 )
 
 
-def to_markdown(board: Leaderboard) -> str:
+def to_markdown(board: Leaderboard, figure_files: dict[str, str] | None = None) -> str:
+    """The tables as GitHub Markdown; ``figure_files`` (title -> relative path) are linked at the end."""
     lines = ["# llm_gym leaderboard", "", METHOD_NOTE.format(reps=board.reps), ""]
     lines += [f"- {p}" for p in _provenance(board.records)] + [""]
     sections = [("Overall", board.overall, True)] + [(env, rows, False) for env, rows in board.per_env.items()]
@@ -148,6 +149,8 @@ def to_markdown(board: Leaderboard) -> str:
         header, body = _table_rows(rows, overall)
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body] + [""]
+    for title, path in (figure_files or {}).items():
+        lines += [f"## {title}", "", f"![{title}]({path})", ""]
     return "\n".join(lines)
 
 
@@ -155,6 +158,7 @@ HTML_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 2em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+td { white-space: nowrap; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; font-weight: 600; }
 tr:first-child td { background: #eef7ee; }
 p.note, ul.prov { max-width: 70em; font-size: 0.85em; color: #555; }
@@ -188,7 +192,7 @@ def to_html(board: Leaderboard, figures: dict[str, bytes] | None = None) -> str:
 
 
 def write_leaderboard(
-    records_path: str | Path, out_dir: str | Path, reps: int = 2000, seed: int = 0, reference: str = "best_of_n"
+    records_path: str | Path, out_dir: str | Path, reps: int = 2000, seed: int = 0, reference: str = "best-of-n"
 ) -> dict[str, Path]:
     """Read records, write ``leaderboard.md``, ``index.html`` (self-contained) and the plots as PNGs."""
     from benchmarks.plots import render_figures
@@ -204,6 +208,6 @@ def write_leaderboard(
     for name, png in figures.items():
         paths[name] = out_dir / f"{name.lower().replace(' ', '_').replace('-', '_')}.png"
         paths[name].write_bytes(png)
-    paths["markdown"].write_text(to_markdown(board))
+    paths["markdown"].write_text(to_markdown(board, {name: paths[name].name for name in figures}))
     paths["html"].write_text(to_html(board, figures))
     return paths
