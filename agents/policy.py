@@ -1,0 +1,196 @@
+"""The trainable policy (a causal LM plus a value head), its frozen reference, and log-prob gathering.
+
+Why a value head on the shared backbone by default: at the sizes we train, a second transformer
+doubles the cost of every forward for little gain; ``value_model="separate"`` gives the critic its
+own backbone (initialised from the same SFT model) when the shared features fight each other.
+Huang et al. (2024) initialise the critic from the reward model; we start it from the SFT model
+because a learned RM here may have another architecture or tokenizer, and a rule reward has no
+network at all. Log-probs are always computed from temperature-scaled logits, the distribution
+the sampler drew from. With LoRA the reference is the same network with the adapter disabled,
+so no second copy of the weights is held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from agents.sampling import position_ids_from_mask
+from llm_gym.models import check_vocab_match, load_tokenizer
+
+ValueModel = Literal["shared", "separate", "none"]
+REFERENCE_FILE = "reference.json"
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """RL needs log-probs that do not change between rollout and update (Huang et al. 2024, #4)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, nothing elsewhere (CPU bf16 is slower than fp32 at these sizes)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log p(token) under ``softmax(logits / temperature)``; ``temperature == 0`` counts as 1."""
+    scaled = logits.float() / (temperature if temperature > 0 else 1.0)
+    return torch.log_softmax(scaled, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-token entropy of the temperature-scaled distribution."""
+    scaled = logits.float() / (temperature if temperature > 0 else 1.0)
+    logp = torch.log_softmax(scaled, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def check_same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase, a_name: str, b_name: str) -> None:
+    """Fail when two models would read the same ids as different text (policy vs reference vs env)."""
+    for attr in ("eos_token_id", "pad_token_id", "bos_token_id"):
+        if getattr(a, attr) != getattr(b, attr):
+            raise ValueError(
+                f"{a_name} and {b_name} tokenizers differ: {attr} is {getattr(a, attr)} vs {getattr(b, attr)}; "
+                "train from a model that shares the reference's tokenizer"
+            )
+    va, vb = a.get_vocab(), b.get_vocab()
+    if va != vb:
+        diff = sorted(set(va.items()) ^ set(vb.items()), key=str)[:3]
+        raise ValueError(
+            f"{a_name} and {b_name} tokenizers differ: vocabularies of {len(va)} and {len(vb)} tokens "
+            f"(first differences {diff}); train from a model that shares the reference's tokenizer"
+        )
+
+
+def sequence_forward(
+    model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor, hidden: bool = False,
+):
+    """Forward ``prompt + completion`` once; returns the model output and the completion's first index."""
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    mask = torch.cat([prompt_mask, completion_mask], dim=1).long()
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                output_hidden_states=hidden)
+    return out, prompt_ids.shape[1]
+
+
+class ActorCritic(nn.Module):
+    """Causal LM + scalar value head; ``forward`` scores a batch of (prompt, completion) pairs.
+
+    ``forward`` returns the logits that predicted each completion token and, unless
+    ``value_model == "none"``, the value of the state before each completion token (B, T).
+    """
+
+    def __init__(self, lm: PreTrainedModel, value_model: ValueModel = "shared", critic: nn.Module | None = None):
+        super().__init__()
+        self.lm, self.value_model = lm, value_model
+        self.critic = critic
+        if value_model != "none":
+            width = (critic or lm).config.hidden_size
+            self.value_head = nn.Linear(width, 1)
+            nn.init.normal_(self.value_head.weight, std=1 / (width + 1) ** 0.5)  # Huang et al. 2024, #9
+            nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, prompt_ids, prompt_mask, completion_ids, completion_mask):
+        shared = self.value_model == "shared"
+        out, P = sequence_forward(self.lm, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden=shared)
+        T = completion_ids.shape[1]
+        logits = out.logits[:, P - 1 : P + T - 1]
+        if self.value_model == "none":
+            return logits, None
+        if shared:
+            features = out.hidden_states[-1]
+        else:
+            features, _ = sequence_forward(self.critic, prompt_ids, prompt_mask, completion_ids, completion_mask)
+            features = features.last_hidden_state
+        values = self.value_head(features[:, P - 1 : P + T - 1].float()).squeeze(-1)
+        return logits, values
+
+
+def load_actor_critic(
+    policy_dir: str | Path, device: torch.device, value_model: ValueModel = "shared", lora_r: int = 0,
+    lora_alpha: int = 16,
+) -> tuple[ActorCritic, PreTrainedTokenizerBase]:
+    """The trainable policy from an HF directory (the SFT model), dropout off, optional LoRA."""
+    policy_dir = Path(policy_dir)
+    if not policy_dir.is_dir():
+        raise FileNotFoundError(f"policy directory not found: {policy_dir}")
+    tokenizer = load_tokenizer(policy_dir)
+    lm = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
+    check_vocab_match(tokenizer, lm)
+    if lora_r > 0:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as err:  # optional extra
+            raise ImportError("lora_r > 0 needs peft: pip install 'llm-gym[lora]'") from err
+        lm = get_peft_model(lm, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear",
+                                           task_type="CAUSAL_LM"))
+    critic = AutoModel.from_pretrained(policy_dir, dtype=torch.float32) if value_model == "separate" else None
+    model = ActorCritic(lm, value_model, critic).to(device)
+    disable_dropout(model)
+    return model, tokenizer
+
+
+class Reference:
+    """The frozen start policy the KL penalty is measured against (Huang et al. 2024, #6)."""
+
+    def __init__(self, policy: ActorCritic, reference_dir: str | Path, device: torch.device,
+                 policy_tokenizer: PreTrainedTokenizerBase):
+        self.policy, self.reference_dir = policy, Path(reference_dir)
+        self.uses_adapter = hasattr(policy.lm, "disable_adapter")
+        if not self.reference_dir.is_dir():
+            raise FileNotFoundError(f"reference model directory not found: {self.reference_dir}")
+        check_same_tokenizer(policy_tokenizer, load_tokenizer(self.reference_dir), "policy", "reference")
+        if self.uses_adapter:
+            self.model = None
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(self.reference_dir, dtype=torch.float32).to(device)
+            self.model.eval().requires_grad_(False)
+            disable_dropout(self.model)
+
+    @torch.no_grad()
+    def logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float) -> torch.Tensor:
+        if self.uses_adapter:
+            with self.policy.lm.disable_adapter():
+                out, P = sequence_forward(self.policy.lm, prompt_ids, prompt_mask, completion_ids, completion_mask)
+        else:
+            out, P = sequence_forward(self.model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+        logits = out.logits[:, P - 1 : P - 1 + completion_ids.shape[1]]
+        return token_logprobs(logits, completion_ids, temperature)
+
+
+def export_policy(model: ActorCritic, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
+                  reference_dir: str | Path) -> Path:
+    """Write the policy as a plain HF directory (LoRA merged), the value head, and where its reference is.
+
+    ``reference.json`` lets ``evaluate`` measure KL to the model training started from.
+    """
+    out_dir = Path(out_dir)
+    lm = model.lm
+    if hasattr(lm, "merge_and_unload"):
+        lm = copy.deepcopy(lm).merge_and_unload()
+    lm.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    if model.value_model != "none":
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()},
+                  str(out_dir / "value_head.safetensors"))
+    (out_dir / REFERENCE_FILE).write_text(json.dumps({"reference_dir": str(Path(reference_dir).resolve())}))
+    return out_dir
+
+
+def reference_of(policy_dir: str | Path) -> Path | None:
+    """The reference a trained policy recorded, or None for a model that was not trained here."""
+    path = Path(policy_dir) / REFERENCE_FILE
+    return Path(json.loads(path.read_text())["reference_dir"]) if path.is_file() else None

@@ -1,0 +1,219 @@
+"""The plumbing every sequence-level trainer shares: accelerate, budget, logging, checkpoints, resume.
+
+Why a separate module: an algorithm file should read as the algorithm. Everything a run needs to
+behave like real training — processes under ``accelerate``, the budget in samples, TensorBoard
+and JSONL logs with the CONVENTIONS metric names, atomic checkpoints every N iterations (through
+``agents.checkpoint``), refusing to resume from another run's checkpoint, and stopping with the
+iteration and cause on a non-finite loss or reward while keeping the last good checkpoint — is
+the same for PPO, GRPO, RLOO and REINFORCE, and lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch.utils.tensorboard import SummaryWriter
+from transformers import PreTrainedTokenizerBase
+
+from agents.base import TrainResult
+from agents.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from agents.policy import ActorCritic, Reference, ValueModel, export_policy, load_actor_critic
+from agents.rollout import RolloutEnv
+from agents.run_config import save_config
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or reward became NaN/inf; the message names the iteration, the cause and the last good checkpoint."""
+
+
+class Run:
+    """One training run in ``out_dir``: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/``.
+
+    ``compat`` lists the config values a checkpoint must share to be resumed (algorithm, model,
+    batch layout); a run restarted in the same folder resumes from its newest checkpoint.
+    """
+
+    def __init__(self, algo: str, config: Any, out_dir: str | Path, budget: int, samples_per_process: int,
+                 compat: dict[str, Any]):
+        # cpu=True without CUDA: accelerate then joins a torchrun/launch process group over gloo (MULTI_CPU)
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.algo, self.config, self.out_dir = algo, config, Path(out_dir)
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.device = self.accelerator.device
+        self.samples_per_iteration = samples_per_process * self.world
+        if budget < self.samples_per_iteration:
+            raise ValueError(
+                f"budget of {budget} samples is smaller than one batch of {self.samples_per_iteration} samples "
+                f"({samples_per_process} per process x {self.world} processes); raise the budget or lower batch_size"
+            )
+        self.iterations = budget // self.samples_per_iteration
+        self.compat = {"algo": algo, **compat}
+        self.checkpoint_root = self.out_dir / "checkpoints"
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.curve: list[dict[str, float]] = []
+        self.writer: SummaryWriter | None = None
+        if self.accelerator.is_main_process:
+            save_config(config, self.out_dir)
+            (self.out_dir / "run.json").write_text(json.dumps({**self.compat, "budget": budget}, indent=1))
+            self.writer = SummaryWriter(str(self.out_dir / "tb"))
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def last_checkpoint(self) -> Path | None:
+        found = list_checkpoints(self.checkpoint_root)
+        return found[-1] if found else None
+
+    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, state: dict[str, Any]) -> int:
+        """Load the newest checkpoint (if any) into ``model``/``optimizer``; returns the iteration to start at.
+
+        ``state`` maps names to objects with ``load_state_dict`` (the KL controller...).
+        """
+        path = self.last_checkpoint()
+        if path is None:
+            self.reset_log()
+            return 0
+        meta = json.loads((path / "checkpoint.json").read_text())["extra"]
+        for key, value in self.compat.items():
+            if meta["compat"].get(key) != value:
+                raise ValueError(
+                    f"cannot resume from incompatible checkpoint {path}: {key} was {meta['compat'].get(key)!r} "
+                    f"there but is {value!r} now; use a new out_dir or the original config"
+                )
+        try:
+            loaded = load_checkpoint(path, self.accelerator.unwrap_model(model), optimizer)
+        except ValueError as err:
+            raise ValueError(f"cannot resume from incompatible checkpoint {path}: {err}") from err
+        for name, obj in state.items():
+            obj.load_state_dict(meta["state"][name])
+        self.curve = meta["curve"]
+        if self.accelerator.is_main_process:  # the log restarts where the checkpoint was taken
+            self._write_lines(self.curve)
+        return loaded.step
+
+    def save(self, iteration: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             state: dict[str, Any]) -> None:
+        every = self.config.checkpoint_every
+        if not (every > 0 and (iteration % every == 0 or iteration == self.iterations)):
+            return
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            extra = {"compat": self.compat, "curve": self.curve,
+                     "state": {name: obj.state_dict() for name, obj in state.items()}}
+            save_checkpoint(self.checkpoint_root, self.accelerator.unwrap_model(model), iteration, optimizer, extra=extra)
+        self.accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------------------- bad values
+    def check_finite(self, iteration: int, name: str, value: torch.Tensor) -> None:
+        if not bool(torch.isfinite(value).all()):
+            raise TrainingDiverged(
+                f"iteration {iteration}: {name} is {value.flatten()[~torch.isfinite(value.flatten())][0].item()} "
+                f"(non-finite); stopped before updating. {self._last_good()}"
+            )
+
+    def reward_failed(self, iteration: int, err: Exception) -> TrainingDiverged:
+        return TrainingDiverged(f"iteration {iteration}: the env's reward failed: {err}. {self._last_good()}")
+
+    def _last_good(self) -> str:
+        path = self.last_checkpoint()
+        return f"last good checkpoint: {path}" if path else "no checkpoint was written yet"
+
+    # ---------------------------------------------------------------------------------- logging
+    def log(self, iteration: int, metrics: dict[str, float]) -> dict[str, float]:
+        """Average ``metrics`` over processes, then write one JSONL line and TensorBoard scalars."""
+        names = sorted(metrics)
+        values = torch.tensor([float(metrics[n]) for n in names], dtype=torch.float64, device=self.device)
+        values = self.accelerator.reduce(values, "mean") if self.world > 1 else values
+        row = {"step": iteration * self.samples_per_iteration, "iteration": iteration,
+               **{n: float(v) for n, v in zip(names, values.tolist())}}
+        self.curve.append(row)
+        if self.accelerator.is_main_process:
+            self._write_lines([row], append=True)
+            for name, value in row.items():
+                if name not in ("step", "iteration"):
+                    self.writer.add_scalar(name, value, row["step"])
+            self.writer.flush()
+        return row
+
+    def reset_log(self) -> None:
+        """A fresh run starts a fresh ``metrics.jsonl``."""
+        if self.accelerator.is_main_process:
+            self._write_lines([])
+
+    def _write_lines(self, rows: list[dict[str, float]], append: bool = False) -> None:
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        if append:
+            with self.metrics_path.open("a") as f:
+                f.write(text)
+            return
+        tmp = self.metrics_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.metrics_path)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.accelerator.wait_for_everyone()
+
+
+class Timer:
+    """Wall-clock seconds of a block (for the perf/* metrics)."""
+
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def iteration_generator(device: torch.device, seed: int, iteration: int, rank: int) -> torch.Generator:
+    """The random stream of one iteration on one process: a function of (seed, iteration, rank) only,
+    so a resumed run draws exactly the samples and minibatches the uninterrupted run drew."""
+    return torch.Generator(device).manual_seed(seed * 1_000_003 + iteration * 8_191 + rank * 131_071)
+
+
+@dataclass
+class Learner:
+    """What a trainer optimises and samples with: ``model`` is the accelerate-prepared ``policy``."""
+
+    model: torch.nn.Module
+    policy: ActorCritic
+    tokenizer: PreTrainedTokenizerBase
+    reference: Reference
+    env: RolloutEnv
+    optimizer: torch.optim.Optimizer
+
+
+def build_learner(run: Run, config: Any, env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int,
+                  value_model: ValueModel) -> Learner:
+    """Load the policy (and its reference) from ``config.policy_dir``, make the env, prepare for accelerate.
+
+    Needs ``policy_dir``, ``reference_dir``, ``lr``, ``lora_r``, ``lora_alpha`` on ``config``.
+    """
+    policy, tokenizer = load_actor_critic(config.policy_dir, run.device, value_model, config.lora_r, config.lora_alpha)
+    reference = Reference(policy, config.reference_dir or config.policy_dir, run.device, tokenizer)
+    env = RolloutEnv(env_id, num_envs, run.device, tokenizer, config.policy_dir, env_kwargs)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr, eps=1e-5)
+    model, optimizer = run.accelerator.prepare(policy, optimizer)
+    return Learner(model, policy, tokenizer, reference, env, optimizer)
+
+
+def finish(run: Run, learner: Learner, config: Any, env_id: str, seed: int, env_kwargs: dict[str, Any] | None,
+           evaluate: Callable[..., dict[str, float]]) -> TrainResult:
+    """Export the trained policy to ``out_dir/policy`` and evaluate it (main process) into a ``TrainResult``."""
+    policy_dir = run.out_dir / "policy"
+    final: dict[str, float] = {}
+    learner.env.close()
+    if run.accelerator.is_main_process:
+        export_policy(learner.policy, learner.tokenizer, policy_dir, config.reference_dir or config.policy_dir)
+        final = evaluate(policy_dir, env_id, config.eval_episodes, seed, env_kwargs)
+        (run.out_dir / "final.json").write_text(json.dumps(final, indent=1))
+    run.close()
+    return TrainResult(checkpoint_dir=policy_dir, curve=run.curve, final=final)

@@ -1,0 +1,56 @@
+"""Test helpers for the RL trainers: a short, self-contained SFT that makes a start policy.
+
+Why here and not ``agents.sft``: the trainers' tests need an SFT start state that is cheap and
+fully deterministic on CPU; a few dozen lines of teacher-forced training on ``task.dataset``
+references is enough and keeps these tests independent of the SFT module's options.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm_gym.models import TinyModelConfig, load_causal_lm, save_tiny
+from llm_gym.tasks import make_task
+
+
+def quick_sft(out_dir: Path, task_name: str = "arithmetic", steps: int = 200, batch: int = 64, lr: float = 3e-3,
+              config: TinyModelConfig | None = None, task_kwargs: dict | None = None, seed: int = 0) -> Path:
+    """Build a tiny model for ``task_name`` and teacher-force it on ``prompt + reference + EOS`` for ``steps``."""
+    torch.manual_seed(seed)
+    task = make_task(task_name, **(task_kwargs or {}))
+    texts = [s.prompt + s.reference for s in task.dataset("train", 2000, seed=0) + task.dataset("test", 200, seed=0)]
+    base = save_tiny(out_dir / "init", texts, "char", config or TinyModelConfig(n_layer=2, n_embd=64, n_head=4))
+    model, tok = load_causal_lm(base)
+    tok.padding_side = "right"
+    data = task.dataset("train", steps * batch, seed=seed + 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for step in range(steps):
+        chunk = data[step * batch : (step + 1) * batch]
+        prompts = tok([s.prompt for s in chunk])["input_ids"]
+        full = tok([s.prompt + s.reference + tok.eos_token for s in chunk], return_tensors="pt", padding=True)
+        labels = full["input_ids"].masked_fill(full["attention_mask"] == 0, -100)
+        for row, prompt in enumerate(prompts):
+            labels[row, : len(prompt)] = -100  # learn the completion only
+        loss = model(**full, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    out = out_dir / "sft"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sft_dir(tmp_path_factory) -> Path:
+    """A 2-layer 64-wide GPT-2 after 80 SFT steps of 32 on 2-digit addition (~2% exact match, but it answers
+    in the task's format and ends with EOS): cheap start policy for the trainers' mechanics tests.
+    Built once per session (cached on disk under the session's base temp dir)."""
+    root = tmp_path_factory.getbasetemp() / "rl_sft_80"
+    if not (root / "sft" / "config.json").is_file():
+        quick_sft(root, steps=80, batch=32)
+    return root / "sft"
