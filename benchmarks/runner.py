@@ -157,6 +157,7 @@ class BenchConfig:
     backend: Literal["process", "ray"] = "process"
     workers: int = 1
     threads_per_run: int = 1
+    gpus_per_run: float = 0.0  # Ray only: GPUs each run reserves (fractions share a GPU)
     ray_address: str | None = None
     registry: dict[str, Any] = field(default_factory=dict)
 
@@ -401,7 +402,7 @@ def _run_ray(todo: list[RunSpec], config: BenchConfig, finished: Callable) -> No
             ray.init(num_cpus=config.workers * config.threads_per_run, include_dashboard=False, log_to_driver=False)
     try:
         # max_calls=1: like the process backend, every run gets a fresh worker process.
-        remote_run = ray.remote(num_cpus=config.threads_per_run, max_calls=1)(execute_run)
+        remote_run = ray.remote(num_cpus=config.threads_per_run, num_gpus=config.gpus_per_run, max_calls=1)(execute_run)
         refs = {remote_run.remote(spec): spec for spec in todo}
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from agents.base import TrainResult
-from benchmarks.cli import _leaderboard, _run
+from llm_gym.cli import main as cli_main
 from benchmarks.records import append_record, read_records
-from benchmarks.runner import BenchConfig, build_algorithm, load_bench_config, pending_runs, plan_runs, run_benchmark
+from benchmarks.runner import build_algorithm, load_bench_config, pending_runs, plan_runs, run_benchmark
 
 ENVS = ["llm_gym/Copy-v0", "llm_gym/Reverse-v0"]
 FAKE = "test_runner:FakeAlgorithm"
@@ -82,13 +82,9 @@ def calls(tmp_path: Path) -> list[tuple[str, int]]:
     return sorted((c["env_id"], c["seed"]) for c in map(json.loads, path.read_text().splitlines())) if path.exists() else []
 
 
-def run_cli(config_path: Path, **flags) -> int:
-    args = dict(config=str(config_path), workers=None, backend=None, records=None, out_dir=None, seeds=None,
-                ray_address=None, threads_per_run=None, dry_run=False)
-    args.update(flags)
-    import argparse
-
-    return _run(argparse.Namespace(**args))
+def run_cli(config_path: Path, *flags: str) -> int:
+    """``llm-gym bench run`` through the real command line (the ``llm_gym.commands`` entry point)."""
+    return cli_main(["bench", "run", "--config", str(config_path), *flags])
 
 
 def test_rerun_skips_finished_runs_and_deleting_a_record_reruns_only_that_run(tmp_path, capsys):
@@ -119,18 +115,15 @@ def test_rerun_skips_finished_runs_and_deleting_a_record_reruns_only_that_run(tm
     keep = [line for line in lines if not (json.loads(line)["env_id"] == ENVS[1] and json.loads(line)["seed"] == 1)]
     assert len(keep) == 3
     records_path.write_text("".join(keep))
-    assert run_cli(config_path, dry_run=True) == 0
+    assert run_cli(config_path, "--dry-run") == 0
     assert "1 to run, 3 already recorded" in capsys.readouterr().out
     assert run_cli(config_path) == 0
     assert calls(tmp_path) == sorted(grid + [(ENVS[1], 1)])
     assert sorted((r.env_id, r.seed) for r in read_records(records_path)) == grid
 
     # The leaderboard command reads the records back.
-    import argparse
-
     out = tmp_path / "board"
-    assert _leaderboard(argparse.Namespace(records=str(records_path), out=str(out), reps=200, seed=0,
-                                           reference="best-of-n")) == 0
+    assert cli_main(["bench", "leaderboard", "--records", str(records_path), "--out", str(out), "--reps", "200"]) == 0
     assert "| fake | 2 | 0.505 [0.500, 0.510]" in (out / "leaderboard.md").read_text()
     assert (out / "index.html").exists()
 
@@ -234,3 +227,21 @@ def test_ray_backend_runs_the_grid_on_a_local_instance(tmp_path, monkeypatch):
     assert not summary.failed
     assert sorted(r.seed for r in read_records(config.records)) == [0, 1]
     assert run_benchmark(config, log=lambda _: None).completed == []  # resumable through Ray too
+
+
+def test_a_real_algorithm_runs_through_the_grid_and_into_the_leaderboard(tmp_path):
+    """SB3 PPO (a real ``Algorithm``, no SFT model needed) end to end: runner -> record -> leaderboard."""
+    pytest.importorskip("agents.sb3")
+    config = load_bench_config(write_config(
+        tmp_path, registry={}, envs=["llm_gym/Count-v0"], seeds=[0], budget=16, eval_episodes=16, workers=1,
+        algorithms={"sb3-ppo": {"kwargs": {"num_envs": 8, "n_steps": 4, "batch_size": 32, "log_every": 8,
+                                           "eval_episodes": 8, "d_model": 32}}}))
+    summary = run_benchmark(config, log=lambda _: None)
+    assert not summary.failed, summary.failed
+    [record] = read_records(config.records)
+    assert {"objective/reward", "objective/gold_reward", "objective/kl", "episode/length"} <= set(record.final)
+    assert record.curve and all("step" in p for p in record.curve)
+    out = tmp_path / "board"
+    assert cli_main(["bench", "leaderboard", "--records", config.records, "--out", str(out), "--reps", "100"]) == 0
+    gold = record.final["objective/gold_reward"]
+    assert f"| sb3-ppo | 1 | {gold:.3f} [{gold:.3f}, {gold:.3f}]" in (out / "leaderboard.md").read_text()
