@@ -151,9 +151,9 @@ def _trajectory(records: list[RunRecord]) -> np.ndarray:
     return points[np.argsort(points[:, 0], kind="stable")]
 
 
-def overoptimisation(records: list[RunRecord], reference: str = "best_of_n") -> Figure:
+def overoptimisation(records: list[RunRecord], reference: str = "best-of-n") -> Figure:
     """Proxy (solid) and gold (dashed) reward against KL, one panel per env; algorithms whose label
-    starts with ``reference`` (one label per n, say ``best_of_n_4``) form the black reference curve."""
+    starts with ``reference`` (one label per n, say ``best-of-n_4``) form the black reference curve."""
     grouped = _labelled(records)
     envs = sorted({r.env_id for r in records})
     colors = _colors(list(grouped))
@@ -183,7 +183,7 @@ def overoptimisation(records: list[RunRecord], reference: str = "best_of_n") -> 
     return fig
 
 
-def render_figures(records: list[RunRecord], reference: str = "best_of_n", seed: int = 0) -> dict[str, bytes]:
+def render_figures(records: list[RunRecord], reference: str = "best-of-n", seed: int = 0) -> dict[str, bytes]:
     """The leaderboard's figures as PNG bytes, keyed by title (closed after rendering)."""
     figures = {
         "Learning curves": learning_curves(records, seed=seed),
