@@ -123,7 +123,7 @@ class PolicyGradient:
         compat = {"policy_dir": str(Path(c.policy_dir).resolve()), "lora_r": c.lora_r, "batch_size": batch_size,
                   "env_id": env_id, "seed": seed}
         run = Run(self.name, c, out_dir, budget, batch_size, compat)
-        learner = build_learner(run, c, env_id, env_kwargs, batch_size, "none")
+        learner = build_learner(run, c, env_id, env_kwargs, batch_size, "none", seed)
         model, policy, env, optimizer = learner.model, learner.policy, learner.env, learner.optimizer
         baseline = MovingBaseline(c.baseline_decay)
         start = run.resume(model, optimizer, {"baseline": baseline})

@@ -84,7 +84,7 @@ class PPO:
         compat = {"policy_dir": str(Path(c.policy_dir).resolve()), "value_model": c.value_model, "lora_r": c.lora_r,
                   "batch_size": c.batch_size, "env_id": env_id, "seed": seed}
         run = Run(self.name, c, out_dir, budget, c.batch_size, compat)
-        learner = build_learner(run, c, env_id, env_kwargs, c.batch_size, c.value_model)
+        learner = build_learner(run, c, env_id, env_kwargs, c.batch_size, c.value_model, seed)
         model, policy, env, optimizer = learner.model, learner.policy, learner.env, learner.optimizer
         kl_ctl = KLController(c.kl_coef, c.kl_target, c.kl_horizon)
         start = run.resume(model, optimizer, {"kl_controller": kl_ctl})

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from torch.utils.tensorboard import SummaryWriter
 from transformers import PreTrainedTokenizerBase
 
@@ -192,11 +193,13 @@ class Learner:
 
 
 def build_learner(run: Run, config: Any, env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int,
-                  value_model: ValueModel) -> Learner:
+                  value_model: ValueModel, seed: int) -> Learner:
     """Load the policy (and its reference) from ``config.policy_dir``, make the env, prepare for accelerate.
 
-    Needs ``policy_dir``, ``reference_dir``, ``lr``, ``lora_r``, ``lora_alpha`` on ``config``.
+    Needs ``policy_dir``, ``reference_dir``, ``lr``, ``lora_r``, ``lora_alpha`` on ``config``. ``seed`` fixes
+    the freshly initialised parts (value head, LoRA) so two runs with one seed start identical.
     """
+    set_seed(seed)
     policy, tokenizer = load_actor_critic(config.policy_dir, run.device, value_model, config.lora_r, config.lora_alpha)
     reference = Reference(policy, config.reference_dir or config.policy_dir, run.device, tokenizer)
     env = RolloutEnv(env_id, num_envs, run.device, tokenizer, config.policy_dir, env_kwargs)

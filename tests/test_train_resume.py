@@ -1,0 +1,96 @@
+"""Runs behave like real training: an interrupted run resumes exactly, the CLI, two processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rl_helpers import sft_dir  # noqa: F401  (fixture)
+from safetensors.torch import load_file
+
+from agents.pg_baselines import PGConfig, PolicyGradient
+from agents.ppo import PPO, PPOConfig
+from llm_gym.cli import main as llm_gym_main
+from llm_gym.tasks import make_task
+
+ENV = "llm_gym/Arithmetic-v0"
+VERIFY = make_task("arithmetic").verify
+
+
+def make_agent(algo: str, policy_dir: Path):
+    if algo == "ppo":
+        return PPO(PPOConfig(policy_dir=str(policy_dir), batch_size=16, mini_batch_size=8, ppo_epochs=2,
+                             kl_target=0.5, eval_episodes=16, checkpoint_every=1))
+    return PolicyGradient(algo, PGConfig(policy_dir=str(policy_dir), num_prompts=4, group_size=4, mini_batch_size=8,
+                                         epochs=2, eval_episodes=16, checkpoint_every=1))
+
+
+def timing_free(curve):
+    return [{k: v for k, v in row.items() if not k.startswith("perf/")} for row in curve]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_interrupted_run_resumes_to_the_same_metrics(algo, sft_dir, tmp_path):
+    reward = lambda prompts, completions, metadata: VERIFY(prompts, completions, metadata)  # noqa: E731
+    full = make_agent(algo, sft_dir).train(ENV, 64, 0, tmp_path / "full", {"reward": reward})
+
+    calls = []
+
+    def crashing(prompts, completions, metadata):
+        calls.append(1)
+        if len(calls) == 3:  # the third rollout: after the iteration-2 checkpoint
+            raise KeyboardInterrupt
+        return VERIFY(prompts, completions, metadata)
+
+    with pytest.raises(KeyboardInterrupt):
+        make_agent(algo, sft_dir).train(ENV, 64, 0, tmp_path / "cut", {"reward": crashing})
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 2
+    resumed = make_agent(algo, sft_dir).train(ENV, 64, 0, tmp_path / "cut", {"reward": reward})
+
+    assert len(resumed.curve) == 4
+    assert timing_free(resumed.curve) == timing_free(full.curve)  # exactly, not approximately
+    lines = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert timing_free(lines) == timing_free(full.curve)
+    a, b = load_file(full.checkpoint_dir / "model.safetensors"), load_file(resumed.checkpoint_dir / "model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)
+    assert resumed.final == full.final
+
+
+def test_cli_trains_saves_config_and_resumes(sft_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--algo", "rloo", "--env-id", ENV, "--out-dir", str(out), "--policy-dir", str(sft_dir),
+            "--num-prompts", "4", "--group-size", "2", "--mini-batch-size", "8", "--eval-episodes", "8",
+            "--checkpoint-every", "1", "--env-kwargs", "{reward: exact_match}"]
+    assert llm_gym_main([*args, "--budget", "8"]) == 0
+    config = (out / "config.yaml").read_text()
+    assert "group_size: 2" in config and "num_prompts: 4" in config
+    first = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert llm_gym_main([*args, "--budget", "24"]) == 0  # same folder, larger budget: continues
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [8, 16, 24] and rows[0] == first[0]
+    with pytest.raises(SystemExit, match="--algo rloo has no option.* --ppo-epochs"):
+        llm_gym_main([*args, "--budget", "8", "--ppo-epochs", "2"])
+
+
+def test_two_processes_under_torchrun(sft_dir, tmp_path):
+    """accelerate picks up the torchrun process group (gloo on CPU); each process samples its own prompts."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "agents.train_cli", "--algo", "ppo", "--env-id", ENV, "--budget", "32", "--out-dir", str(out),
+           "--policy-dir", str(sft_dir), "--batch-size", "8", "--mini-batch-size", "4", "--ppo-epochs", "1",
+           "--eval-episodes", "8", "--checkpoint-every", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **_env()})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [16, 32]  # 8 per process x 2 processes per iteration
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+    assert json.loads((out / "final.json").read_text())["episode/length"] > 0
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
