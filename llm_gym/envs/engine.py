@@ -135,7 +135,8 @@ class EpisodeEngine:
         reward[scored] = score - self.dense_score[scored]
         self.dense_score[scored] = score
 
-        done_rows = [row for row, i in enumerate(idx) if bool(turn_done[i])]
+        done_flags, eos_flags = turn_done.tolist(), ended_eos.tolist()  # one transfer, not one per slot
+        done_rows = [row for row, i in enumerate(idx) if done_flags[i]]
         if not done_rows:
             return outcome
         gold = None
@@ -143,6 +144,8 @@ class EpisodeEngine:
             pick = lambda xs: [xs[r] for r in done_rows]  # noqa: E731
             gold = problem.gold_reward.score(pick(prompts), pick(completions), pick(metadata)).total
         continuing: list[tuple[int, str, list[int]]] = []
+        ended_terminated: list[int] = []
+        ended_truncated: list[int] = []
         for n, row in enumerate(done_rows):
             i = idx[row]
             self.completions[i].append(completions[row])
@@ -152,16 +155,18 @@ class EpisodeEngine:
                 "completion_ids": completion_ids[row],
                 "reward_components": {name: float(v[row]) for name, v in proxy.components.items()},
                 "turn": len(self.completions[i]) - 1,
-                "eos": bool(ended_eos[i]),
+                "eos": eos_flags[i],
                 **({"gold_reward": float(gold[n])} if gold is not None else {}),
             }
             reply = problem.task.reply(self.samples[i], self.completions[i])
             if reply is not None:
                 continuing.append((i, reply, completion_ids[row]))
-            elif bool(ended_eos[i]) or not self.truncate_at_length:
-                terminated[i] = True
+            elif eos_flags[i] or not self.truncate_at_length:
+                ended_terminated.append(i)
             else:
-                truncated[i] = True
+                ended_truncated.append(i)
+        terminated[ended_terminated] = True
+        truncated[ended_truncated] = True
         if continuing:
             self._continue(continuing)
         return outcome
