@@ -41,8 +41,10 @@ def register_builtin_envs() -> None:
         if env_id(name) not in gymnasium.registry:
             register_task_env(name)
     from llm_gym.tasks.datasets import register_dataset_env
+    from llm_gym.tasks.reasoning_gym import register_reasoning_gym_envs
 
     register_dataset_env()
+    register_reasoning_gym_envs()
 
 
 def load_env_plugins() -> None:
