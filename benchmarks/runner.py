@@ -277,7 +277,7 @@ def plan_runs(config: BenchConfig) -> list[RunSpec]:
 
 
 def check_grid(specs: list[RunSpec]) -> None:
-    """Fail before launching anything if an algorithm cannot be imported or an env id is unknown."""
+    """Fail before launching anything if an algorithm cannot be built or an env cannot be made."""
     import gymnasium
 
     import llm_gym  # noqa: F401  (registers the llm_gym/ ids and env plug-ins)
@@ -288,9 +288,13 @@ def check_grid(specs: list[RunSpec]) -> None:
         if key not in checked:
             checked.add(key)
             build_algorithm(spec.config["target"], spec.config["algo_kwargs"])
-    for env_id in sorted({s.env_id for s in specs}):
+    for env_id, env_kwargs in {s.env_id: s.config["env_kwargs"] for s in specs}.items():
         if env_id not in gymnasium.registry:
             raise KeyError(f"unknown env id {env_id!r}; see `llm-gym envs` for the registered ids")
+        try:  # a wrong tokenizer path or reward spec fails here once, not in every worker
+            gymnasium.make(env_id, **env_kwargs).close()
+        except Exception as err:
+            raise ValueError(f"cannot make {env_id} with env_kwargs {env_kwargs}: {err}") from err
 
 
 def execute_run(spec: RunSpec) -> RunRecord:

@@ -245,3 +245,10 @@ def test_a_real_algorithm_runs_through_the_grid_and_into_the_leaderboard(tmp_pat
     assert cli_main(["bench", "leaderboard", "--records", config.records, "--out", str(out), "--reps", "100"]) == 0
     gold = record.final["objective/gold_reward"]
     assert f"| sb3-ppo | 1 | {gold:.3f} [{gold:.3f}, {gold:.3f}]" in (out / "leaderboard.md").read_text()
+
+
+def test_env_kwargs_that_cannot_make_the_env_fail_before_any_worker_starts(tmp_path):
+    config = load_bench_config(write_config(tmp_path, env_kwargs={"tokenizer": str(tmp_path / "missing-{env}")}))
+    with pytest.raises(ValueError, match=r"cannot make llm_gym/Copy-v0 .*tokenizer directory not found: .*missing-copy"):
+        run_benchmark(config, log=lambda _: None)
+    assert not (tmp_path / "calls.jsonl").exists()
