@@ -1,0 +1,241 @@
+"""Tokenisation and batching shared by SFT, feedback sampling and reward-model training.
+
+Why one module: the policy is trained, sampled and scored on token ids that must be *exactly* the
+ones the envs produce. An env encodes a prompt as ``tokenizer(prompt)`` (with the tokenizer's
+special tokens, e.g. BOS) and ends an episode at EOS; so SFT encodes ``tokenizer(prompt) +
+tokenizer(completion, add_special_tokens=False) + [EOS]`` and learns only the completion part,
+and a reward model sees ``tokenizer(reward_model_text(prompt, completion))`` exactly as
+``LearnedReward`` does. Batches are padded to their own longest row, not to a global maximum.
+
+Over-long rows: an SFT row longer than ``max_length`` is *dropped* (cutting it would remove the
+answer or its EOS and teach the policy not to stop); a reward-model text is *truncated from the
+left* (the completion being judged is kept, as ``LearnedReward`` does at scoring time). Both are
+counted and the trainers log the counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from agents.sampling import sample_completions
+from llm_gym.rewards import reward_model_text
+from llm_gym.tasks import Sample
+
+IGNORE_INDEX = -100
+
+
+# ----------------------------------------------------------------------------------- SFT rows
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """Token ids of a prompt exactly as the envs encode it (special tokens included)."""
+    return tokenizer(prompt)["input_ids"]
+
+
+def encode_sft(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str, max_length: int
+) -> dict[str, list[int]] | None:
+    """``input_ids`` and ``labels`` (prompt masked with -100) for one row, or None if it exceeds ``max_length``."""
+    head = prompt_ids(tokenizer, prompt)
+    tail = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(head) + len(tail) > max_length:
+        return None
+    return {"input_ids": head + tail, "labels": [IGNORE_INDEX] * len(head) + tail}
+
+
+def encode_sft_rows(
+    tokenizer: PreTrainedTokenizerBase, rows: Sequence[tuple[str, str]], max_length: int, what: str = "SFT data"
+) -> tuple[list[dict[str, list[int]]], int]:
+    """Encode (prompt, completion) rows; returns the examples and how many were dropped as too long."""
+    if not rows:
+        raise ValueError(f"{what} is empty: no (prompt, completion) rows to train on")
+    encoded = [encode_sft(tokenizer, p, c, max_length) for p, c in rows]
+    kept = [e for e in encoded if e is not None]
+    if not kept:
+        raise ValueError(f"every row of {what} is longer than max_length={max_length} tokens; raise max_length")
+    return kept, len(rows) - len(kept)
+
+
+def pad_right(sequences: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """(B, longest) int64 tensor, each row right-padded with ``value``."""
+    longest = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), longest), value, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        out[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return out
+
+
+def pad_left(sequences: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention_mask), left-padded to the longest row: the layout generation continues from."""
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), value, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, longest - len(seq) :] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, longest - len(seq) :] = 1
+    return ids, mask
+
+
+@dataclass
+class SFTCollator:
+    """Pads a list of ``encode_sft`` examples to the batch's longest row (labels padded with -100)."""
+
+    pad_token_id: int
+
+    def __call__(self, examples: Sequence[Mapping[str, list[int]]]) -> dict[str, torch.Tensor]:
+        ids = [e["input_ids"] for e in examples]
+        input_ids = pad_right(ids, self.pad_token_id)
+        attention_mask = pad_right([[1] * len(s) for s in ids], 0)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": pad_right([e["labels"] for e in examples], IGNORE_INDEX)}
+
+
+# --------------------------------------------------------------------------- feedback records
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference label: ``chosen`` was judged better than ``rejected`` for ``prompt``."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class Rating:
+    """One pointwise label: ``completion`` was judged good (1) or bad (0) for ``prompt``."""
+
+    prompt: str
+    completion: str
+    label: float
+
+
+@dataclass
+class FeedbackData:
+    """Feedback rows read from JSONL, with the count of rows skipped and why."""
+
+    pairs: list[PreferencePair] = field(default_factory=list)
+    ratings: list[Rating] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def _require(row: Any, keys: Sequence[str], where: str) -> None:
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise ValueError(f"{where}: row is missing field(s) {missing}; has {sorted(row)}")
+
+
+def read_feedback(path: str | Path) -> FeedbackData:
+    """Read preference rows ``{prompt, chosen, rejected[, margin]}`` or ratings ``{prompt, completion, label}``.
+
+    A pair whose chosen equals rejected carries no preference and is skipped (counted as
+    ``chosen_equals_rejected``); a file mixing both kinds is an error. Errors name file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feedback file not found: {path}")
+    data = FeedbackData()
+    with path.open() as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+            if isinstance(row, dict) and "chosen" in row:
+                _require(row, ("prompt", "chosen", "rejected"), where)
+                if row["chosen"] == row["rejected"]:
+                    data.skipped["chosen_equals_rejected"] = data.skipped.get("chosen_equals_rejected", 0) + 1
+                    continue
+                data.pairs.append(PreferencePair(row["prompt"], row["chosen"], row["rejected"], float(row.get("margin", 0.0))))
+            else:
+                _require(row, ("prompt", "completion", "label"), where)
+                data.ratings.append(Rating(row["prompt"], row["completion"], float(row["label"])))
+            if data.pairs and data.ratings:
+                raise ValueError(f"{where}: file mixes preference pairs and pointwise ratings; use one kind per file")
+    return data
+
+
+def encode_reward_text(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str, max_length: int
+) -> tuple[list[int], bool]:
+    """Ids of the text ``LearnedReward`` scores, truncated from the left to ``max_length``; and whether it was cut."""
+    ids = tokenizer(reward_model_text(prompt, completion))["input_ids"]
+    return ids[-max_length:], len(ids) > max_length
+
+
+@dataclass
+class RewardCollator:
+    """Right-pads reward-model rows (``input_ids`` lists) plus any per-row float fields into a batch.
+
+    Pair batches hold the chosen rows in ``chosen_ids`` and the rejected rows in ``rejected_ids``;
+    both are stacked into one forward pass of 2B rows (chosen first).
+    """
+
+    pad_token_id: int
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if "chosen_ids" in rows[0]:
+            ids = [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows]
+            extra = {"margin": torch.tensor([r["margin"] for r in rows], dtype=torch.float32)}
+        else:
+            ids = [r["input_ids"] for r in rows]
+            extra = {"label": torch.tensor([r["label"] for r in rows], dtype=torch.float32)}
+        batch = {"input_ids": pad_right(ids, self.pad_token_id), "attention_mask": pad_right([[1] * len(s) for s in ids], 0)}
+        return batch | extra
+
+
+# ---------------------------------------------------------------------------------- sampling
+def sample_metadata(sample: Sample) -> dict[str, Any]:
+    """The metadata a reward model gets for ``sample``: what an env passes (``reference`` included)."""
+    return {**sample.metadata, "reference": sample.reference}
+
+
+@torch.no_grad()
+def generate_completions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 64,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    num_return_sequences: int = 1,
+    generator: torch.Generator | None = None,
+) -> list[str]:
+    """Greedy (``temperature=0``) or sampled completions through the KV-cache sampler, decoded like the envs.
+
+    Returns ``len(prompts) * num_return_sequences`` strings, the k samples of a prompt adjacent.
+    Prompts are encoded with ``prompt_ids`` and left-padded as in an env; decoding stops at EOS and
+    drops special tokens, as an episode's ``info["completion"]`` does.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size] for _ in range(num_return_sequences)]
+        ids, mask = pad_left(chunk, tokenizer.pad_token_id)
+        completions = sample_completions(
+            model,
+            ids.to(device),
+            mask.to(device),
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+        )
+        out.extend(tokenizer.batch_decode(completions.ids, skip_special_tokens=True))  # pad after EOS
+    model.train(was_training)
+    return out

@@ -1,0 +1,310 @@
+"""Reward-model training from feedback: Bradley–Terry on preference pairs, or BCE on good/bad ratings.
+
+Why: RL should optimise a reward *learned from people's judgements*, not a hand-written rule.
+The model is any ``AutoModelForSequenceClassification`` with one output (initialised from a
+local directory, typically the SFT policy's backbone, or built tiny from a config for the
+tokenizer); it reads exactly the text ``LearnedReward`` scores (``reward_model_text``), truncated
+from the left like at scoring time, so the saved directory works unchanged as
+``reward="learned:path=DIR"`` in any env.
+
+Pairwise loss: ``-log σ(r_chosen - r_rejected - margin)`` with ``margin`` = the config's margin
+plus a row's own ``"margin"`` field; ``center_coef`` adds ``center_coef * mean((r_c + r_r)^2)``
+(TRL's reward centering) so rewards stay near 0 and can be compared across runs. Pointwise
+loss: binary cross-entropy of ``σ(r)`` against the label. Held-out rows are a stable hash split
+on the prompt, so no prompt is in both; the held-out metric is pairwise accuracy (for ratings:
+the fraction of (good, bad) pairs ranked correctly, i.e. the AUC).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+
+from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.data import FeedbackData, RewardCollator, encode_reward_text, read_feedback
+from agents.run_config import add_config_args, config_from_args, save_config
+from agents.supervised import EpochOrder, RunLogger, adamw_with_schedule, make_accelerator
+from llm_gym.models import TinyModelConfig, build_tiny_model, check_vocab_match, load_tokenizer
+
+
+@dataclass
+class RewardModelConfig:
+    """A reward-model training run; saved as ``reward_model_config.yaml`` in ``output_dir``."""
+
+    data: str  # JSONL of preference pairs or ratings (e.g. from `llm-gym feedback`)
+    output_dir: str
+    base_model: str | None = None  # local HF dir to initialise the backbone from (e.g. the SFT model)
+    tokenizer: str | None = None  # default: base_model's tokenizer; required without base_model
+    objective: str = "auto"  # auto (from the data) | pairwise | pointwise
+    margin: float = 0.0
+    center_coef: float = 0.0
+    n_layer: int = 2  # tiny random-init backbone (GPT-2) when base_model is not given
+    n_embd: int = 64
+    n_head: int = 4
+    eval_fraction: float = 0.1
+    max_length: int = 128  # tokens; longer texts are truncated from the left and counted
+    batch_size: int = 32  # pairs (or ratings) per process per micro-batch
+    grad_accum: int = 1
+    max_steps: int = 300
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    schedule: str = "cosine"
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"
+    cpu: bool = False
+    eval_every: int = 100  # 0: evaluate only before and after training
+    eval_batch_size: int = 256
+    log_every: int = 10
+    save_every: int = 0
+    resume: str | None = None  # checkpoint dir, or "auto" for the newest under output_dir/checkpoints
+    seed: int = 0
+
+
+@dataclass
+class RewardModelResult:
+    """Where the reward model was written and its held-out metrics before and after training."""
+
+    output_dir: Path
+    initial: dict[str, float]
+    final: dict[str, float]
+    counts: dict[str, int]
+
+
+def build_reward_model(config: RewardModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The scalar-head classifier and its tokenizer, checked to share a vocabulary."""
+    if config.base_model is None and config.tokenizer is None:
+        raise ValueError("reward-model training needs base_model (a local HF directory) or tokenizer (to build a tiny model)")
+    tokenizer = load_tokenizer(config.tokenizer or config.base_model)
+    if config.base_model is not None:
+        model = AutoModelForSequenceClassification.from_pretrained(config.base_model, num_labels=1)
+    else:
+        size = TinyModelConfig(
+            n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head, max_positions=max(256, config.max_length), seed=config.seed
+        )
+        hf_config = build_tiny_model(tokenizer, size).config
+        hf_config.num_labels = 1
+        torch.manual_seed(config.seed)
+        model = AutoModelForSequenceClassification.from_config(hf_config)
+    check_vocab_match(tokenizer, model)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def encode_feedback(
+    data: FeedbackData, tokenizer: PreTrainedTokenizerBase, objective: str, max_length: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Rows for ``RewardCollator``; returns them and the number of texts truncated from the left."""
+    rows, truncated = [], 0
+    if objective == "pairwise":
+        for pair in data.pairs:
+            chosen, cut_c = encode_reward_text(tokenizer, pair.prompt, pair.chosen, max_length)
+            rejected, cut_r = encode_reward_text(tokenizer, pair.prompt, pair.rejected, max_length)
+            truncated += cut_c + cut_r
+            rows.append({"prompt": pair.prompt, "chosen_ids": chosen, "rejected_ids": rejected, "margin": pair.margin})
+    else:
+        for rating in data.ratings:
+            ids, cut = encode_reward_text(tokenizer, rating.prompt, rating.completion, max_length)
+            truncated += cut
+            rows.append({"prompt": rating.prompt, "input_ids": ids, "label": rating.label})
+    return rows, truncated
+
+
+def is_held_out(prompt: str, fraction: float) -> bool:
+    """Stable hash split on the prompt, salted so it is independent of the tasks' own train/test split."""
+    return zlib.crc32(b"reward-model-eval:" + prompt.encode()) % 10_000 < fraction * 10_000
+
+
+def resolve_objective(objective: str, data: FeedbackData, path: str) -> str:
+    """``auto`` picks from the data; an explicit objective must match what the file holds."""
+    if objective not in ("auto", "pairwise", "pointwise"):
+        raise ValueError(f"objective must be 'auto', 'pairwise' or 'pointwise', got {objective!r}")
+    found = "pairwise" if data.pairs else "pointwise" if data.ratings else None
+    if found is None:
+        skipped = ", ".join(f"{n} {why}" for why, n in data.skipped.items()) or "no rows"
+        raise ValueError(f"feedback dataset {path} is empty: no usable preference pairs or ratings ({skipped})")
+    if objective != "auto" and objective != found:
+        raise ValueError(f"objective={objective!r} but {path} holds {'preference pairs' if found == 'pairwise' else 'ratings'}")
+    return found
+
+
+def reward_loss(
+    rewards: torch.Tensor, batch: dict[str, torch.Tensor], objective: str, margin: float, center_coef: float
+) -> torch.Tensor:
+    """Bradley–Terry (with margin and centering) on stacked chosen/rejected rewards, or pointwise BCE."""
+    if objective == "pointwise":
+        return F.binary_cross_entropy_with_logits(rewards, batch["label"])
+    chosen, rejected = rewards.chunk(2)
+    loss = -F.logsigmoid(chosen - rejected - margin - batch["margin"]).mean()
+    if center_coef:
+        loss = loss + center_coef * ((chosen + rejected) ** 2).mean()
+    return loss
+
+
+@torch.no_grad()
+def evaluate_reward_model(
+    model: PreTrainedModel, rows: list[dict[str, Any]], collate: RewardCollator, objective: str, batch_size: int
+) -> dict[str, float]:
+    """Held-out loss, pairwise accuracy (AUC for ratings) and mean reward."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    rewards, labels, losses = [], [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk).items()}
+        r = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
+        losses.append(reward_loss(r, batch, objective, 0.0, 0.0) * len(chunk))
+        rewards.append(r.cpu())
+        if objective == "pointwise":
+            labels.append(batch["label"].cpu())
+    model.train(was_training)
+    metrics = {"eval/loss": float(torch.stack(losses).sum() / len(rows))}
+    if objective == "pairwise":
+        chosen, rejected = zip(*(r.chunk(2) for r in rewards))
+        chosen, rejected = torch.cat(chosen), torch.cat(rejected)
+        metrics["eval/pairwise_accuracy"] = float((chosen > rejected).float().mean())
+        metrics["eval/reward_margin"] = float((chosen - rejected).mean())
+        metrics["eval/reward_mean"] = float(torch.cat([chosen, rejected]).mean())
+    else:
+        r, y = torch.cat(rewards), torch.cat(labels)
+        good, bad = r[y > 0.5], r[y <= 0.5]
+        metrics["eval/accuracy"] = float(((r > 0) == (y > 0.5)).float().mean())
+        if len(good) and len(bad):
+            metrics["eval/pairwise_accuracy"] = float((good[:, None] > bad[None, :]).float().mean())
+        metrics["eval/reward_mean"] = float(r.mean())
+    return metrics
+
+
+def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
+    """Train as configured; the output directory is a ``learned:path=...`` reward model."""
+    out = Path(config.output_dir)
+    accelerator = make_accelerator(config.mixed_precision, config.grad_accum, cpu=config.cpu)
+    torch.manual_seed(config.seed)
+    data = read_feedback(config.data)
+    objective = resolve_objective(config.objective, data, config.data)
+    model, tokenizer = build_reward_model(config)
+    rows, truncated = encode_feedback(data, tokenizer, objective, config.max_length)
+    held_out = [is_held_out(r["prompt"], config.eval_fraction) for r in rows]
+    train_rows = [r for r, h in zip(rows, held_out) if not h]
+    eval_rows = [r for r, h in zip(rows, held_out) if h]
+    if not train_rows or not eval_rows:
+        raise ValueError(
+            f"{config.data}: the prompt hash split with eval_fraction={config.eval_fraction} left "
+            f"{len(train_rows)} training and {len(eval_rows)} held-out rows; both must be non-empty (more data, "
+            "or another eval_fraction)"
+        )
+    counts = {
+        "train_rows": len(train_rows),
+        "eval_rows": len(eval_rows),
+        "truncated_texts": truncated,
+        **{f"skipped_{why}": n for why, n in data.skipped.items()},
+    }
+    optimizer, scheduler = adamw_with_schedule(
+        model, config.lr, config.weight_decay, config.warmup_steps, config.max_steps, config.schedule
+    )
+    step, micro_step = 0, 0
+    if config.resume:
+        where = out / "checkpoints" if config.resume == "auto" else Path(config.resume)
+        if config.resume != "auto" or where.is_dir():
+            state = load_checkpoint(where, model, optimizer, scheduler)
+            step, micro_step = state.step, int(state.extra["micro_step"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    collate = RewardCollator(tokenizer.pad_token_id)
+    batches = EpochOrder(train_rows, config.batch_size, collate, config.seed, accelerator, micro_step)
+
+    main = accelerator.is_main_process
+    if main:
+        save_config(config, out, "reward_model_config.yaml")
+    logger = RunLogger(out, config.max_steps, step, main, "reward-model")
+    logger.message(
+        f"reward model ({objective}): {counts}; texts longer than max_length={config.max_length} are truncated "
+        f"from the left; {accelerator.num_processes} process(es) on {accelerator.device}"
+    )
+
+    def evaluate() -> dict[str, float]:
+        metrics = {}
+        if main:
+            metrics = evaluate_reward_model(accelerator.unwrap_model(model), eval_rows, collate, objective, config.eval_batch_size)
+            logger.log(step, metrics)
+        accelerator.wait_for_everyone()
+        return metrics
+
+    initial = evaluate()
+    model.train()
+    started, window_loss, window_n = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
+    iterator = iter(batches)
+    while step < config.max_steps:
+        batch = next(iterator)
+        with accelerator.accumulate(model):
+            rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
+            loss = reward_loss(rewards, batch, objective, config.margin, config.center_coef)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        window_loss += loss.detach()
+        window_n += 1
+        if not accelerator.sync_gradients:
+            continue
+        scheduler.step()
+        step += 1
+        logger.advance()
+        if step % config.log_every == 0 or step == config.max_steps:
+            mean_loss = accelerator.reduce(window_loss / window_n, "mean").item()
+            rows_per_s = step * config.batch_size * config.grad_accum * accelerator.num_processes / (time.perf_counter() - started)
+            logger.log(step, {"loss/train": mean_loss, "lr": scheduler.get_last_lr()[0], "perf/samples_per_s": rows_per_s})
+            window_loss.zero_()
+            window_n = 0
+        if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
+            evaluate()
+        if config.save_every and step % config.save_every == 0 and step < config.max_steps:
+            if main:
+                save_checkpoint(
+                    out / "checkpoints", accelerator.unwrap_model(model), step, optimizer, scheduler,
+                    {"micro_step": batches.micro_step},
+                )
+            accelerator.wait_for_everyone()
+
+    final = evaluate()
+    if main:
+        unwrapped = accelerator.unwrap_model(model)
+        save_checkpoint(out / "checkpoints", unwrapped, step, optimizer, scheduler, {"micro_step": batches.micro_step})
+        unwrapped.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        summary = {"initial": initial, "final": final, "counts": counts, "wall_s": time.perf_counter() - started}
+        (out / "reward_model_results.json").write_text(json.dumps(summary, indent=2))
+        logger.message(f"reward model done: {initial} -> {final}; written to {out} (use reward='learned:path={out}')")
+    logger.close()
+    accelerator.wait_for_everyone()
+    return RewardModelResult(out, initial, final, counts)
+
+
+def run(args: argparse.Namespace) -> int:
+    train_reward_model(config_from_args(RewardModelConfig, args))
+    return 0
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    """``llm-gym reward-model``: the ``llm_gym.commands`` entry point."""
+    parser = subparsers.add_parser("reward-model", help="train a reward model on preference pairs or ratings")
+    add_config_args(parser, RewardModelConfig)
+    parser.set_defaults(func=run)
+
+
+if __name__ == "__main__":
+    import sys
+
+    cli = argparse.ArgumentParser(prog="python -m agents.reward_training")
+    add_config_args(cli, RewardModelConfig)
+    sys.exit(run(cli.parse_args()))

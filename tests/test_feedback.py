@@ -1,0 +1,171 @@
+"""Feedback collection: simulated labels (with noise), the terminal labeler under scripted input and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.data import read_feedback
+from agents.feedback import FeedbackConfig, collect_feedback, items, load_feedback_task, load_or_sample_candidates, sidecar
+from agents.labelers import SimulatedLabeler
+from llm_gym.rewards import make_reward
+from llm_gym.tasks import make_task
+from llm_gym.tasks.datasets import DatasetTask
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(policy: Path, output: Path, **overrides) -> FeedbackConfig:
+    base = FeedbackConfig(policy=str(policy), output=str(output), task="arithmetic", num_prompts=6, k=3, max_new_tokens=4)
+    return replace(base, **overrides)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def test_simulated_labeler_prefers_the_gold_winner_and_flips_with_noise():
+    labeler = SimulatedLabeler(make_reward("verifier", make_task("arithmetic")), noise=0.0)
+    a, b = np.tile([1.0, 0.0, 0.5], 1000), np.tile([0.0, 1.0, 0.5], 1000)
+    answers = labeler.compare(a, b)
+    assert answers[:3] == ["a", "b", "tie"]
+    flipped = SimulatedLabeler(labeler.gold, noise=1.0).compare(a, b)
+    assert flipped[:3] == ["b", "a", "tie"]  # ties carry no preference, noise or not
+    noisy = SimulatedLabeler(labeler.gold, noise=0.25, seed=1).compare(a, b)
+    decided = [i for i, x in enumerate(answers) if x != "tie"]
+    flip_rate = np.mean([noisy[i] != answers[i] for i in decided])
+    assert 0.2 < flip_rate < 0.3  # 2000 draws: the 3-sigma band of 0.25 is +-0.03
+    assert SimulatedLabeler(labeler.gold, good_threshold=0.5).rate(np.array([1.0, 0.0])) == ["good", "bad"]
+    with pytest.raises(ValueError, match="label noise must be a probability"):
+        SimulatedLabeler(labeler.gold, noise=1.5)
+
+
+def test_simulated_pairs_follow_the_gold_reward(tiny_model_dir, tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    stats = collect_feedback(config(tiny_model_dir, out, gold_reward="chrf", num_prompts=20, k=4), output_fn=lambda s: None)
+    rows = lines(out)
+    skipped = lines(sidecar(out, "skipped"))
+    assert stats.written == len(rows) > 0
+    assert len(rows) + len(skipped) == 20 * 6  # every pair of 4 completions is a row or a counted skip
+    assert sum(stats.skipped.values()) == len(skipped)
+    chrf = make_reward("chrf")
+    for row in rows:
+        assert set(row) == {"id", "prompt", "chosen", "rejected"} and row["chosen"] != row["rejected"]
+    references = {c["prompt"]: c["metadata"] for c in lines(sidecar(out, "candidates"))}
+    meta = [references[r["prompt"]] for r in rows]
+    prompts = [r["prompt"] for r in rows]
+    gap = chrf(prompts, [r["chosen"] for r in rows], meta) - chrf(prompts, [r["rejected"] for r in rows], meta)
+    assert (gap > 0).all()
+    # The loaders read it: our reward-model reader and the core preference-format loader.
+    assert len(read_feedback(out).pairs) == len(rows)
+    assert len(DatasetTask.from_jsonl(out).samples) == len(rows)
+
+
+def test_simulated_pointwise_ratings_and_rerun_adds_nothing(tiny_model_dir, tmp_path):
+    out = tmp_path / "ratings.jsonl"
+    cfg = config(tiny_model_dir, out, kind="pointwise", gold_reward="chrf", good_threshold=0.2, k=2)
+    stats = collect_feedback(cfg, output_fn=lambda s: None)
+    rows = lines(out)
+    assert stats.written == len(rows) == 12 and {r["label"] for r in rows} <= {0, 1}
+    assert set(rows[0]) == {"id", "prompt", "completion", "label"}
+    again = collect_feedback(cfg, output_fn=lambda s: None)  # resumed: nothing left to label
+    assert again.written == 0 and len(lines(out)) == 12
+    assert len(read_feedback(out).ratings) == 12
+
+
+class Script:
+    """Scripted keyboard: returns answers in order; an exception instance is raised instead (Ctrl-C)."""
+
+    def __init__(self, answers):
+        self.answers, self.prompts = list(answers), []
+
+    def __call__(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+def test_terminal_labeler_keeps_every_label_across_ctrl_c_and_resume(tiny_model_dir, tmp_path):
+    out = tmp_path / "human.jsonl"
+    cfg = config(tiny_model_dir, out, labeler="terminal", num_prompts=3, k=3, temperature=1.5)
+    shown: list[str] = []
+    first = Script(["a", "x", "b", "t", KeyboardInterrupt()])
+    stats = collect_feedback(cfg, input_fn=first, output_fn=shown.append)
+    assert stats.interrupted and stats.written == 2 and stats.skipped["tie"] == 1
+    assert any("unknown answer 'x'" in s for s in shown)  # an unknown key is asked again
+    assert any("interrupted" in s and "rerun the same command to resume" in s for s in shown)
+    assert len(lines(out)) == 2 and len(lines(sidecar(out, "skipped"))) == 1  # on disk already
+    candidates_before = sidecar(out, "candidates").read_text()
+
+    total = len(list(items(lines(sidecar(out, "candidates")), "pairs")))
+    identical = sum(c["completions"][i] == c["completions"][j] for _, c, (i, j) in items(lines(sidecar(out, "candidates")), "pairs"))
+    second = Script(["s"] + ["a", "b"] * total)
+    stats = collect_feedback(cfg, input_fn=second, output_fn=lambda s: None)
+    assert not stats.interrupted and stats.pending == 0
+    assert sidecar(out, "candidates").read_text() == candidates_before  # resumed on the same samples
+    rows, skips = lines(out), lines(sidecar(out, "skipped"))
+    ids = [r["id"] for r in rows + skips]
+    assert len(ids) == len(set(ids)) == total  # each item answered exactly once over both sessions
+    assert len(second.prompts) == total - 3 - identical  # only unanswered, non-identical items were asked
+    assert {r["reason"] for r in skips} <= {"tie", "skip", "identical_completions"}
+    # The first session's labels are still there, unchanged.
+    assert [r["id"] for r in rows[:2]] == [r["id"] for r in lines(out)[:2]]
+    third = Script([EOFError()])  # end of input is a quit, not a crash
+    assert collect_feedback(cfg, input_fn=third, output_fn=lambda s: None).written == 0
+
+
+def test_terminal_labeler_subprocess_survives_sigint(tiny_model_dir, tmp_path):
+    out = tmp_path / "cli.jsonl"
+    cfg = config(tiny_model_dir, out, labeler="terminal", num_prompts=4, k=2, temperature=1.5)
+    candidates = load_or_sample_candidates(cfg, load_feedback_task(cfg))  # sampled once, reused by both sessions
+    n_items = sum(c["completions"][0] != c["completions"][1] for c in candidates)
+    assert n_items >= 2
+    command = [
+        sys.executable, "-m", "agents.feedback", "--policy", str(tiny_model_dir), "--output", str(out),
+        "--labeler", "terminal", "--num-prompts", "4", "--k", "2", "--temperature", "1.5", "--max-new-tokens", "4",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    proc.stdin.write("a\n")
+    proc.stdin.flush()
+    deadline = time.time() + 120
+    while len(lines(out)) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert len(lines(out)) == 1, proc.communicate(timeout=30)[0]
+    proc.send_signal(signal.SIGINT)  # Ctrl-C while it waits for the second answer
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "interrupted" in output and len(lines(out)) == 1
+    done = subprocess.run(command, cwd=ROOT, input="b\n" * n_items, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = lines(out)
+    assert len(rows) == n_items and len({r["id"] for r in rows}) == n_items
+
+
+def test_bad_feedback_input(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="pairs need k >= 2"):
+        collect_feedback(config(tiny_model_dir, tmp_path / "a.jsonl", k=1))
+    with pytest.raises(ValueError, match="labeler must be 'simulated' or 'terminal'"):
+        collect_feedback(config(tiny_model_dir, tmp_path / "b.jsonl", labeler="mturk"))
+    same = tmp_path / "same.jsonl"
+    same.write_text(
+        json.dumps({"prompt": "1+1=", "chosen": "2", "rejected": "2"}) + "\n"
+        + json.dumps({"prompt": "1+2=", "chosen": "3", "rejected": "4"}) + "\n"
+    )
+    data = read_feedback(same)
+    assert len(data.pairs) == 1 and data.skipped == {"chosen_equals_rejected": 1}
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps({"prompt": "1+1=", "chosen": "2"}) + "\n")
+    with pytest.raises(ValueError, match=r"broken.jsonl:1: row is missing field\(s\) \['rejected'\]"):
+        read_feedback(broken)
