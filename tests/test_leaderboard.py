@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import html.parser
 import re
+import shutil
+import subprocess
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -222,3 +225,27 @@ def test_figures_render_without_kl_or_curves():
     records = [_record("ppo", ENVS[0], s, [], {"objective/gold_reward": 0.1 * s}, {}, 1.0) for s in range(3)]
     figures = render_figures(records)
     assert set(figures) == {"Learning curves", "Reward-KL frontier", "Over-optimisation"}
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium on this machine (apt-get install chromium)")
+def test_the_page_renders_in_headless_chromium_with_the_records_numbers(tmp_path):
+    records_path = tmp_path / "records.jsonl"
+    for record in synthetic_records(seeds=3):
+        append_record(records_path, record)
+    paths = write_leaderboard(records_path, tmp_path / "board", reps=300)
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"]
+    url = paths["html"].resolve().as_uri()
+    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+    parser = _HTMLTables()
+    parser.feed(dom)  # the tables as the browser parsed them
+    assert parser.tables == markdown_tables(paths["markdown"].read_text())
+    shot = tmp_path / "shot.png"
+    subprocess.run(flags + [f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
+    pixels = plt.imread(shot)
+    assert pixels.shape[:2] == (900, 1200)
+    assert pixels[..., :3].std() > 0.05  # text and tables drawn, not a blank page
