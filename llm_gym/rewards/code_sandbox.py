@@ -53,7 +53,7 @@ import numpy as np
 from llm_gym.rewards.base import RewardModel, RewardOutput
 from llm_gym.rewards.registry import register_reward
 
-TestCase = str | tuple[Sequence[Any], Any] | list
+HiddenTest = str | tuple[Sequence[Any], Any] | list
 FAILURE_CAUSES = ("syntax_error", "error", "timeout", "memory", "output_limit", "violation", "crashed")
 # Imported before switching to ``nobody`` (only then): cheap modules short generated functions use.
 _PRELOAD = ("math", "re", "collections", "itertools", "functools", "operator", "string", "heapq", "bisect")
@@ -253,10 +253,10 @@ class CodeSandbox:
             "limits": asdict(self.limits),
         }
 
-    def run(self, program: str, tests: Sequence[TestCase], entry_point: str | None = None) -> SandboxResult:
+    def run(self, program: str, tests: Sequence[HiddenTest], entry_point: str | None = None) -> SandboxResult:
         return self.run_batch([(program, tests, entry_point)])[0]
 
-    def run_batch(self, jobs: Sequence[tuple[str, Sequence[TestCase], str | None]]) -> list[SandboxResult]:
+    def run_batch(self, jobs: Sequence[tuple[str, Sequence[HiddenTest], str | None]]) -> list[SandboxResult]:
         """Run every ``(program, tests, entry_point)``; at most ``workers`` processes at a time."""
         keys = [json.dumps(job, sort_keys=True, default=list) for job in jobs]
         with self._lock:
@@ -273,7 +273,7 @@ class CodeSandbox:
                     self._cache.popitem(last=False)
         return [results[k] for k in keys]
 
-    def _execute(self, program: str, tests: Sequence[TestCase], entry_point: str | None) -> SandboxResult:
+    def _execute(self, program: str, tests: Sequence[HiddenTest], entry_point: str | None) -> SandboxResult:
         tests = [t if isinstance(t, str) else list(t) for t in tests]
         if any(not isinstance(t, str) for t in tests) and not entry_point:
             raise ValueError("(args, expected) test cases need an entry_point (the function to call)")
@@ -357,7 +357,7 @@ class CodeSandbox:
 
 def sandbox_jobs(
     completions: Sequence[str], metadata: Sequence[Mapping[str, Any]]
-) -> list[tuple[str, Sequence[TestCase], str | None]]:
+) -> list[tuple[str, Sequence[HiddenTest], str | None]]:
     """``(program, tests, entry_point)`` per completion from the metadata code tasks attach."""
     try:
         return [(m.get("code_prefix", "") + c, m["tests"], m.get("entry_point")) for c, m in zip(completions, metadata)]

@@ -16,6 +16,7 @@ the word-level checks behind the rewards.
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -120,9 +121,9 @@ class FamilyTask(Task):
             raise DatasetError(f"{', '.join(map(str, paths))}: the dataset is empty")
         return samples
 
+    @abstractmethod
     def row_to_sample(self, row: Mapping[str, Any], where: str) -> Sample:
         """One JSONL row as a sample; errors start with ``where`` (``file line N``)."""
-        raise NotImplementedError(f"{self.name} cannot load rows from files")
 
     def sample(self, rng: np.random.Generator, split: Split = "train") -> Sample:
         return self.data.sample(rng, split) if self.data is not None else super().sample(rng, split)
