@@ -41,6 +41,7 @@ from benchmarks.records import (
     run_key,
 )
 
+
 @dataclass(frozen=True)
 class AlgorithmEntry:
     """Where a registry name's class lives (``"module:Class"``, imported only when a grid uses it, so
@@ -308,6 +309,8 @@ def execute_run(spec: RunSpec) -> RunRecord:
     import llm_gym  # noqa: F401  (env ids must be registered in this process too)
 
     torch.set_num_threads(spec.threads)
+    # Provenance is taken before training: the code this process imported, not a later checkout.
+    provenance = {"versions": package_versions(), "git_commit": git_commit(), "hardware": hardware_info()}
     cfg = spec.config
     algorithm = build_algorithm(cfg["target"], cfg["algo_kwargs"])
     out_dir = Path(spec.out_dir)
@@ -325,13 +328,22 @@ def execute_run(spec: RunSpec) -> RunRecord:
         env_id=spec.env_id,
         seed=spec.seed,
         config=cfg,
-        versions=package_versions(),
-        git_commit=git_commit(),
-        hardware=hardware_info(),
-        curve=[{k: float(v) for k, v in point.items()} for point in result.curve],
-        final={k: float(v) for k, v in final.items()},
+        curve=[_metrics(point, spec) for point in result.curve],
+        final=_metrics(final, spec),
         wall_s=wall_s,
+        **provenance,
     )
+
+
+def _metrics(values: dict[str, Any], spec: RunSpec) -> dict[str, float | None]:
+    """Metric values as plain floats (numpy/torch scalars included); ``None`` stays (a missing value)."""
+    out = {}
+    for name, value in values.items():
+        try:
+            out[name] = None if value is None else float(value)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{spec.describe()}: metric {name!r} is not a number: {value!r}") from err
+    return out
 
 
 def pending_runs(specs: list[RunSpec], records_path: str | Path) -> tuple[list[RunSpec], list[RunSpec]]:

@@ -18,7 +18,7 @@ import yaml
 from agents.base import TrainResult
 from llm_gym.cli import main as cli_main
 from benchmarks.records import append_record, read_records
-from benchmarks.runner import build_algorithm, load_bench_config, pending_runs, plan_runs, run_benchmark
+from benchmarks.runner import build_algorithm, execute_run, load_bench_config, pending_runs, plan_runs, run_benchmark
 
 ENVS = ["llm_gym/Copy-v0", "llm_gym/Reverse-v0"]
 FAKE = "test_runner:FakeAlgorithm"
@@ -29,6 +29,8 @@ class FakeConfig:
     calls_log: str  # every train() appends one JSON line here
     slope: float = 0.5
     fail_seed: int = -1  # train() raises for this seed
+    extra: dict | None = None  # merged into evaluate()'s metrics (to feed the runner bad values)
+    drop_step: bool = False  # log curve points without "step"
 
 
 class FakeAlgorithm:
@@ -51,12 +53,15 @@ class FakeAlgorithm:
         steps = [0, budget // 2, budget]
         curve = [{"step": s, "objective/gold_reward": c.slope * s / budget + 0.01 * seed, "objective/kl": 0.1 * s / budget}
                  for s in steps]
+        if c.drop_step:
+            curve = [{k: v for k, v in p.items() if k != "step"} for p in curve]
         return TrainResult(checkpoint_dir=policy, curve=curve, final={})
 
     def evaluate(self, policy_dir, env_id, episodes, seed, env_kwargs=None) -> dict[str, float]:
         gold = json.loads((Path(policy_dir) / "params.json").read_text())["gold"]
         return {"objective/gold_reward": gold, "objective/reward": gold + 0.2, "objective/kl": 0.1,
-                "eval/episodes": episodes, "eval/seed": seed, "eval/test_split": float(env_kwargs.get("split") == "test")}
+                "eval/episodes": episodes, "eval/seed": seed, "eval/test_split": float(env_kwargs.get("split") == "test"),
+                **(self.config.extra or {})}
 
 
 def write_config(tmp_path: Path, **overrides) -> Path:
@@ -261,3 +266,17 @@ def test_env_kwargs_that_cannot_make_the_env_fail_before_any_worker_starts(tmp_p
     with pytest.raises(ValueError, match=r"cannot make llm_gym/Copy-v0 .*tokenizer directory not found: .*missing-copy"):
         run_benchmark(config, log=lambda _: None)
     assert not (tmp_path / "calls.jsonl").exists()
+
+
+def test_a_run_whose_metrics_break_the_protocol_is_an_error_naming_the_metric(tmp_path):
+    def spec(**kwargs):
+        config = load_bench_config(write_config(tmp_path, envs=ENVS[:1], seeds=[0], threads_per_run=2, algorithms={
+            "fake": {"kwargs": {"calls_log": str(tmp_path / "calls.jsonl"), **kwargs}}}))
+        return plan_runs(config)[0]
+
+    record = execute_run(spec(extra={"eval/nan": float("nan"), "eval/none": None}))  # in-process: same code as a worker
+    assert record.final["eval/none"] is None and record.final["eval/nan"] != record.final["eval/nan"]
+    with pytest.raises(TypeError, match="metric 'eval/text' is not a number: 'oops'"):
+        execute_run(spec(extra={"eval/text": "oops"}))
+    with pytest.raises(ValueError, match="curve points without a 'step' key"):
+        execute_run(spec(drop_step=True))
