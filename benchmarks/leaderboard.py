@@ -94,9 +94,9 @@ def build_leaderboard(records: list[RunRecord], reps: int = 2000, seed: int = 0)
     for record in records:
         grouped[row_label(record, multi)][record.env_id].append(record)
 
-    def best_first(row: Row) -> float:
+    def best_first(row: Row) -> tuple[float, str]:
         gold = row.cells["gold_mean"].point
-        return -gold if math.isfinite(gold) else math.inf
+        return (-gold if math.isfinite(gold) else math.inf), row.label  # ties: alphabetical
 
     per_env: dict[str, list[Row]] = {}
     for env_id in sorted({r.env_id for r in records}):

@@ -370,7 +370,8 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
             append_record(config.records, record)
             summary.completed.append(record)
             gold = record.final.get("objective/gold_reward")
-            log(f"[{n}/{len(todo)}] {spec.describe()}: done in {record.wall_s:.1f}s, gold reward {gold}")
+            gold_text = "not logged" if gold is None else f"{gold:.3f}"
+            log(f"[{n}/{len(todo)}] {spec.describe()}: done in {record.wall_s:.1f}s, gold reward {gold_text}")
         else:
             summary.failed.append((spec, error or "unknown error"))
             log(f"[{n}/{len(todo)}] {spec.describe()}: FAILED\n{error}")
