@@ -136,3 +136,23 @@ def test_messages_file_errors_name_file_line_and_field(tmp_path):
         make_task("dialogue", data_files=str(path))
     with pytest.raises(FileNotFoundError, match="dialogue data file not found"):
         make_task("dialogue", data_files=str(tmp_path / "missing.jsonl"))
+
+
+def test_learned_reward_model_joins_the_composite(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from llm_gym.envs.problem import default_tokenizer
+
+    tokenizer = default_tokenizer("dialogue")
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=256, vocab_size=len(tokenizer), num_labels=1,
+                        pad_token_id=tokenizer.pad_token_id)
+    GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    env = gym.make("llm_gym/Dialogue-v0", granularity="sequence",
+                   reward=f"0.5*informativeness + 0.5*learned:path={tmp_path / 'rm'}")
+    env.reset(seed=0)
+    answer = env.unwrapped.engine.samples[0].metadata["turns"][0]["answer"]
+    _, reward, _, _, info = env.step(answer)
+    parts = info["reward_components"]
+    assert set(parts) == {"informativeness", "learned"} and info["gold_reward"] == 1.0
+    assert reward == pytest.approx(0.5 * parts["informativeness"] + 0.5 * parts["learned"], abs=1e-5)
