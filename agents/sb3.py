@@ -40,7 +40,7 @@ from torch import nn
 
 from agents.base import TrainResult
 from agents.rl_utils import distinct_n
-from agents.run_config import add_config_args, config_from_args, save_config
+from agents.run_config import add_config_args, load_config, save_config
 
 POLICY_FILE, REFERENCE_FILE, CONFIG_FILE = "policy.safetensors", "reference.safetensors", "sb3_config.json"
 
@@ -169,7 +169,9 @@ class SB3VecEnv(VecEnv):
 def make_sb3_vec_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None, device: str = "cpu"):
     """A token-level ``SB3VecEnv`` for an ``llm_gym`` env id (via its vector entry point)."""
     kwargs = {**(env_kwargs or {}), "granularity": "token", "autoreset_mode": "same_step"}
-    env = gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", device=device, **kwargs)
+    env = gymnasium.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", device=device, **kwargs
+    )
     return SB3VecEnv(env)
 
 
@@ -225,11 +227,12 @@ class EpisodeLog(BaseCallback):
         for info in self.locals["infos"]:
             if "episode" in info:
                 self.window.append((info["episode"]["r"], info.get("gold_reward", math.nan), info["episode"]["l"]))
-        while self.window and (len(self.window) >= self.log_every or self.episodes + len(self.window) >= self.budget):
-            take = min(self.log_every, len(self.window), self.budget - self.episodes)
-            chunk, self.window = self.window[:take], self.window[take:] if take else []
-            if not chunk:  # episodes that finished after the budget was spent
-                break
+        def ready() -> bool:
+            return len(self.window) >= self.log_every or self.episodes + len(self.window) >= self.budget
+
+        while self.window and self.episodes < self.budget and ready():
+            take = min(self.log_every, self.budget - self.episodes)  # episodes past the budget are dropped
+            chunk, self.window = self.window[:take], self.window[take:]
             self.episodes += len(chunk)
             rewards, golds, lengths = (np.array(column, dtype=np.float64) for column in zip(*chunk))
             point = {
@@ -289,11 +292,15 @@ class SB3Agent:
         return TrainResult(policy_dir, log.curve, final)
 
     def load_policy(self, policy_dir: Path, env_id: str, env_kwargs: dict[str, Any] | None, weights: str = POLICY_FILE):
-        """The saved policy (or, with ``weights=REFERENCE_FILE``, its untrained start) with a 1-env SB3 view."""
+        """The saved policy (or, with ``weights=REFERENCE_FILE``, its untrained start), rebuilt from its saved
+        config for the spaces of ``env_id`` (no pickles: weights are safetensors, the config JSON)."""
         saved = json.loads((Path(policy_dir) / CONFIG_FILE).read_text())
         config = SB3Config(**saved["config"])
         venv = make_sb3_vec_env(env_id, 1, env_kwargs, config.device)
-        policy = MultiInputActorCriticPolicy(venv.observation_space, venv.action_space, lambda _: 0.0, **policy_kwargs(config))
+        no_schedule = lambda _: 0.0  # noqa: E731  (evaluation only: no optimizer steps)
+        policy = MultiInputActorCriticPolicy(
+            venv.observation_space, venv.action_space, no_schedule, **policy_kwargs(config)
+        )
         venv.close()
         load_model(policy, str(Path(policy_dir) / weights), device=config.device)
         return policy.to(config.device).eval(), config
@@ -377,15 +384,23 @@ class SB3Agent:
         return float(-logp.sum()), len(targets)
 
 
+RUN_FIELDS = {"env_id", "budget", "seed", "out_dir", "env_kwargs", "config", "algo", "command", "func"}
+
+
 def train_command(args: argparse.Namespace) -> int:
-    """What ``llm-gym train --algo sb3-ppo|sb3-a2c`` runs: ``args`` carries env_id, budget, seed, out_dir
-    and the ``SB3Config`` flags (see ``add_sb3_args``)."""
-    config = config_from_args(SB3Config, args)
+    """What ``llm-gym train --algo sb3-ppo|sb3-a2c`` runs: ``args`` carries env_id, budget, seed, out_dir,
+    ``env_kwargs`` (a JSON object), ``config`` (a YAML file) and ``SB3Config`` flags (see ``add_sb3_args``)."""
+    names = {f.name for f in dataclasses.fields(SB3Config)}
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in RUN_FIELDS}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise SystemExit(f"SB3 has no option(s) {', '.join('--' + k.replace('_', '-') for k in unknown)}")
+    config = load_config(SB3Config, getattr(args, "config", None), given)
     if getattr(args, "algo", None) in ("sb3-ppo", "sb3-a2c"):
         config = dataclasses.replace(config, algo=args.algo.removeprefix("sb3-"))
     env_kwargs = json.loads(args.env_kwargs) if getattr(args, "env_kwargs", None) else {}
     result = SB3Agent(config).train(args.env_id, args.budget, args.seed, Path(args.out_dir), env_kwargs)
-    print(json.dumps({"checkpoint_dir": str(result.checkpoint_dir), "final": result.final}))
+    print(json.dumps({"algo": f"sb3-{config.algo}", "policy": str(result.checkpoint_dir), "final": result.final}))
     return 0
 
 

@@ -62,7 +62,8 @@ def test_prompt_completion(tmp_path, storage):
 
 @pytest.mark.parametrize("storage", ["jsonl", "hf"])
 def test_alpaca(tmp_path, storage):
-    path = write_jsonl(tmp_path / "a.jsonl", ALPACA_ROWS) if storage == "jsonl" else save_hf(tmp_path / "a", ALPACA_ROWS)
+    rows = ALPACA_ROWS
+    path = write_jsonl(tmp_path / "a.jsonl", rows) if storage == "jsonl" else save_hf(tmp_path / "a", rows)
     samples = load_samples(path)
     assert samples[0].prompt == ALPACA_INPUT_TEMPLATE.format(instruction="Add the numbers.", input="2 3")
     assert samples[1].prompt == ALPACA_TEMPLATE.format(instruction="Say hi.")  # empty input: no Input section
@@ -125,7 +126,7 @@ def test_window_fits_the_data(tmp_path, chat_tokenizer):
     [
         ([PC_ROWS[0], PC_ROWS[1], {"prompt": "x"}], r"d\.jsonl line 3: row is missing field 'completion'"),
         ([PC_ROWS[0], {"prompt": "x", "completion": None}], r"d\.jsonl line 2: row is missing field 'completion'"),
-        ([{"prompt": "x"}], r"d\.jsonl line 1: cannot detect .*closest: 'prompt_completion', missing field 'completion'"),
+        ([{"prompt": "x"}], r"line 1: cannot detect .*closest: 'prompt_completion', missing field 'completion'"),
         ([PC_ROWS[0], {"prompt": 3, "completion": "x"}], r"line 2: field 'prompt' must be a string, got int"),
         ([PC_ROWS[0], ["prompt", "completion"]], r"line 2: row must be a JSON object, got list"),
         ([PREF_ROWS[0], {"prompt": "p", "chosen": "c"}], r"line 2: row is missing field 'rejected'"),
