@@ -108,8 +108,15 @@ def test_scorer_exception_is_a_wrong_answer(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("generator", sorted(GENERATORS))
 def test_every_generator_passes_checkers(generator):
+    """Both checkers at both granularities; the reference scores 1 where there is one and it fits."""
     for granularity in ("token", "sequence"):
         env = gymnasium.make(env_id(generator), granularity=granularity)
         gym_check_env(env.unwrapped)
         sb3_check_env(env.unwrapped)
         env.close()
+    env = gymnasium.make(env_id(generator), granularity="sequence")
+    env.reset(seed=0)
+    reference = env.unwrapped.engine.samples[0].reference
+    if reference and len(reference.encode()) < env.unwrapped.problem.max_new_tokens:
+        _, _, _, _, info = env.step(reference)
+        assert info["gold_reward"] == 1.0
