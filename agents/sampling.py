@@ -69,9 +69,12 @@ def sample_completions(
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     batch, device = prompt_ids.shape[0], prompt_ids.device
-    mask = prompt_mask.long()
-    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True)
-    positions = mask.sum(1, keepdim=True)  # the next token's position in every row
+    P = prompt_ids.shape[1]
+    # the attention mask of the whole window, allocated once: prompt mask, then ones for new tokens
+    mask = torch.cat([prompt_mask.long(), torch.ones(batch, max_new_tokens, dtype=torch.long, device=device)], 1)
+    out = model(input_ids=prompt_ids, attention_mask=mask[:, :P], position_ids=position_ids_from_mask(mask[:, :P]),
+                use_cache=True, logits_to_keep=1)  # the prompt's last logits only (large vocabularies)
+    positions = mask[:, :P].sum(1, keepdim=True)  # the next token's position in every row
     ids = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(batch, max_new_tokens, dtype=torch.float32, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -92,10 +95,9 @@ def sample_completions(
         steps = t + 1
         if bool(done.all()) or t == max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(
             input_ids=ids[:, t : t + 1],
-            attention_mask=mask,
+            attention_mask=mask[:, : P + t + 1],
             position_ids=positions,
             past_key_values=out.past_key_values,
             use_cache=True,

@@ -54,3 +54,26 @@ def sft_dir(tmp_path_factory) -> Path:
     if not (root / "sft" / "config.json").is_file():
         quick_sft(root, steps=80, batch=32)
     return root / "sft"
+
+
+def sft_and_learned_reward(root: Path, task_name: str = "arithmetic", sft_steps: int = 500, rm_steps: int = 300,
+                           feedback_prompts: int = 1024, seed: int = 0) -> tuple[Path, Path]:
+    """The issue's start state, built with the project's own pipeline: ``agents.sft`` on arithmetic
+    references (undertrained on purpose, ~35% exact match), simulated pairwise feedback on its own
+    samples labelled by the verifier (``agents.feedback``), and a Bradley-Terry reward model on the
+    SFT backbone (``agents.reward_training``). Returns (sft_dir, reward_model_dir)."""
+    from agents.feedback import FeedbackConfig, collect_feedback
+    from agents.reward_training import RewardModelConfig, train_reward_model
+    from agents.sft import SFTConfig, train_sft
+
+    task = make_task(task_name)
+    texts = [s.prompt + s.reference for s in task.dataset("train", 2000, seed=0) + task.dataset("test", 200, seed=0)]
+    tiny = save_tiny(root / "tiny", texts, "char", TinyModelConfig(n_layer=2, n_embd=64, n_head=4, seed=seed))
+    sft = train_sft(SFTConfig(model=str(tiny), output_dir=str(root / "sft"), task=task_name, max_steps=sft_steps, batch_size=64,
+                              lr=3e-3, warmup_steps=20, eval_every=0, eval_size=256, seed=seed))
+    feedback = root / "feedback.jsonl"
+    collect_feedback(FeedbackConfig(policy=str(sft.output_dir), output=str(feedback), task=task_name,
+                                    num_prompts=feedback_prompts, k=4, seed=seed), output_fn=lambda text: None)
+    rm = train_reward_model(RewardModelConfig(data=str(feedback), output_dir=str(root / "rm"),
+                                              base_model=str(sft.output_dir), max_steps=rm_steps, eval_every=0, seed=seed))
+    return sft.output_dir, rm.output_dir
