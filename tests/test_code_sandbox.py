@@ -40,6 +40,8 @@ def test_correct_and_wrong_programs_score_by_tests_passed(sandbox):
     assert partial.status == "failed" and partial.reward == pytest.approx(1 / 3)
     assert "returned 0, expected -5" in partial.detail
     assert sandbox.run("def f(x) return", CASES, "f").status == "syntax_error"
+    missing = sandbox.run("\n\n", CASES, "f")
+    assert missing.status == "error" and "defines no function 'f'" in missing.detail
     asserts = sandbox.run(GOOD, ["assert f(2) == 5", "assert f(0) == 2"])
     assert asserts.status == "failed" and asserts.passed == 1
 

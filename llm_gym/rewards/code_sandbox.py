@@ -149,6 +149,8 @@ try:
     exec(code, namespace)
 except BaseException as exc:
     finish(cause(exc) or "error", detail=repr(exc))
+if entry_point and not callable(namespace.get(entry_point)):
+    finish("error", detail="the program defines no function %r" % entry_point)
 passed, first_failure = 0, ""
 for test in job["tests"]:
     try:
