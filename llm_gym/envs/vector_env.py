@@ -90,16 +90,31 @@ class LLMVectorEnv(VectorEnv):
         continuing = [i for i in outcome.infos if i not in ended]  # multi-turn slots still running
         infos = self._batch_infos(continuing, [outcome.infos[i] for i in continuing], infos)
         if ended:
-            final_obs = self.engine.observation()
-            for i in ended:
-                final = {"final_obs": {k: v[i].cpu().numpy() for k, v in final_obs.items()},
-                         "final_info": outcome.infos[i]}
-                infos = self._add_info(infos, final, i)
+            final_obs = {k: v.cpu().numpy() for k, v in self.engine.observation().items()}
+            finals = [{"final_obs": {k: v[i] for k, v in final_obs.items()}, "final_info": outcome.infos[i]}
+                      for i in ended]
+            infos = self._batch_infos(ended, finals, infos)
             infos = self._batch_infos(ended, self.engine.reset(ended), infos)
         return self.engine.observation(), outcome.reward, outcome.terminated, outcome.truncated, infos
 
     def _batch_infos(self, indices: list[int], infos: list[dict[str, Any]], into: dict | None = None) -> dict:
+        """Gymnasium's vector-info layout (``info[key]`` + ``info["_key"]`` mask), one array per key.
+
+        Same result as calling ``_add_info`` per slot, without reallocating every mask per slot.
+        """
         into = {} if into is None else into
-        for i, info in zip(indices, infos):
-            into = self._add_info(into, info, i)
+        for key in dict.fromkeys(k for info in infos for k in info):
+            rows = [(i, info[key]) for i, info in zip(indices, infos) if key in info]
+            slots = [i for i, _ in rows]
+            first = rows[0][1]
+            if isinstance(first, dict) and key != "final_obs":
+                into[key] = self._batch_infos(slots, [value for _, value in rows], into.get(key))
+            else:
+                if key not in into:
+                    numeric = type(first) in (bool, int, float) or isinstance(first, np.number)
+                    into[key] = np.zeros(self.num_envs, type(first)) if numeric else np.full(self.num_envs, None, object)
+                for i, value in rows:
+                    into[key][i] = value
+            mask = into.setdefault(f"_{key}", np.zeros(self.num_envs, dtype=np.bool_))
+            mask[slots] = True
         return into
