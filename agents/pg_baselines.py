@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -78,8 +79,12 @@ class MovingBaseline:
 
 
 def advantages(algo: PGAlgo, score: torch.Tensor, kl_seq: torch.Tensor, group_size: int, kl_coef: float,
-               baseline: MovingBaseline) -> torch.Tensor:
-    """One advantage per completion; completions of a prompt are ``group_size`` consecutive rows."""
+               baseline: MovingBaseline, mean: Callable[[torch.Tensor], float] = lambda x: float(x.mean())
+               ) -> torch.Tensor:
+    """One advantage per completion; completions of a prompt are ``group_size`` consecutive rows.
+
+    ``mean`` averages over the whole batch (all processes under accelerate), so REINFORCE's baseline
+    is the same on every process."""
     if algo == "grpo":
         groups = score.view(-1, group_size)
         normalised = (groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + 1e-4)
@@ -90,8 +95,9 @@ def advantages(algo: PGAlgo, score: torch.Tensor, kl_seq: torch.Tensor, group_si
         others = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
         return (groups - others).flatten()
     if algo == "reinforce":
-        baseline_value = baseline.value if baseline.initialised else float(returns.mean())
-        baseline.update(float(returns.mean()))
+        batch_mean = mean(returns)
+        baseline_value = baseline.value if baseline.initialised else batch_mean
+        baseline.update(batch_mean)
         return returns - baseline_value
     raise ValueError(f"unknown policy-gradient algorithm {algo!r}")
 
@@ -152,7 +158,7 @@ class PolicyGradient:
                     old_logprobs, ref_logprobs = torch.cat(old_logprobs) * mask, torch.cat(ref_logprobs) * mask
                 kl_seq = (kl_penalty(old_logprobs, ref_logprobs, "k1") * mask).sum(1)
                 score = batch.score - c.missing_eos_penalty * (~done.ended).float()
-                adv = advantages(self.name, score, kl_seq, k, c.kl_coef, baseline)[:, None]
+                adv = advantages(self.name, score, kl_seq, k, c.kl_coef, baseline, run.mean)[:, None]
 
                 model.train()
                 stats: dict[str, list[float]] = {"pg": [], "clip": [], "approx_kl": [], "kl_loss": []}

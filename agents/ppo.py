@@ -175,7 +175,7 @@ class PPO:
             # ------------------------------------------------------------------------ 5. log, save
             sequence_kl = kl.sum(1).mean()
             kl_ctl_value = kl_ctl.value
-            kl_ctl.update(float(sequence_kl), run.samples_per_iteration)
+            kl_ctl.update(run.mean(sequence_kl), run.samples_per_iteration)  # same β on every process
             mean = lambda xs: float(torch.stack(xs).detach().mean())  # noqa: E731
             tokens = float(done.mask.sum())
             run.log(iteration, {

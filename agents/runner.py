@@ -126,6 +126,10 @@ class Run:
         return f"last good checkpoint: {path}" if path else "no checkpoint was written yet"
 
     # ---------------------------------------------------------------------------------- logging
+    def mean(self, value: torch.Tensor) -> float:
+        """A scalar averaged over processes (what every process must agree on, e.g. the KL fed to β)."""
+        return float(self.accelerator.reduce(value.detach().float(), "mean") if self.world > 1 else value)
+
     def log(self, iteration: int, metrics: dict[str, float]) -> dict[str, float]:
         """Average ``metrics`` over processes, then write one JSONL line and TensorBoard scalars."""
         names = sorted(metrics)
