@@ -23,7 +23,12 @@ def _envs(args: argparse.Namespace) -> int:
         task = llm_gym.make_task(kwargs["task"], **kwargs.get("task_kwargs", {})) if "task" in kwargs else None
         reward = kwargs.get("reward") or (task.default_reward if task else "?")
         gold = kwargs.get("gold_reward", "verifier")
-        description = task.description if task else ""
+        if "generator" in kwargs:
+            description = f"reasoning-gym generator {kwargs['generator']!r}; gold: its scorer"
+        elif env_id == "llm_gym/Dataset-v0":
+            description = "your JSONL / save_to_disk dataset (data_files=...); gold: exact match to the reference"
+        else:
+            description = task.description if task else ""
         print(f"{env_id:32s} reward={reward!s:24s} gold={gold!s:12s} {description}")
     return 0
 
