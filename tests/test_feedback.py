@@ -169,3 +169,12 @@ def test_bad_feedback_input(tiny_model_dir, tmp_path):
     broken.write_text(json.dumps({"prompt": "1+1=", "chosen": "2"}) + "\n")
     with pytest.raises(ValueError, match=r"broken.jsonl:1: row is missing field\(s\) \['rejected'\]"):
         read_feedback(broken)
+
+
+def test_terminal_good_bad_ratings(tiny_model_dir, tmp_path):
+    out = tmp_path / "ratings.jsonl"
+    cfg = config(tiny_model_dir, out, labeler="terminal", kind="pointwise", num_prompts=2, k=2)
+    stats = collect_feedback(cfg, input_fn=Script(["g", "b", "s", "q"]), output_fn=lambda s: None)
+    assert (stats.written, dict(stats.skipped), stats.pending, stats.interrupted) == (2, {"skip": 1}, 1, False)
+    assert [r["label"] for r in lines(out)] == [1, 0]
+    assert len(read_feedback(out).ratings) == 2
