@@ -170,3 +170,25 @@ def test_config_errors_name_the_field(tmp_path):
         cli_main(["sft", "--config", str(bad)])
     with pytest.raises(ValueError, match=r"SFTConfig needs \['output_dir'\]"):
         cli_main(["sft", "--model", "m"])
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    from agents.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, model, step, optimizer, extra={"note": step}, keep_last=2)
+    (tmp_path / ".tmp-step-00000009-123").mkdir()  # a save killed mid-write: never picked up
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002", "step-00000003"]
+    assert resolve_checkpoint(tmp_path).name == "step-00000003"
+    fresh = torch.nn.Linear(3, 2)
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=0.1)
+    state = load_checkpoint(tmp_path, fresh, fresh_opt)
+    assert state.step == 3 and state.extra == {"note": 3}
+    torch.testing.assert_close(fresh.weight, model.weight)
+    assert fresh_opt.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        resolve_checkpoint(tmp_path / "missing")
