@@ -90,7 +90,8 @@ class RunLogger:
     def __init__(self, out_dir: Path, total_steps: int, initial_step: int, enabled: bool, desc: str):
         self.enabled = enabled
         self.writer = SummaryWriter(str(out_dir / "tb")) if enabled else None
-        self.jsonl = (out_dir / "metrics.jsonl").open("a") if enabled else None
+        # A resumed run continues its metrics file; a fresh run in the same folder starts a new one.
+        self.jsonl = (out_dir / "metrics.jsonl").open("a" if initial_step else "w") if enabled else None
         self.bar = tqdm(total=total_steps, initial=initial_step, desc=desc, disable=not enabled, dynamic_ncols=True)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
