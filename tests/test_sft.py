@@ -192,3 +192,18 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     assert fresh_opt.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         resolve_checkpoint(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    "name, cls_path",
+    [("sft_arithmetic", "agents.sft:SFTConfig"), ("feedback_arithmetic", "agents.feedback:FeedbackConfig"),
+     ("reward_model_arithmetic", "agents.reward_training:RewardModelConfig")],
+)
+def test_example_configs_load(name, cls_path):
+    import importlib
+
+    from agents.run_config import load_config
+
+    module, cls = cls_path.split(":")
+    config = load_config(getattr(importlib.import_module(module), cls), Path(__file__).parents[1] / "agents" / "configs" / f"{name}.yaml")
+    assert config.seed == 0
