@@ -127,8 +127,10 @@ class Run:
 
     # ---------------------------------------------------------------------------------- logging
     def mean(self, value: torch.Tensor) -> float:
-        """A scalar averaged over processes (what every process must agree on, e.g. the KL fed to β)."""
-        return float(self.accelerator.reduce(value.detach().float(), "mean") if self.world > 1 else value)
+        """The mean of ``value`` over this batch and all processes (what every process must agree on:
+        the KL fed to β, REINFORCE's baseline)."""
+        local = value.detach().float().mean()
+        return float(self.accelerator.reduce(local, "mean") if self.world > 1 else local)
 
     def log(self, iteration: int, metrics: dict[str, float]) -> dict[str, float]:
         """Average ``metrics`` over processes, then write one JSONL line and TensorBoard scalars."""

@@ -83,12 +83,15 @@ def test_best_of_n_selects_by_proxy_reward(sft_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["reinforce", "rloo", "grpo", "best-of-n"])
 def test_baseline_improves_gold_reward(algo, tmp_path):
-    """Same start as the PPO learning test (~36% exact match). Measured with seed 0 (budget 6400 each):
-    see the numbers in the report; the +0.05 margin is below the smallest gain seen."""
-    start_dir = quick_sft(tmp_path / "sft", steps=500)
-    start = evaluate(start_dir, ENV, 512, seed=123)
-    config = PGConfig(policy_dir=str(start_dir), lr=3e-4, checkpoint_every=0, eval_episodes=512,
+    """Verifier reward as the proxy, the fast PPO test's start (SFT seed 0, 31% on 256 held-out prompts),
+    budget 3200 samples (best-of-4: 1024). Measured with seed 0: REINFORCE 0.309 -> 0.484, RLOO 0.309 -> 0.461,
+    GRPO 0.309 -> 0.453, best-of-4 0.309 -> 0.684 (~15 s each). One seed per algorithm only: the +0.05
+    margin is a third of the smallest gain seen, not a spread from repeated runs."""
+    start_dir = quick_sft(tmp_path / "sft", steps=500, seed=0)
+    start = evaluate(start_dir, ENV, 256, seed=123)
+    config = PGConfig(policy_dir=str(start_dir), lr=3e-4, checkpoint_every=0, eval_episodes=256,
                       num_prompts=16 if algo != "reinforce" else 64)
     agent = BestOfN(config) if algo == "best-of-n" else PolicyGradient(algo, config)
-    result = agent.train(ENV, budget=6400 if algo != "best-of-n" else 512, seed=0, out_dir=tmp_path / algo)
-    assert result.final["objective/gold_reward"] > start["objective/gold_reward"] + 0.05
+    result = agent.train(ENV, budget=3200 if algo != "best-of-n" else 1024, seed=0, out_dir=tmp_path / algo)
+    final = agent.evaluate(result.checkpoint_dir, ENV, 256, 123)
+    assert final["objective/gold_reward"] > start["objective/gold_reward"] + 0.05
