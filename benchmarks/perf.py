@@ -114,6 +114,17 @@ def sampler_vs_generate(policy: Path, batch: int, new_tokens: int, temperature: 
     return {"batch": batch, "new_tokens": new_tokens, "temperature": temperature, **result}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. ``VmHWM`` is per address space, so unlike ``ru_maxrss`` it does
+    not inherit the parent's peak across fork + exec."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
     """Our PPO on the same layout as TRL's run: batch, minibatch, epochs, response length 8, learned RM."""
     from agents.ppo import PPO, PPOConfig
@@ -135,7 +146,7 @@ def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
     metrics = {"samples_per_s": config.ppo_batch_size / iteration_s, "iteration_s": iteration_s,
                "iterations_timed": len(steady), "total_s": total,
                "rollout_tokens_per_s": statistics.median(row["perf/tokens_per_s"] for row in result.curve[1:]),
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+               "peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         metrics["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return metrics
@@ -224,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         ratios["ppo_samples_per_s_ours_over_trl"] = record["ppo"]["samples_per_s"] / record["trl_ppo"]["samples_per_s"]
         ratios["ppo_peak_rss_ours_over_trl"] = record["ppo"]["peak_rss_mb"] / record["trl_ppo"]["peak_rss_mb"]
     record["ratios"] = ratios
+    record["not_measured"] = ["TRL's GRPO/RLOO trainers: only TRL's experimental PPO is benchmarked"]
+    if device.type == "cpu":
+        record["not_measured"].append("GPU figures: no CUDA device on this machine")
     record["hardware"]["load_average_at_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_suffix(".tmp")

@@ -15,6 +15,18 @@ import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. ``VmHWM`` is per address space, so unlike ``ru_maxrss`` it does
+    not inherit the parent's peak across fork + exec."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> int:
@@ -79,7 +91,7 @@ def main() -> int:
             "iteration_s": iteration_s,
             "iterations_timed": len(steady),
             "total_s": total,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
                          "datasets": datasets.__version__},
         }

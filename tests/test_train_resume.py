@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,15 +83,9 @@ def test_two_processes_under_torchrun(sft_dir, tmp_path):
            "-m", "agents.train_cli", "--algo", "ppo", "--env-id", ENV, "--budget", "32", "--out-dir", str(out),
            "--policy-dir", str(sft_dir), "--batch-size", "8", "--mini-batch-size", "4", "--ppo-epochs", "1",
            "--eval-episodes", "8", "--checkpoint-every", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **_env()})
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [16, 32]  # 8 per process x 2 processes per iteration
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
     assert json.loads((out / "final.json").read_text())["episode/length"] > 0
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
