@@ -7,7 +7,9 @@ pieces (the KV-cache sampler, log-prob gathering, whitening, GAE, KL estimators,
 logging) come from small modules; what is specific to PPO reads top to bottom below.
 
 Run it with ``llm-gym train --algo ppo --policy-dir SFT_DIR --env-id llm_gym/Arithmetic-v0``, or
-``accelerate launch -m agents.train_cli --algo ppo ...`` on several processes.
+``accelerate launch -m agents.train_cli --algo ppo ...`` on several GPUs (on CPU-only machines
+``accelerate launch`` starts a single process; ``torchrun --nproc_per_node N -m agents.train_cli ...``
+gives N gloo processes that accelerate joins).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Why one command: benchmarks and users should start any algorithm the same way, o
 with the same env kwargs, budget (sampled completions) and seed. The algorithm's config dataclass
 (``PPOConfig`` or ``PGConfig``) is filled from ``--config FILE.yaml`` and ``--field-name`` flags,
 and saved as ``config.yaml`` in ``--out-dir``; rerunning the same command in the same folder
-resumes from the newest checkpoint. Under ``accelerate launch -m agents.train_cli ...`` every
-process runs the same command and the trainers split the work.
+resumes from the newest checkpoint. Under ``accelerate launch -m agents.train_cli ...`` (GPUs) or
+``torchrun --nproc_per_node N -m agents.train_cli ...`` (CPU) every process runs the same command
+and the trainers split the work.
 """
 
 from __future__ import annotations
