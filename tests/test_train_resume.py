@@ -89,3 +89,12 @@ def test_two_processes_under_torchrun(sft_dir, tmp_path):
     assert [r["step"] for r in rows] == [16, 32]  # 8 per process x 2 processes per iteration
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
     assert json.loads((out / "final.json").read_text())["episode/length"] > 0
+
+
+def test_cli_dispatches_sb3_ppo_to_the_sb3_adapter(tmp_path):
+    pytest.importorskip("agents.sb3")
+    out = tmp_path / "sb3"
+    assert llm_gym_main(["train", "--algo", "sb3-ppo", "--budget", "16", "--out-dir", str(out), "--num-envs", "4",
+                         "--n-steps", "8", "--batch-size", "16", "--eval-episodes", "8", "--log-every", "8",
+                         "--env-kwargs", "{reward: exact_match}"]) == 0
+    assert (out / "policy").is_dir()
