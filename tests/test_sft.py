@@ -84,19 +84,20 @@ def test_sft_learns_copy_fast(copy_model_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_sft_learns_arithmetic_from_random_init(tmp_path):
-    # The reference point: 3-layer, 128-wide GPT-2 (~600k params), batch 128, AdamW 3e-3.
-    # Measured: held-out exact match 0.00 untrained -> see the report for the trained value; the
-    # bound (>= 0.3) is under the lowest of repeated runs.
+    # The reference point: 3-layer, 128-wide GPT-2 (~600k params), batch 128, AdamW 3e-3, 500 steps.
+    # Measured (2 CPU cores shared with other jobs, load ~10): held-out exact match 0.00 untrained;
+    # seed 0: 0.07 / 0.19 / 0.74 / 0.89 / 0.905 at steps 100-500 (520 s wall); seed 1 (model and
+    # data order): 0.09 / 0.31 / 0.71 / 0.80 / 0.855 (663 s). The bound (>= 0.5) is well under both.
     task = make_task("arithmetic")
     texts = [s.prompt + s.reference for s in task.dataset("train", 2000, seed=0)]
     model = save_tiny(tmp_path / "model", texts, "char", TinyModelConfig(n_layer=3, n_embd=128))
     config = SFTConfig(
-        model=str(model), output_dir=str(tmp_path / "sft"), task="arithmetic", batch_size=128, max_steps=1500,
-        lr=3e-3, warmup_steps=50, eval_every=500, max_length=32,
+        model=str(model), output_dir=str(tmp_path / "sft"), task="arithmetic", batch_size=128, max_steps=500,
+        lr=3e-3, warmup_steps=30, eval_every=100, max_length=32,
     )
     result = train_sft(config)
     assert result.initial["eval/accuracy"] <= 0.02
-    assert result.final["eval/accuracy"] >= 0.3
+    assert result.final["eval/accuracy"] >= 0.5
 
 
 def test_resume_reproduces_the_uninterrupted_run(copy_model_dir, tmp_path):
