@@ -156,3 +156,14 @@ def test_learned_reward_model_joins_the_composite(tmp_path):
     parts = info["reward_components"]
     assert set(parts) == {"informativeness", "learned"} and info["gold_reward"] == 1.0
     assert reward == pytest.approx(0.5 * parts["informativeness"] + 0.5 * parts["learned"], abs=1e-5)
+
+
+def test_reference_based_rewards_see_each_turns_own_reference():
+    """The engine asks the task for the turn's reference: chrF of the reference answer is 1 on every turn."""
+    env = gym.make("llm_gym/Dialogue-v0", granularity="sequence", reward="chrf")
+    _, info = env.reset(seed=3)
+    turns = env.unwrapped.engine.samples[0].metadata["turns"]
+    for k, turn in enumerate(turns):
+        _, reward, terminated, _, info = env.step(turn["answer"])
+        assert reward == pytest.approx(1.0), f"turn {k}"
+    assert terminated

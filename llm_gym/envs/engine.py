@@ -182,8 +182,8 @@ class EpisodeEngine:
         self._write_contexts(indices, texts, tokens)
 
     def _metadata(self, i: int) -> dict[str, Any]:
-        sample = self.samples[i]
-        return {**sample.metadata, "reference": sample.reference, "turn": len(self.completions[i])}
+        sample, turn = self.samples[i], len(self.completions[i])
+        return {**sample.metadata, "reference": self.problem.task.reference(sample, turn), "turn": turn}
 
     def observation(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids.clone(), "attention_mask": self.attention_mask.clone()}

@@ -67,6 +67,10 @@ class Task(ABC):
         rng = np.random.default_rng(seed)
         return [self.sample(rng, split) for _ in range(size)]
 
+    def reference(self, sample: Sample, turn: int) -> str:
+        """The reference answer of ``turn`` (multi-turn tasks override; single-turn: ``sample.reference``)."""
+        return sample.reference
+
     def reply(self, sample: Sample, completions: Sequence[str]) -> str | None:
         """The other side's next message after the policy's turns so far; None ends the episode."""
         return None

@@ -237,6 +237,10 @@ class Dialogue(FamilyTask):
         return Sample(first_prompt, turns[0]["answer"], {**extra, "turns": turns, "turn": 0})
 
     # ---- episode mechanics
+    def reference(self, sample: Sample, turn: int) -> str:
+        turns = sample.metadata.get("turns")
+        return turns[turn]["answer"] if turns and turn < len(turns) else sample.reference
+
     def reply(self, sample: Sample, completions: Sequence[str]) -> str | None:
         turns = sample.metadata["turns"]
         return turns[len(completions) - 1]["reply"] if len(completions) <= len(turns) else None
