@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.records import RunRecord, config_hash, read_records
+from benchmarks.runner import env_name
 from benchmarks.stats import Estimate, bootstrap, iqm_over_groups, mean_over_groups, normalized_auc
 
 GOLD, PROXY, KL = "objective/gold_reward", "objective/reward", "objective/kl"
@@ -61,7 +62,15 @@ def row_label(record: RunRecord, labels_with_variants: set[str]) -> str:
 
 
 def variant_hash(record: RunRecord) -> str:
-    return config_hash({k: v for k, v in record.config.items() if k != "env_kwargs"})
+    """Hash of the env-independent config: env kwargs dropped and the env's short name in algorithm
+    kwargs put back to the grid's ``{env}`` placeholder (``runs/sft-sort`` -> ``runs/sft-{env}``),
+    so one setting run on several envs stays one row."""
+    config = {k: v for k, v in record.config.items() if k != "env_kwargs"}
+    if isinstance(config.get("algo_kwargs"), dict):
+        name = env_name(record.env_id)
+        config["algo_kwargs"] = {k: v.replace(name, "{env}") if isinstance(v, str) else v
+                                 for k, v in config["algo_kwargs"].items()}
+    return config_hash(config)
 
 
 def run_value(record: RunRecord, source: str) -> float:

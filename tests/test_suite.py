@@ -78,3 +78,21 @@ def test_env_tasks_rejects_envs_without_a_built_in_task():
         "arithmetic": "arithmetic", "sort": "sort"}
     with pytest.raises(ValueError, match="built-in tasks only; 'llm_gym/RG-leg_counting-v0'"):
         env_tasks(["llm_gym/RG-leg_counting-v0"])
+
+
+def test_one_setting_on_several_envs_is_one_leaderboard_row():
+    """The grid fills ``runs/sft-{env}`` per env; the leaderboard must still see one setting per algorithm."""
+    from benchmarks.leaderboard import build_leaderboard
+    from benchmarks.records import RunRecord
+
+    def record(algo: str, env: str, lr: float) -> RunRecord:
+        config = {"target": "agents.pg_baselines:PolicyGradient", "budget": 8,
+                  "algo_kwargs": {"algo": "grpo", "policy_dir": f"runs/sft-{env}", "lr": lr},
+                  "env_kwargs": {"tokenizer": f"runs/sft-{env}"}}
+        return RunRecord(algo=algo, env_id=f"llm_gym/{env.title()}-v0", seed=0, config=config, versions={},
+                         git_commit="x", hardware={}, curve=[], final={"objective/gold_reward": 0.5}, wall_s=1.0)
+
+    board = build_leaderboard([record("grpo", "sort", 1e-4), record("grpo", "reverse", 1e-4)], reps=10)
+    assert [(row.label, row.envs) for row in board.overall] == [("grpo", 2)]
+    board = build_leaderboard([record("grpo", "sort", 1e-4), record("grpo", "reverse", 3e-4)], reps=10)
+    assert sorted(row.label.split("@")[0] for row in board.overall) == ["grpo", "grpo"]  # a real variant stays apart
