@@ -81,6 +81,7 @@ def test_best_of_n_selects_by_proxy_reward(sft_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("algo", ["reinforce", "rloo", "grpo", "best-of-n"])
 def test_baseline_improves_gold_reward(algo, tmp_path):
     """Verifier reward as the proxy, the fast PPO test's start (SFT seed 0, 31% on 256 held-out prompts),
