@@ -47,6 +47,8 @@ class DemoConfig:
     rm_steps: int = 300
     ppo_budget: int = 64 * 40  # sampled completions
     ppo_batch_size: int = 64
+    ppo_kl_coef: float = 0.2  # a firm leash: these tiny learned reward models are easy to exploit
+    ppo_lr: float = 1e-4
     eval_episodes: int = 512
 
 
@@ -109,7 +111,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, di
 
     stage("5. PPO against the learned reward model")
     env_kwargs = {"tokenizer": str(sft.output_dir), "reward": f"learned:path={rm.output_dir}"}
-    ppo = PPO(PPOConfig(policy_dir=str(sft.output_dir), batch_size=config.ppo_batch_size, checkpoint_every=0))
+    ppo = PPO(PPOConfig(policy_dir=str(sft.output_dir), batch_size=config.ppo_batch_size, kl_coef=config.ppo_kl_coef,
+                        lr=config.ppo_lr, checkpoint_every=0))
     result = ppo.train(env_id, config.ppo_budget, config.seed, out / "ppo", env_kwargs)
     done("5. PPO against the learned reward model")
 
