@@ -192,6 +192,40 @@ def test_ppo_on_cuda_with_bf16_autocast(sft_dir, tmp_path):
 @pytest.mark.timeout(1800)  # the SFT + feedback + reward-model pipeline alone takes 2-4 CPU minutes
 def test_ppo_on_a_learned_reward_model(tmp_path):
     """The issue's setting: agents.sft start (2-digit addition), simulated feedback, a Bradley-Terry reward
+    model, PPO on that learned reward with kl_coef 1.0 (50 iterations x 64, seed 0).
+
+    Measured twice; the pipeline is not bit-identical across torch thread counts, so the reward model
+    differs: (1 thread) RM 70% held-out pairwise accuracy, proxy -0.62 -> +0.48, KL max 2.4 nats, gold
+    0.26 -> 0.20; (this test, 2 threads) RM 58%, proxy -0.64 -> -0.35, KL max 0.57, gold 0.28 -> 0.27.
+    Either way this learned reward is not good enough for PPO to raise the gold reward (best-of-4 on the
+    70% RM did: 0.26 -> 0.375). The test pins what holds in both runs: the proxy rises (margin +0.15,
+    half the smaller gain) and the KL stays bounded; gold is not asserted.
+    """
+    from rl_helpers import sft_and_learned_reward
+
+    sft, rm = sft_and_learned_reward(tmp_path / "start", sft_steps=500, rm_steps=1000, feedback_prompts=2048)
+    env_kwargs = {"reward": f"learned:path={rm}"}
+    start = evaluate(sft, ENV, 512, seed=123, env_kwargs=env_kwargs)
+    config = PPOConfig(policy_dir=str(sft), kl_coef=1.0, lr=1e-4, checkpoint_every=0, eval_episodes=512)
+    result = PPO(config).train(ENV, budget=50 * 64, seed=0, out_dir=tmp_path / "ppo", env_kwargs=env_kwargs)
+    final = evaluate(result.checkpoint_dir, ENV, 512, seed=123, env_kwargs=env_kwargs)
+    assert final["objective/reward"] > start["objective/reward"] + 0.15
+    assert max(row["objective/kl"] for row in result.curve) < 4.0
+
+
+@pytest.mark.gpu
+def test_ppo_on_cuda_with_bf16_autocast(sft_dir, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    result = PPO(small(sft_dir, checkpoint_every=0)).train(ENV, 32, 0, tmp_path)
+    assert all(math.isfinite(row["loss/policy"]) for row in result.curve)
+    assert result.final["objective/gold_reward"] >= 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # the SFT + feedback + reward-model pipeline alone takes 2-4 CPU minutes
+def test_ppo_on_a_learned_reward_model(tmp_path):
+    """The issue's setting: agents.sft start (2-digit addition), simulated feedback, a Bradley-Terry reward
     model (~70% held-out pairwise accuracy), PPO on that learned reward with kl_coef 1.0.
 
     Measured (seed 0, 50 iterations x 64): proxy reward -0.62 -> +0.48 on held-out prompts, KL <= 2.4 nats,
