@@ -144,7 +144,8 @@ def test_terminal_labeler_subprocess_survives_sigint(tiny_model_dir, tmp_path):
         time.sleep(0.2)
     assert len(lines(out)) == 1, proc.communicate(timeout=30)[0]
     proc.send_signal(signal.SIGINT)  # Ctrl-C while it waits for the second answer
-    output, _ = proc.communicate(timeout=60)
+    proc.wait(timeout=60)  # stdin stays open: closing it first could end the session with EOF, not Ctrl-C
+    output = proc.stdout.read()
     assert proc.returncode == 130, output
     assert "interrupted" in output and len(lines(out)) == 1
     done = subprocess.run(command, cwd=ROOT, input="b\n" * n_items, capture_output=True, text=True, env=env, timeout=120)
