@@ -136,7 +136,9 @@ def test_terminal_labeler_subprocess_survives_sigint(tiny_model_dir, tmp_path):
         "--labeler", "terminal", "--num-prompts", "4", "--k", "2", "--temperature", "1.5", "--max-new-tokens", "4",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                            # a shell's background jobs inherit SIGINT ignored, which Python keeps: restore the default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     proc.stdin.write("a\n")
     proc.stdin.flush()
     deadline = time.time() + 120
@@ -144,7 +146,7 @@ def test_terminal_labeler_subprocess_survives_sigint(tiny_model_dir, tmp_path):
         time.sleep(0.2)
     assert len(lines(out)) == 1, proc.communicate(timeout=30)[0]
     proc.send_signal(signal.SIGINT)  # Ctrl-C while it waits for the second answer
-    proc.wait(timeout=60)  # stdin stays open: closing it first could end the session with EOF, not Ctrl-C
+    proc.wait(timeout=60)  # stdin stays open, so only Ctrl-C can end the session here
     output = proc.stdout.read()
     assert proc.returncode == 130, output
     assert "interrupted" in output and len(lines(out)) == 1
