@@ -1,4 +1,4 @@
-"""Performance of the RL agents: sampler vs HF ``generate``, PPO samples/s and peak memory, vs TRL.
+"""Performance of the RL agents: sampler vs HF ``generate``, PPO/GRPO/RLOO samples/s and peak memory, vs TRL.
 
 Why: "fast rollouts" is a claim; this script measures it on the same tiny model and config for
 every contender and writes one JSON file with the hardware, versions and ratios. Run
@@ -6,8 +6,12 @@ every contender and writes one JSON file with the hardware, versions and ratios.
 TRL is measured only when a separate virtualenv with the ``bench-trl`` extra exists
 (``--trl-python``, default ``/tmp/trlvenv/bin/python``): it runs ``benchmarks/trl_ppo_bench.py``
 there, so TRL is never imported into this environment; when it cannot run, the error is recorded.
+GRPO and RLOO are compared with the current TRL's ``GRPOTrainer`` / ``RLOOTrainer`` the same way,
+through ``benchmarks/trl_pg_bench.py`` in a second virtualenv (``--trl-pg-python``, default
+``/tmp/trl16venv/bin/python``; the ``bench-trl-grpo`` extra). ``--only pg`` re-measures just
+those and keeps the other entries of the results file.
 
-Each PPO contender runs in its own subprocess so its peak memory (max RSS, or peak CUDA
+Each PPO/GRPO/RLOO contender runs in its own subprocess so its peak memory (max RSS, or peak CUDA
 allocation) is its own. Throughput is the median over iterations after the first (warm-up).
 """
 
@@ -50,6 +54,12 @@ class PerfConfig:
     ppo_iterations: int = 5
     threads: int = 1  # torch threads for every contender (the CPU is shared; 1 is the least noisy)
     trl_python: str = "/tmp/trlvenv/bin/python"
+    pg_num_prompts: int = 16  # GRPO/RLOO: prompts per step x group_size completions each = one optimizer step
+    pg_group_size: int = 4
+    pg_new_tokens: int = 8
+    pg_kl_coef: float = 0.05
+    pg_steps: int = 20
+    trl_pg_python: str = "/tmp/trl16venv/bin/python"
 
 
 def build_models(root: Path) -> tuple[Path, Path, Path]:
@@ -152,6 +162,58 @@ def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
     return metrics
 
 
+def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, float]:
+    """Our GRPO or RLOO on TRL's layout: every step samples num_prompts x group_size completions and takes
+    one optimizer step on all of them (epochs 1, one minibatch), exact-match reward, KL coefficient as TRL's beta."""
+    from agents.pg_baselines import PGConfig, PolicyGradient
+
+    torch.set_num_threads(config.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    batch = config.pg_num_prompts * config.pg_group_size
+    pg_config = PGConfig(policy_dir=policy, num_prompts=config.pg_num_prompts, group_size=config.pg_group_size,
+                         mini_batch_size=batch, epochs=1, kl_coef=config.pg_kl_coef, checkpoint_every=0, eval_episodes=8)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        result = PolicyGradient(algo, pg_config).train(ENV, batch * config.pg_steps, 0, Path(out),
+                                                       {"reward": "exact_match", "max_new_tokens": config.pg_new_tokens})
+        total = time.perf_counter() - start
+    step_s = statistics.median(batch / row["perf/samples_per_s"] for row in result.curve[1:])
+    metrics = {"samples_per_s": batch / step_s, "step_s": step_s, "steps_timed": len(result.curve) - 1,
+               "total_s": total, "peak_rss_mb": peak_rss_mb()}
+    if device.type == "cuda":
+        metrics["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return metrics
+
+
+def measure_pg(policy: Path, prompts: Path, config: PerfConfig) -> dict[str, dict]:
+    """Ours and TRL's GRPO and RLOO, each in its own subprocess, on the same model, prompts and layout."""
+    results = {}
+    for algo in ("grpo", "rloo"):
+        results[algo] = run_subprocess([sys.executable, "-m", "benchmarks.perf", "--worker", algo, "--policy",
+                                        str(policy), "--config-json", json.dumps(asdict(config))])
+        trl_cmd = [config.trl_pg_python, str(Path(__file__).with_name("trl_pg_bench.py")), "--algo", algo,
+                   "--policy", str(policy), "--prompts", str(prompts), "--num-prompts", str(config.pg_num_prompts),
+                   "--group-size", str(config.pg_group_size), "--steps", str(config.pg_steps),
+                   "--completion-length", str(config.pg_new_tokens), "--kl-coef", str(config.pg_kl_coef),
+                   "--threads", str(config.threads)]
+        results[f"trl_{algo}"] = (run_subprocess(trl_cmd) if Path(config.trl_pg_python).exists() else
+                                  {"error": f"no TRL virtualenv at {config.trl_pg_python}: python -m venv /tmp/trl16venv "
+                                            "&& /tmp/trl16venv/bin/pip install torch==2.13.0 'trl>=1.16'"})
+    return results
+
+
+def pg_ratios(record: dict) -> dict[str, float]:
+    ratios = {}
+    for algo in ("grpo", "rloo"):
+        ours, trl = record.get(algo, {}), record.get(f"trl_{algo}", {})
+        if "samples_per_s" in ours and "samples_per_s" in trl:
+            ratios[f"{algo}_samples_per_s_ours_over_trl"] = ours["samples_per_s"] / trl["samples_per_s"]
+            ratios[f"{algo}_peak_rss_ours_over_trl"] = ours["peak_rss_mb"] / trl["peak_rss_mb"]
+    return ratios
+
+
 def run_subprocess(cmd: list[str], timeout: int = 1800) -> dict:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -194,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/perf_<device>.json)")
     parser.add_argument("--quick", action="store_true", help="one small configuration, 2 repeats")
     parser.add_argument("--trl-python", default=PerfConfig.trl_python)
-    parser.add_argument("--worker", choices=["ppo"], help=argparse.SUPPRESS)
+    parser.add_argument("--trl-pg-python", default=PerfConfig.trl_pg_python, help="virtualenv with the current TRL")
+    parser.add_argument("--only", choices=["pg"], help="re-measure only GRPO/RLOO vs TRL; keep the file's other entries")
+    parser.add_argument("--worker", choices=["ppo", "grpo", "rloo"], help=argparse.SUPPRESS)
     parser.add_argument("--policy", help=argparse.SUPPRESS)
     parser.add_argument("--rm", help=argparse.SUPPRESS)
     parser.add_argument("--config-json", help=argparse.SUPPRESS)
@@ -202,14 +266,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker == "ppo":
         print(json.dumps(ppo_worker(args.policy, args.rm, PerfConfig(**json.loads(args.config_json)))))
         return 0
+    if args.worker:
+        print(json.dumps(pg_worker(args.worker, args.policy, PerfConfig(**json.loads(args.config_json)))))
+        return 0
 
-    config = PerfConfig(trl_python=args.trl_python)
+    config = PerfConfig(trl_python=args.trl_python, trl_pg_python=args.trl_pg_python)
     if args.quick:
         config = PerfConfig(batch_sizes=[16], new_tokens=[8], repeats=2, ppo_batch_size=16, ppo_mini_batch_size=8,
-                            ppo_epochs=1, ppo_iterations=3, trl_python=args.trl_python)
+                            ppo_epochs=1, ppo_iterations=3, pg_num_prompts=4, pg_steps=3, trl_python=args.trl_python,
+                            trl_pg_python=args.trl_pg_python)
     torch.set_num_threads(config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out or f"benchmarks/results/perf_{device.type}.json")
+    if args.only == "pg":
+        return update_pg(out, config, device)
     record = {"benchmark": "perf", "config": asdict(config), "hardware": hardware(device), "versions": versions(),
               "git_commit": git_commit()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -226,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                    "--reward-model", str(rm), "--prompts", str(prompts), "--batch-size", str(config.ppo_batch_size),
                    "--mini-batch-size", str(config.ppo_mini_batch_size), "--epochs", str(config.ppo_epochs),
                    "--iterations", str(config.ppo_iterations), "--threads", str(config.threads)]
+        record.update(measure_pg(policy, prompts, config))
         record["trl_ppo"] = (run_subprocess(trl_cmd) if Path(config.trl_python).exists() else
                              {"error": f"no TRL virtualenv at {config.trl_python}: python -m venv /tmp/trlvenv && "
                                        "/tmp/trlvenv/bin/pip install -c constraints.txt '.[bench-trl]'"})
@@ -234,17 +305,42 @@ def main(argv: list[str] | None = None) -> int:
     if "samples_per_s" in record["ppo"] and "samples_per_s" in record["trl_ppo"]:
         ratios["ppo_samples_per_s_ours_over_trl"] = record["ppo"]["samples_per_s"] / record["trl_ppo"]["samples_per_s"]
         ratios["ppo_peak_rss_ours_over_trl"] = record["ppo"]["peak_rss_mb"] / record["trl_ppo"]["peak_rss_mb"]
-    record["ratios"] = ratios
-    record["not_measured"] = ["TRL's GRPO/RLOO trainers: only TRL's experimental PPO is benchmarked"]
-    if device.type == "cpu":
-        record["not_measured"].append("GPU figures: no CUDA device on this machine")
+    record["ratios"] = {**ratios, **pg_ratios(record)}
+    record["not_measured"] = ["GPU figures: no CUDA device on this machine"] if device.type == "cpu" else []
     record["hardware"]["load_average_at_end"] = os.getloadavg()
+    write_record(out, record)
+    print(json.dumps(record["ratios"], indent=1))
+    return 0
+
+
+def update_pg(out: Path, config: PerfConfig, device: torch.device) -> int:
+    """``--only pg``: measure GRPO/RLOO vs TRL and merge them into an existing results file."""
+    record = json.loads(out.read_text()) if out.is_file() else {"benchmark": "perf", "hardware": hardware(device)}
+    pg_fields = {k: v for k, v in asdict(config).items() if k.startswith(("pg_", "trl_pg"))}
+    record.setdefault("config", {}).update(pg_fields)
+    pg: dict = {"git_commit": git_commit(), "versions": versions(), "load_average_at_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        policy, _, prompts = build_models(Path(tmp))
+        results = measure_pg(policy, prompts, config)
+    pg["load_average_at_end"] = os.getloadavg()
+    record.update(results)
+    record["pg_run"] = pg  # when and where the GRPO/RLOO entries were measured (the rest may be older)
+    record["ratios"] = {**{k: v for k, v in record.get("ratios", {}).items() if not k.startswith(("grpo_", "rloo_"))},
+                        **pg_ratios(record)}
+    gaps = record.get("not_measured", [])
+    gaps = gaps.split("; ") if isinstance(gaps, str) else gaps
+    record["not_measured"] = [n for n in gaps if not n.startswith(("TRL's GRPO/RLOO", "TRL GRPO/RLOO"))]
+    write_record(out, record)
+    print(json.dumps({k: record[k] for k in ("grpo", "trl_grpo", "rloo", "trl_rloo")} | {"ratios": pg_ratios(record)},
+                     indent=1))
+    return 0
+
+
+def write_record(out: Path, record: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_suffix(".tmp")
     tmp_out.write_text(json.dumps(record, indent=1))
     os.replace(tmp_out, out)
-    print(json.dumps(ratios, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,107 @@
+"""The current TRL's ``GRPOTrainer`` / ``RLOOTrainer`` on the same tiny model and batch layout as ``benchmarks.perf``.
+
+Why a separate script: TRL is a benchmark-only extra that must never be imported by llm_gym or
+the agents, so ``benchmarks.perf`` runs this file with the Python of a separate virtualenv
+(``/tmp/trl16venv`` with ``pip install torch==2.13.0 'trl>=1.16'``) and reads one JSON line from
+stdout: ``{"samples_per_s", "step_s", "peak_rss_mb", "versions"}`` or ``{"error"}``. llm_gym is
+not importable there, so the reward is the arithmetic task's exact-match check re-done in a few
+lines on the prompt text ("a+b=") — as cheap as the verifier our side uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (``VmHWM``: per address space, not inherited across fork + exec)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def exact_sum(prompts: list[str], completions: list[str], **_) -> list[float]:
+    """1.0 when the completion is the sum asked for by the prompt "a+b=", else 0.0."""
+    def answer(prompt: str) -> str:
+        a, b = prompt.rstrip("=").split("+")
+        return str(int(a) + int(b))
+    return [float(c.strip() == answer(p)) for p, c in zip(prompts, completions)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--algo", choices=["grpo", "rloo"], required=True)
+    parser.add_argument("--policy", required=True)
+    parser.add_argument("--prompts", required=True, help="JSON list of prompt strings")
+    parser.add_argument("--num-prompts", type=int, default=16)
+    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=5, help="rollout batches, one optimizer step each")
+    parser.add_argument("--completion-length", type=int, default=8)
+    parser.add_argument("--kl-coef", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    try:
+        import datasets
+        import torch
+        import transformers
+        import trl
+        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+        from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        tok = AutoTokenizer.from_pretrained(args.policy)
+        tok.padding_side = "left"
+        data = datasets.Dataset.from_dict({"prompt": json.load(open(args.prompts))})
+        stamps: list[float] = []
+
+        class Stamp(TrainerCallback):
+            def on_step_end(self, *a, **k):
+                stamps.append(time.perf_counter())
+
+        Config, Trainer = (GRPOConfig, GRPOTrainer) if args.algo == "grpo" else (RLOOConfig, RLOOTrainer)
+        batch = args.num_prompts * args.group_size
+        with tempfile.TemporaryDirectory() as out:
+            config = Config(
+                output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1,  # one step per rollout
+                num_generations=args.group_size, num_iterations=1, max_steps=args.steps,
+                max_completion_length=args.completion_length, temperature=1.0, top_k=0, beta=args.kl_coef,
+                learning_rate=1e-4, max_grad_norm=1.0, report_to="none", save_strategy="no", logging_steps=1,
+                use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), seed=0,
+                dataloader_num_workers=0,
+            )
+            trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(args.policy), reward_funcs=exact_sum,
+                              args=config, train_dataset=data, processing_class=tok, callbacks=[Stamp()])
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            trainer.train()
+            total = time.perf_counter() - start
+        steady = [b - a for a, b in zip(stamps, stamps[1:])]  # excludes the first (warm-up) step
+        step_s = sorted(steady)[len(steady) // 2] if steady else total
+        result = {
+            "samples_per_s": batch / step_s, "step_s": step_s, "steps_timed": len(steady), "total_s": total,
+            "peak_rss_mb": peak_rss_mb(),
+            "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
+                         "datasets": datasets.__version__},
+        }
+        if torch.cuda.is_available():
+            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    except Exception as err:  # reported in the results file, never raised into the benchmark
+        result = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
