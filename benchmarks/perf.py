@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import llm_gym  # noqa: F401
 from agents.sampling import sample_completions
 from llm_gym.models import TinyModelConfig, load_causal_lm, load_tokenizer, save_tiny
 from llm_gym.tasks import make_task
+from benchmarks.peak_memory import peak_rss_mb
 
 ENV = "llm_gym/Arithmetic-v0"
 
@@ -124,15 +124,6 @@ def sampler_vs_generate(policy: Path, batch: int, new_tokens: int, temperature: 
     return {"batch": batch, "new_tokens": new_tokens, "temperature": temperature, **result}
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. ``VmHWM`` is per address space, so unlike ``ru_maxrss`` it does
-    not inherit the parent's peak across fork + exec."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:

@@ -10,23 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
+from peak_memory import peak_rss_mb  # run by path: benchmarks/ is sys.path[0]
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. ``VmHWM`` is per address space, so unlike ``ru_maxrss`` it does
-    not inherit the parent's peak across fork + exec."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> int:
