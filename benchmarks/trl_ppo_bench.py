@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 import traceback
-from pathlib import Path
 from peak_memory import peak_rss_mb  # run by path: benchmarks/ is sys.path[0]
 
 
