@@ -18,7 +18,6 @@ the fraction of (good, bad) pairs ranked correctly, i.e. the AUC).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import zlib
 from dataclasses import dataclass
@@ -29,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.checkpoint import load_checkpoint
 from agents.data import FeedbackData, RewardCollator, encode_reward_text, read_feedback
 from agents.run_config import add_config_args, config_from_args, save_config
-from agents.supervised import EpochOrder, RunLogger, adamw_with_schedule, make_accelerator
+from agents.supervised import EpochOrder, RunLogger, adamw_with_schedule, checkpoint_step, make_accelerator, save_final
 from llm_gym.models import TinyModelConfig, build_tiny_model, check_vocab_match, load_tokenizer
 
 
@@ -269,21 +268,12 @@ def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
         if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
             evaluate()
         if config.save_every and step % config.save_every == 0 and step < config.max_steps:
-            if main:
-                save_checkpoint(
-                    out / "checkpoints", accelerator.unwrap_model(model), step, optimizer, scheduler,
-                    {"micro_step": batches.micro_step},
-                )
-            accelerator.wait_for_everyone()
+            checkpoint_step(out, accelerator, model, step, optimizer, scheduler, batches)
 
     final = evaluate()
+    save_final(out, accelerator, model, tokenizer, step, optimizer, scheduler, batches, "reward_model_results.json",
+               {"initial": initial, "final": final, "counts": counts, "wall_s": time.perf_counter() - started})
     if main:
-        unwrapped = accelerator.unwrap_model(model)
-        save_checkpoint(out / "checkpoints", unwrapped, step, optimizer, scheduler, {"micro_step": batches.micro_step})
-        unwrapped.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        summary = {"initial": initial, "final": final, "counts": counts, "wall_s": time.perf_counter() - started}
-        (out / "reward_model_results.json").write_text(json.dumps(summary, indent=2))
         logger.message(f"reward model done: {initial} -> {final}; written to {out} (use reward='learned:path={out}')")
     logger.close()
     accelerator.wait_for_everyone()

@@ -18,7 +18,6 @@ accuracy of greedy completions under the task's verifier (KV-cache sampler, batc
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.checkpoint import load_checkpoint
 from agents.data import SFTCollator, encode_sft_rows, generate_completions, sample_metadata
 from agents.run_config import add_config_args, config_from_args, save_config
-from agents.supervised import EpochOrder, RunLogger, adamw_with_schedule, make_accelerator
+from agents.supervised import EpochOrder, RunLogger, adamw_with_schedule, checkpoint_step, make_accelerator, save_final
 from llm_gym.models import load_causal_lm
 from llm_gym.tasks import Sample, Task, make_task
 from llm_gym.tasks.datasets import DatasetTask
@@ -204,21 +203,13 @@ def train_sft(config: SFTConfig) -> SFTResult:
         if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
             curve.append({"step": step, **evaluate()})
         if config.save_every and step % config.save_every == 0 and step < config.max_steps:
-            if main:
-                save_checkpoint(
-                    out / "checkpoints", accelerator.unwrap_model(model), step, optimizer, scheduler,
-                    {"micro_step": batches.micro_step},
-                )
-            accelerator.wait_for_everyone()
+            checkpoint_step(out, accelerator, model, step, optimizer, scheduler, batches)
 
     final = evaluate()
     curve.append({"step": step, **final})
+    save_final(out, accelerator, model, tokenizer, step, optimizer, scheduler, batches, "sft_results.json",
+               {"initial": initial, "final": final, "wall_s": time.perf_counter() - started})
     if main:
-        unwrapped = accelerator.unwrap_model(model)
-        save_checkpoint(out / "checkpoints", unwrapped, step, optimizer, scheduler, {"micro_step": batches.micro_step})
-        unwrapped.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        (out / "sft_results.json").write_text(json.dumps({"initial": initial, "final": final, "wall_s": time.perf_counter() - started}, indent=2))
         logger.message(f"SFT done in {time.perf_counter() - started:.1f}s: {initial} -> {final}; model written to {out}")
     logger.close()
     accelerator.wait_for_everyone()

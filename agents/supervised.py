@@ -22,6 +22,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from agents.checkpoint import save_checkpoint
+
 
 def make_accelerator(mixed_precision: str, grad_accum: int, cpu: bool = False) -> Accelerator:
     """An ``Accelerator``; ``mixed_precision="auto"`` means bf16 on a CUDA GPU that has it, fp16 on older GPUs, none on CPU."""
@@ -116,3 +118,24 @@ class RunLogger:
         if self.enabled:
             self.writer.close()
             self.jsonl.close()
+
+
+def checkpoint_step(out: Path, accelerator: Accelerator, model: torch.nn.Module, step: int,
+                    optimizer: torch.optim.Optimizer, scheduler: Any, data_order: EpochOrder) -> None:
+    """Atomic resumable checkpoint of a supervised run (main process writes, every process waits)."""
+    if accelerator.is_main_process:
+        save_checkpoint(out / "checkpoints", accelerator.unwrap_model(model), step, optimizer, scheduler,
+                        {"micro_step": data_order.micro_step})
+    accelerator.wait_for_everyone()
+
+
+def save_final(out: Path, accelerator: Accelerator, model: torch.nn.Module, tokenizer: Any, step: int,
+               optimizer: torch.optim.Optimizer, scheduler: Any, data_order: EpochOrder,
+               results_file: str, results: dict[str, Any]) -> None:
+    """Last checkpoint, the ``save_pretrained`` directory, then ``results_file`` written last (it marks the run done)."""
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        save_checkpoint(out / "checkpoints", unwrapped, step, optimizer, scheduler, {"micro_step": data_order.micro_step})
+        unwrapped.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / results_file).write_text(json.dumps(results, indent=2))
