@@ -1,0 +1,31 @@
+"""Metric names every trainer logs and every benchmark reads, written once.
+
+Why constants: a misspelt metric name is not an error anywhere — the leaderboard just finds no
+value — so trainers, records and leaderboards all import the names from here. The names follow
+TRL and CleanRL, so their users recognise them in TensorBoard and in ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+REWARD = "objective/reward"  # the optimised (proxy) reward
+GOLD_REWARD = "objective/gold_reward"  # the reward we trust (the task's verifier), never optimised
+KL = "objective/kl"  # KL(policy || reference) per completion, summed over tokens
+KL_COEF = "objective/kl_coef"
+SCORES_WITH_EOS_PENALTY = "objective/scores_with_eos_penalty"
+ENTROPY = "policy/entropy"
+CLIPFRAC = "policy/clipfrac"
+APPROX_KL = "policy/approx_kl"
+POLICY_LOSS = "loss/policy"
+VALUE_LOSS = "loss/value"
+TRAIN_LOSS = "loss/train"
+EXPLAINED_VARIANCE = "value/explained_variance"
+EPISODE_LENGTH = "episode/length"
+EOS_FRACTION = "episode/eos_fraction"
+TOKENS_PER_S = "perf/tokens_per_s"
+SAMPLES_PER_S = "perf/samples_per_s"
+EVAL_LOSS = "eval/loss"
+EVAL_ACCURACY = "eval/accuracy"
+EVAL_PERPLEXITY = "eval/perplexity"
+EVAL_PAIRWISE_ACCURACY = "eval/pairwise_accuracy"
+EVAL_DISTINCT_1 = "eval/distinct_1"
+EVAL_DISTINCT_2 = "eval/distinct_2"
