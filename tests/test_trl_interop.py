@@ -1,0 +1,97 @@
+"""TRL interop both ways: llm_gym tasks/rewards inside TRL 1.16's GRPOTrainer, TRL-style rewards and
+in-memory ``datasets`` inside llm_gym."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+import llm_gym  # noqa: F401  (registers env ids)
+from llm_gym.integrations.trl import task_to_dataset, trl_reward_func
+from llm_gym.models import TinyModelConfig, build_tiny_model, load_causal_lm, load_tokenizer
+from llm_gym.rewards import make_reward
+from llm_gym.tasks import make_task
+
+datasets = pytest.importorskip("datasets")
+trl = pytest.importorskip("trl")
+
+
+@pytest.fixture(scope="module")
+def learned_rm_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A random-init scalar-head classifier sharing the tiny policy's tokenizer (a ``learned:path=`` reward)."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    config = build_tiny_model(tokenizer, TinyModelConfig(n_layer=1, n_embd=16, n_head=2)).config
+    config.num_labels = 1
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("rm") / "rm"
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def accuracy(completions, answer, **kwargs):
+    """A reward function exactly as TRL users write them: dataset columns arrive as keywords."""
+    return [float(c.strip() == a) for c, a in zip(completions, answer)]
+
+
+def test_task_becomes_a_dataset_in_trl_formats():
+    prompts = task_to_dataset("arithmetic", size=6, seed=1)
+    assert prompts.column_names == ["answer", "prompt", "reference"]
+    assert prompts[0]["reference"] == prompts[0]["answer"] and prompts[0]["prompt"].endswith("=")
+    sft = task_to_dataset(make_task("arithmetic"), size=6, seed=1, format="prompt_completion")
+    assert sft["completion"] == sft["reference"] and sft["prompt"] == prompts["prompt"]  # same rows, same seed
+    assert set(task_to_dataset("arithmetic", split="test", size=20)["prompt"]).isdisjoint(
+        task_to_dataset("arithmetic", split="train", size=200)["prompt"]
+    )
+    with pytest.raises(ValueError, match="draws prompts procedurally: give size="):
+        task_to_dataset("arithmetic")
+    with pytest.raises(ValueError, match="format must be 'prompt' or 'prompt_completion', got 'messages'"):
+        task_to_dataset("arithmetic", size=2, format="messages")
+
+
+def test_wrapped_rewards_score_as_in_the_env(learned_rm_dir):
+    """Each kind of llm_gym reward, called the way GRPOTrainer calls it, equals its score on the env's metadata."""
+    task = make_task("arithmetic")
+    data = task_to_dataset(task, size=8)
+    completions = [r if i % 2 else r + "1" for i, r in enumerate(data["reference"])]
+    columns = {k: data[k] for k in data.column_names if k != "prompt"}
+    trl_extras = {"completion_ids": [[0]] * 8, "trainer_state": object(), "log_extra": print, "log_metric": print}
+    for spec in ("verifier", "0.5*exact_match + 0.5*length:max_chars=3", f"learned:path={learned_rm_dir}"):
+        func = trl_reward_func(spec, task)
+        got = func(prompts=data["prompt"], completions=completions, **columns, **trl_extras)
+        metadata = [{k: v[i] for k, v in columns.items()} for i in range(8)]
+        expected = make_reward(spec, task).score(data["prompt"], completions, metadata).total
+        assert isinstance(got, list) and np.allclose(got, expected)
+    assert trl_reward_func("verifier", task)(data["prompt"], completions, **columns) == [0.0, 1.0] * 4
+    assert trl_reward_func("verifier", task).__name__ == "verifier"  # the name TRL logs it under
+
+
+def test_grpo_trainer_runs_with_llm_gym_task_and_rewards(tiny_model_dir, learned_rm_dir, tmp_path):
+    from trl import GRPOConfig, GRPOTrainer
+
+    task = make_task("arithmetic")
+    model, tokenizer = load_causal_lm(tiny_model_dir)
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "grpo"), max_steps=2, per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=6, use_cpu=True, report_to=[], logging_steps=1, save_strategy="no", learning_rate=1e-3,
+    )
+    reward_funcs = [
+        trl_reward_func("verifier", task),
+        trl_reward_func("0.5*exact_match + 0.5*length:max_chars=4", name="shaped"),
+        trl_reward_func(f"learned:path={learned_rm_dir}"),
+        accuracy,
+    ]
+    trainer = GRPOTrainer(model=model, processing_class=tokenizer, args=args, reward_funcs=reward_funcs,
+                          train_dataset=task_to_dataset(task, size=16))
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.train()
+    assert trainer.state.global_step == 2
+    logged = trainer.state.log_history[0]
+    for name in ("verifier", "shaped", "learned", "accuracy"):
+        assert np.isfinite(logged[f"rewards/{name}/mean"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it trained
