@@ -1,0 +1,77 @@
+"""GPT-2-, Llama- and Qwen-style tokenizers (built offline) through env -> SFT -> reward model -> GRPO.
+
+What must hold for every family: no prompt carries a doubled BOS, the completion tokens are the
+ones of the jointly tokenised text wherever the template's boundary allows it, and a turn ends at
+any of the model's end tokens — the same in the env, SFT labels, reward-model rows and the sampler.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium
+import pytest
+import torch
+from chat_tokenizers import FAMILIES, build_tokenizer, save_family
+
+import llm_gym  # noqa: F401  (registers env ids)
+from llm_gym.tasks import make_task
+from llm_gym.tokenization import encode_completions, encode_prompts, joint_boundary_ok, stop_token_ids
+
+TASK = make_task("arithmetic")
+TEXTS = [s.prompt + s.reference for s in TASK.dataset("train", 400, seed=0)] + ["user assistant system"]
+
+
+def chat_rows(family: str, n: int, seed: int = 0) -> list[dict]:
+    """Arithmetic as the family's users would store it: chat ``messages``, or prompt/completion without a template."""
+    samples = TASK.dataset("train", n, seed)
+    if family == "gpt2":
+        return [{"prompt": f"Q: {s.prompt}\nA:", "completion": " " + s.reference} for s in samples]
+    return [{"messages": [{"role": "user", "content": s.prompt}, {"role": "assistant", "content": s.reference}]}
+            for s in samples]
+
+
+def doubled_bos(ids: list[int], bos: int | None) -> bool:
+    return bos is not None and ids[:2] == [bos, bos]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompt_ids_carry_one_bos_and_completions_match_the_joint_text(family):
+    tokenizer, _ = build_tokenizer(family, TEXTS)
+    for row in chat_rows(family, 20):
+        if family == "gpt2":
+            prompt, completion = row["prompt"], row["completion"]
+        else:
+            prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=False)
+            completion = row["messages"][-1]["content"]
+        ids = encode_prompts(tokenizer, [prompt])[0]
+        assert not doubled_bos(ids, tokenizer.bos_token_id)
+        if family == "llama":
+            assert tokenizer(prompt)["input_ids"][:2] == [tokenizer.bos_token_id] * 2  # what the guard prevents
+            assert ids.count(tokenizer.bos_token_id) == 1
+        if family != "gpt2":  # TRL's tokenisation of a chat prompt: the template, no special tokens added
+            templated = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=True,
+                                                      return_dict=True)["input_ids"]
+            assert ids == templated
+        assert joint_boundary_ok(tokenizer, prompt, completion)
+        assert ids + encode_completions(tokenizer, [completion])[0] == encode_prompts(tokenizer, [prompt + completion])[0]
+
+
+def test_a_template_ending_in_a_space_breaks_the_joint_boundary():
+    """Why llm_gym keeps the env's prompt ids and documents it: ``'Ġ'`` + ``'118'`` apart vs ``'Ġ1'`` + ``'18'``."""
+    tokenizer, _ = build_tokenizer("gpt2", [f"a: {n}" for n in range(200)])
+    assert joint_boundary_ok(tokenizer, "a:", " 118") and not joint_boundary_ok(tokenizer, "a: ", "118")
+
+
+def test_stop_token_ids_collect_every_end_of_turn_token(tmp_path):
+    llama, llama_generation = build_tokenizer("llama", TEXTS)
+    assert stop_token_ids(llama, llama_generation) == tuple(
+        llama.convert_tokens_to_ids(["<|eot_id|>", "<|end_of_text|>"]))
+    qwen_dir = save_family(tmp_path / "qwen", "qwen", TEXTS)
+    qwen, _ = build_tokenizer("qwen", TEXTS)
+    assert stop_token_ids(qwen, qwen_dir) == tuple(qwen.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]))
+    assert stop_token_ids(qwen, tmp_path / "no-generation-config") == (qwen.eos_token_id,)
+    llama_generation.eos_token_id = [len(llama) + 5]
+    with pytest.raises(ValueError, match=rf"end-of-turn token id {len(llama) + 5} .* not in the tokenizer's vocabulary"):
+        stop_token_ids(llama, llama_generation)
