@@ -1,11 +1,12 @@
 """Tokenisation and batching shared by SFT, feedback sampling and reward-model training.
 
 Why one module: the policy is trained, sampled and scored on token ids that must be *exactly* the
-ones the envs produce. An env encodes a prompt as ``tokenizer(prompt)`` (with the tokenizer's
-special tokens, e.g. BOS) and ends an episode at EOS; so SFT encodes ``tokenizer(prompt) +
-tokenizer(completion, add_special_tokens=False) + [EOS]`` and learns only the completion part,
-and a reward model sees ``tokenizer(reward_model_text(prompt, completion))`` exactly as
-``LearnedReward`` does. Batches are padded to their own longest row, not to a global maximum.
+ones the envs produce. An env encodes a prompt with ``llm_gym.tokenization.encode_prompts`` (the
+tokenizer's special tokens, e.g. BOS, but never a second BOS after a chat template's own) and ends
+a turn at any stop token; so SFT encodes ``encode_prompts(prompt) + encode_completions(completion)
++ [EOS]`` and learns only the completion part, and a reward model sees
+``encode_prompts(reward_model_text(prompt, completion))`` exactly as ``LearnedReward`` does.
+Batches are padded to their own longest row, not to a global maximum.
 
 Over-long rows: an SFT row longer than ``max_length`` is *dropped* (cutting it would remove the
 answer or its EOS and teach the policy not to stop); a reward-model text is *truncated from the
@@ -27,14 +28,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from agents.sampling import sample_completions
 from llm_gym.rewards import reward_model_text
 from llm_gym.tasks import Sample
+from llm_gym.tokenization import encode_completions, encode_prompts, stop_token_ids
 
 IGNORE_INDEX = -100
 
 
 # ----------------------------------------------------------------------------------- SFT rows
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """Token ids of a prompt exactly as the envs encode it (special tokens included)."""
-    return tokenizer(prompt)["input_ids"]
+    """Token ids of a prompt exactly as the envs encode it (special tokens included, one BOS at most)."""
+    return encode_prompts(tokenizer, [prompt])[0]
 
 
 def encode_sft(
@@ -42,7 +44,7 @@ def encode_sft(
 ) -> dict[str, list[int]] | None:
     """``input_ids`` and ``labels`` (prompt masked with -100) for one row, or None if it exceeds ``max_length``."""
     head = prompt_ids(tokenizer, prompt)
-    tail = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    tail = encode_completions(tokenizer, [completion])[0] + [tokenizer.eos_token_id]
     if len(head) + len(tail) > max_length:
         return None
     return {"input_ids": head + tail, "labels": [IGNORE_INDEX] * len(head) + tail}
@@ -169,7 +171,7 @@ def encode_reward_text(
     tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str, max_length: int
 ) -> tuple[list[int], bool]:
     """Ids of the text ``LearnedReward`` scores, truncated from the left to ``max_length``; and whether it was cut."""
-    ids = tokenizer(reward_model_text(prompt, completion))["input_ids"]
+    ids = encode_prompts(tokenizer, [reward_model_text(prompt, completion)])[0]
     return ids[-max_length:], len(ids) > max_length
 
 
@@ -215,10 +217,11 @@ def generate_completions(
     """Greedy (``temperature=0``) or sampled completions through the KV-cache sampler, decoded like the envs.
 
     Returns ``len(prompts) * num_return_sequences`` strings, the k samples of a prompt adjacent.
-    Prompts are encoded with ``prompt_ids`` and left-padded as in an env; decoding stops at EOS and
-    drops special tokens, as an episode's ``info["completion"]`` does.
+    Prompts are encoded with ``prompt_ids`` and left-padded as in an env; decoding stops at any of
+    the model's stop tokens and drops special tokens, as an episode's ``info["completion"]`` does.
     """
     device = next(model.parameters()).device
+    stop = stop_token_ids(tokenizer, model.generation_config)
     was_training = model.training
     model.eval()
     out: list[str] = []
@@ -230,7 +233,7 @@ def generate_completions(
             ids.to(device),
             mask.to(device),
             max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=stop,
             pad_token_id=tokenizer.pad_token_id,
             temperature=temperature,
             top_k=top_k,

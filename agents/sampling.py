@@ -11,6 +11,7 @@ next token sits in the same column and positions are computed from the attention
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,7 +56,7 @@ def sample_completions(
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     max_new_tokens: int,
-    eos_token_id: int,
+    eos_token_id: int | Sequence[int],
     pad_token_id: int,
     temperature: float = 1.0,
     top_k: int = 0,
@@ -63,12 +64,16 @@ def sample_completions(
 ) -> Completions:
     """Sample up to ``max_new_tokens`` tokens for every left-padded prompt row, stopping rows at EOS.
 
+    ``eos_token_id`` may be several ids (``generation_config.eos_token_id`` lists, a chat template's
+    end-of-turn token): a row stops at the first of any of them, and ``ended`` counts each.
+
     ``temperature == 0`` is greedy decoding. Log-probs are those of the temperature-scaled full
     distribution (before top-k), the quantity PPO's ratio is computed with (Huang et al. 2024, #5).
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     batch, device = prompt_ids.shape[0], prompt_ids.device
+    stop = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
     P = prompt_ids.shape[1]
     # the attention mask of the whole window, allocated once: prompt mask, then ones for new tokens
     mask = torch.cat([prompt_mask.long(), torch.ones(batch, max_new_tokens, dtype=torch.long, device=device)], 1)
@@ -91,7 +96,7 @@ def sample_completions(
             logp = torch.log_softmax(scaled, dim=-1).gather(1, token[:, None]).squeeze(1)
         ids[:, t] = torch.where(done, pad_token_id, token)
         logprobs[:, t] = torch.where(done, 0.0, logp)
-        done |= token == eos_token_id
+        done |= torch.isin(token, stop)
         steps = t + 1
         if bool(done.all()) or t == max_new_tokens - 1:
             break
@@ -104,7 +109,7 @@ def sample_completions(
         )
         positions = positions + 1
     ids, logprobs = ids[:, :steps], logprobs[:, :steps]
-    is_eos = ids == eos_token_id
+    is_eos = torch.isin(ids, stop)
     ended = is_eos.any(1)
     first_eos = torch.where(ended, is_eos.int().argmax(1), steps)
     real = torch.arange(steps, device=device)[None] <= first_eos[:, None]

@@ -75,3 +75,21 @@ def test_stop_token_ids_collect_every_end_of_turn_token(tmp_path):
     llama_generation.eos_token_id = [len(llama) + 5]
     with pytest.raises(ValueError, match=rf"end-of-turn token id {len(llama) + 5} .* not in the tokenizer's vocabulary"):
         stop_token_ids(llama, llama_generation)
+
+
+def test_sampler_stops_each_row_at_the_first_of_any_stop_token(tiny_model_dir):
+    from agents.sampling import sample_completions
+    from llm_gym.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(tiny_model_dir)
+    stop = tuple(tokenizer.convert_tokens_to_ids(["7", "3"])) + (tokenizer.eos_token_id,)
+    ids = torch.tensor(encode_prompts(tokenizer, ["12+34="] * 16))
+    out = sample_completions(model, ids, torch.ones_like(ids), 12, stop, tokenizer.pad_token_id, temperature=1.0,
+                             generator=torch.Generator().manual_seed(0))
+    ended_by = set()
+    for row, length, ended in zip(out.ids.tolist(), out.lengths.tolist(), out.ended.tolist()):
+        hits = [i for i, token in enumerate(row[:length]) if token in stop]
+        assert hits == ([length - 1] if ended else [])  # a row ends at its first stop token, the stop kept
+        assert all(token == tokenizer.pad_token_id for token in row[length:])
+        ended_by.update(row[length - 1 : length] if ended else [])
+    assert len(ended_by) >= 2  # more than one of the stop ids ended a row
