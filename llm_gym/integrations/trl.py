@@ -7,8 +7,8 @@ composite) without glue. The dataset carries the task's sample metadata as colum
 wrapper turns those columns back into the per-sample ``metadata`` an llm_gym reward reads — so a
 reward scores a completion in TRL exactly as it does in the env.
 
-TRL stays an optional dependency: this module imports ``datasets`` (not ``trl``) and nothing else
-in llm_gym imports this module.
+TRL stays an optional dependency: this module needs ``datasets`` (not ``trl``), and nothing else in
+llm_gym imports it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+import datasets
 from transformers import PreTrainedTokenizerBase
 
 from llm_gym.rewards import RewardSpec, make_reward
@@ -51,8 +52,6 @@ def task_to_dataset(
     so rewards built with ``trl_reward_func`` see the same metadata as in the env. ``size`` rows
     are drawn from a procedural task; a dataset-backed task gives all its rows (or the first ``size``).
     """
-    import datasets
-
     task = make_task(task, **task_kwargs)
     if format not in ("prompt", "prompt_completion"):
         raise ValueError(f"format must be 'prompt' or 'prompt_completion', got {format!r}")
