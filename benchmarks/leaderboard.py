@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.records import RunRecord, config_hash, read_records
-from benchmarks.runner import env_name
+from benchmarks.plots import render_figures
+from benchmarks.records import RunRecord, read_records
 from benchmarks.stats import Estimate, bootstrap, iqm_over_groups, mean_over_groups, normalized_auc
+from benchmarks.variants import row_label, variant_hash
 
 GOLD, PROXY, KL = "objective/gold_reward", "objective/reward", "objective/kl"
 # Column key -> (header, metric source, statistic). "auc" is the normalised area under the gold curve.
@@ -52,25 +53,6 @@ class Leaderboard:
     overall: list[Row]
     records: list[RunRecord] = field(default_factory=list)
     reps: int = 2000
-
-
-def row_label(record: RunRecord, labels_with_variants: set[str]) -> str:
-    """The algorithm label, plus a short hash of its env-independent config when it has several."""
-    if record.algo not in labels_with_variants:
-        return record.algo
-    return f"{record.algo}@{variant_hash(record)[:6]}"
-
-
-def variant_hash(record: RunRecord) -> str:
-    """Hash of the env-independent config: env kwargs dropped and the env's short name in algorithm
-    kwargs put back to the grid's ``{env}`` placeholder (``runs/sft-sort`` -> ``runs/sft-{env}``),
-    so one setting run on several envs stays one row."""
-    config = {k: v for k, v in record.config.items() if k != "env_kwargs"}
-    if isinstance(config.get("algo_kwargs"), dict):
-        name = env_name(record.env_id)
-        config["algo_kwargs"] = {k: v.replace(name, "{env}") if isinstance(v, str) else v
-                                 for k, v in config["algo_kwargs"].items()}
-    return config_hash(config)
 
 
 def run_value(record: RunRecord, source: str) -> float:
@@ -204,8 +186,6 @@ def write_leaderboard(
     records_path: str | Path, out_dir: str | Path, reps: int = 2000, seed: int = 0, reference: str = "best-of-n"
 ) -> dict[str, Path]:
     """Read records, write ``leaderboard.md``, ``index.html`` (self-contained) and the plots as PNGs."""
-    from benchmarks.plots import render_figures
-
     records = read_records(records_path)
     if not records:
         raise ValueError(f"no results records in {records_path}: run `llm-gym bench run` first")

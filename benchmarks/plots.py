@@ -21,9 +21,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from benchmarks.leaderboard import GOLD, KL, PROXY, row_label, variant_hash
+from agents.metrics import GOLD_REWARD as GOLD, KL, REWARD as PROXY
 from benchmarks.records import RunRecord
 from benchmarks.stats import bootstrap, mean_over_groups
+from benchmarks.variants import row_label, variant_hash
 
 
 def _labelled(records: list[RunRecord]) -> dict[str, dict[str, list[RunRecord]]]:

@@ -4,7 +4,13 @@
 """
 
 from llm_gym.envs import LLMEnv, LLMVectorEnv, TextGenProblem
-from llm_gym.registration import llm_gym_env_ids, load_env_plugins, register_builtin_envs, register_task_env
+from llm_gym.registration import (
+    describe_env,
+    llm_gym_env_ids,
+    load_env_plugins,
+    register_builtin_envs,
+    register_task_env,
+)
 from llm_gym.rewards import RewardModel, make_reward, register_reward
 from llm_gym.tasks import Sample, Task, make_task, register_task
 
@@ -20,6 +26,7 @@ __all__ = [
     "Sample",
     "Task",
     "TextGenProblem",
+    "describe_env",
     "llm_gym_env_ids",
     "make_reward",
     "make_task",

@@ -9,34 +9,21 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
-import gymnasium
+from llm_gym.models import TinyModelConfig, save_tiny
+from llm_gym.registration import describe_env, llm_gym_env_ids
+from llm_gym.tasks import make_task
 
 COMMAND_ENTRY_POINT_GROUP = "llm_gym.commands"
 
 
 def _envs(args: argparse.Namespace) -> int:
-    import llm_gym
-
-    for env_id in llm_gym.llm_gym_env_ids():
-        spec = gymnasium.spec(env_id)
-        kwargs = spec.kwargs
-        task = llm_gym.make_task(kwargs["task"], **kwargs.get("task_kwargs", {})) if "task" in kwargs else None
-        reward = kwargs.get("reward") or (task.default_reward if task else "?")
-        gold = kwargs.get("gold_reward", "verifier")
-        if "generator" in kwargs:
-            description = f"reasoning-gym generator {kwargs['generator']!r}; gold: its scorer"
-        elif env_id == "llm_gym/Dataset-v0":
-            description = "your JSONL / save_to_disk dataset (data_files=...); gold: exact match to the reference"
-        else:
-            description = task.description if task else ""
-        print(f"{env_id:32s} reward={reward!s:24s} gold={gold!s:12s} {description}")
+    for env_id in llm_gym_env_ids():
+        about = describe_env(env_id)
+        print(f"{env_id:32s} reward={about['reward']:24s} gold={about['gold_reward']:12s} {about['description']}")
     return 0
 
 
 def _tiny(args: argparse.Namespace) -> int:
-    from llm_gym.models import TinyModelConfig, save_tiny
-    from llm_gym.tasks import make_task
-
     task = make_task(args.task)
     samples = task.dataset("train", 2000, seed=0) + task.dataset("test", 200, seed=0)
     config = TinyModelConfig(family=args.family, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from llm_gym.rewards import make_reward
-from llm_gym.rewards.code_sandbox import CodeSandbox, SandboxLimits
+from llm_gym.sandbox import CodeSandbox, SandboxLimits
 from llm_gym.tasks import make_task
 from llm_gym.tasks.datasets import DatasetError
 

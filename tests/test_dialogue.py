@@ -12,7 +12,7 @@ from llm_gym.models import TinyModelConfig, save_tiny
 from llm_gym.rewards import CompositeReward, make_reward
 from llm_gym.tasks import make_task
 from llm_gym.tasks.datasets import DatasetError
-from llm_gym.tasks.dialogue import format_fluency, informativeness, relevance
+from llm_gym.scoring import format_fluency, informativeness, relevance
 
 SPEC = "0.5*informativeness + 0.3*relevance + 0.2*fluency"
 
@@ -141,9 +141,7 @@ def test_messages_file_errors_name_file_line_and_field(tmp_path):
 def test_learned_reward_model_joins_the_composite(tmp_path):
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from llm_gym.envs.problem import default_tokenizer
-
-    tokenizer = default_tokenizer("dialogue")
+    tokenizer = make_task("dialogue").default_tokenizer()
     config = GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=256, vocab_size=len(tokenizer), num_labels=1,
                         pad_token_id=tokenizer.pad_token_id)
     GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "rm")

@@ -10,7 +10,6 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import llm_gym
-from llm_gym.envs.problem import default_tokenizer
 from llm_gym.tasks import make_task
 
 FAMILY_IDS = {
@@ -93,7 +92,8 @@ def test_family_runs_in_the_vector_env(name):
 
 @pytest.mark.parametrize("name", list(FAMILY_IDS))
 def test_default_tokenizer_covers_the_family_text(name):
-    task, tokenizer = make_task(name), default_tokenizer(name)
+    task = make_task(name)
+    tokenizer = task.default_tokenizer()
     for sample in task.dataset("test", 50, seed=2):
         ids = tokenizer(sample.prompt + sample.reference)["input_ids"]
         assert tokenizer.unk_token_id not in ids

@@ -230,5 +230,5 @@ def test_dataset_env_default_tokenizer_and_vector(tmp_path):
 
 
 def test_dataset_env_needs_data():
-    with pytest.raises(ValueError, match="needs exactly one of data_files="):
+    with pytest.raises(ValueError, match=r"llm_gym/Dataset-v0\) needs data_files="):
         gymnasium.make("llm_gym/Dataset-v0")

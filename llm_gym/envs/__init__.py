@@ -2,7 +2,7 @@
 
 from llm_gym.envs.engine import EpisodeEngine, StepOutcome
 from llm_gym.envs.llm_env import LLMEnv
-from llm_gym.envs.problem import TextGenProblem, default_tokenizer
+from llm_gym.envs.problem import TextGenProblem
 from llm_gym.envs.spaces import action_space, observation_space
 from llm_gym.envs.vector_env import LLMVectorEnv
 
@@ -13,6 +13,5 @@ __all__ = [
     "StepOutcome",
     "TextGenProblem",
     "action_space",
-    "default_tokenizer",
     "observation_space",
 ]

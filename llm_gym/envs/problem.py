@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from llm_gym.models import load_tokenizer, train_tokenizer
+from llm_gym.models import load_tokenizer
 from llm_gym.rewards import RewardModel, RewardSpec, make_reward
-from llm_gym.tasks import Split, Task, make_task
-
-
-@lru_cache(maxsize=32)
-def default_tokenizer(task_name: str, task_kwargs: tuple = ()) -> PreTrainedTokenizerBase:
-    """A character tokenizer covering a procedural task's text, so ``gymnasium.make`` works offline."""
-    task = make_task(task_name, **dict(task_kwargs))
-    samples = task.dataset("train", 2000, seed=0) + task.dataset("test", 200, seed=0)
-    return train_tokenizer([s.prompt + s.reference for s in samples], kind="char")
+from llm_gym.tasks import Split, Task, make_task, task_options
 
 
 class TextGenProblem:
@@ -26,7 +17,11 @@ class TextGenProblem:
 
     ``reward`` is the optimised (proxy) reward, ``gold_reward`` the one we trust and only report;
     both accept any reward spec (see ``llm_gym.rewards.registry``). By default the proxy is the
-    task's ``default_reward`` and the gold is the task's verifier.
+    task's ``default_reward`` and the gold is the task's verifier. Task options come as
+    ``task_kwargs={...}`` or as further keyword arguments (``gymnasium.make("llm_gym/Dataset-v0",
+    data_files=...)``); a task that takes a ``tokenizer`` option (chat templates) gets the env's
+    tokenizer unless given one. Without ``tokenizer`` the task's ``default_tokenizer()`` is used,
+    and the window defaults to the task's ``window(tokenizer)``.
     """
 
     def __init__(
@@ -39,20 +34,21 @@ class TextGenProblem:
         max_new_tokens: int | None = None,
         split: Split = "train",
         task_kwargs: dict[str, Any] | None = None,
+        **options: Any,
     ):
-        task_kwargs = dict(task_kwargs or {})
-        self.task = make_task(task, **task_kwargs)
-        if tokenizer is None:
-            if not isinstance(task, str):
-                raise ValueError("a Task instance needs an explicit tokenizer (a path or tokenizer object)")
-            tokenizer = default_tokenizer(task, tuple(sorted(task_kwargs.items())))
-        self.tokenizer = load_tokenizer(tokenizer)
-        self.reward: RewardModel = make_reward(reward if reward is not None else self.task.default_reward, self.task)
-        self.gold_reward: RewardModel | None = make_reward(gold_reward, self.task)
-        self.max_prompt_tokens = max_prompt_tokens or self.task.max_prompt_tokens
-        self.max_new_tokens = max_new_tokens or self.task.max_new_tokens
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        options = {**(task_kwargs or {}), **options}
+        given = load_tokenizer(tokenizer) if tokenizer is not None else None
+        if isinstance(task, str) and given is not None and "tokenizer" in task_options(task):
+            options.setdefault("tokenizer", given)
+        self.task = make_task(task, **options)
+        self.tokenizer = given if given is not None else load_tokenizer(self.task.default_tokenizer())
+        self.reward: RewardModel = make_reward(reward if reward is not None else self.task.default_reward, self.task)
+        self.gold_reward: RewardModel | None = make_reward(gold_reward, self.task)
+        task_prompt_tokens, task_new_tokens = self.task.window(self.tokenizer)
+        self.max_prompt_tokens = max_prompt_tokens or task_prompt_tokens
+        self.max_new_tokens = max_new_tokens or task_new_tokens
         self.split: Split = split
         self.vocab_size = len(self.tokenizer)
         self.eos_token_id: int = self.tokenizer.eos_token_id

@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llm_gym.models import load_causal_lm
 from llm_gym.rewards.base import RewardModel
-from llm_gym.rewards.registry import register_reward
-from llm_gym.tasks.dialogue import current_turn, fact_coverage, format_fluency, informativeness, relevance
-from llm_gym.tasks.summarization import conciseness
+from llm_gym.scoring import conciseness, current_turn, fact_coverage, format_fluency, informativeness, relevance
 
 
 class Informativeness(RewardModel):
@@ -55,8 +54,6 @@ class Fluency(RewardModel):
         self.max_words, self.batch_size = max_words, batch_size
         self.model = self.tokenizer = None
         if lm is not None:
-            from llm_gym.models import load_causal_lm
-
             if not Path(lm).is_dir():
                 raise FileNotFoundError(f"fluency LM directory not found: {lm} (only local directories are loaded)")
             self.model, self.tokenizer = load_causal_lm(lm, device=device)
@@ -121,7 +118,3 @@ class Conciseness(RewardModel):
         if None in budgets:
             raise KeyError("conciseness needs max_words= or metadata 'max_words' for every sample")
         return np.array([conciseness(c, int(b)) for c, b in zip(completions, budgets)])
-
-
-for _cls in (Informativeness, Relevance, Fluency, FactCoverage, Conciseness):
-    register_reward(_cls.name, _cls)

@@ -17,11 +17,12 @@ from importlib.metadata import entry_points
 from typing import Any, Union
 
 from llm_gym.rewards.base import FunctionReward, RewardModel
+from llm_gym.rewards.code_tests import CodeTests
 from llm_gym.rewards.composite import CompositeReward
+from llm_gym.rewards.dialogue import Conciseness, FactCoverage, Fluency, Informativeness, Relevance
 from llm_gym.rewards.learned import LearnedReward
-from llm_gym.rewards.rules import ExactMatch, FormatCheck, LengthCheck, NumericMatch, Verifier
+from llm_gym.rewards.rules import ExactMatch, FormatCheck, HasVerifier, LengthCheck, NumericMatch, Verifier
 from llm_gym.rewards.text_metrics import Bleu, ChrF, Rouge
-from llm_gym.tasks.base import Task
 
 RewardSpec = Union[str, RewardModel, Callable[..., Any], Mapping[str, Any], None]
 ENTRY_POINT_GROUP = "llm_gym.rewards"
@@ -36,6 +37,12 @@ REWARDS: dict[str, Callable[..., Any]] = {
     "chrf": ChrF,
     "rouge": Rouge,
     "learned": LearnedReward,
+    "informativeness": Informativeness,
+    "relevance": Relevance,
+    "fluency": Fluency,
+    "fact_coverage": FactCoverage,
+    "conciseness": Conciseness,
+    "code_tests": CodeTests,
 }
 _plugins_loaded = False
 
@@ -67,7 +74,7 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _make_one(spec: str, task: Task | None) -> RewardModel:
+def _make_one(spec: str, task: HasVerifier | None) -> RewardModel:
     name, _, arg_text = spec.strip().partition(":")
     name = name.strip()
     if name not in REWARDS:
@@ -89,7 +96,7 @@ def _make_one(spec: str, task: Task | None) -> RewardModel:
     return model if isinstance(model, RewardModel) else FunctionReward(model, name=name)
 
 
-def make_reward(spec: RewardSpec, task: Task | None = None) -> RewardModel | None:
+def make_reward(spec: RewardSpec, task: HasVerifier | None = None) -> RewardModel | None:
     """Build a reward model from a spec string, a mapping ``{name: weight}``, a callable or a model."""
     if spec is None or isinstance(spec, RewardModel):
         return spec

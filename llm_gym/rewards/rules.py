@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from llm_gym.rewards.base import RewardModel
-from llm_gym.tasks.base import Task
-from llm_gym.tasks.procedural import normalize_answer
-
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+from llm_gym.scoring import exact_match, numeric_match
 
 
 def _answer(meta) -> str:
@@ -27,7 +26,7 @@ class ExactMatch(RewardModel):
     name = "exact_match"
 
     def __call__(self, prompts, completions, metadata) -> np.ndarray:
-        return np.array([normalize_answer(c) == normalize_answer(_answer(m)) for c, m in zip(completions, metadata)])
+        return exact_match(completions, [_answer(m) for m in metadata])
 
 
 class NumericMatch(RewardModel):
@@ -39,11 +38,15 @@ class NumericMatch(RewardModel):
         self.tolerance = tolerance
 
     def __call__(self, prompts, completions, metadata) -> np.ndarray:
-        def match(completion: str, answer: str) -> bool:
-            found = _NUMBER.search(completion)
-            return found is not None and abs(float(found.group()) - float(answer)) <= self.tolerance
+        return numeric_match(completions, [_answer(m) for m in metadata], self.tolerance)
 
-        return np.array([match(c, _answer(m)) for c, m in zip(completions, metadata)])
+
+class HasVerifier(Protocol):
+    """What ``Verifier`` needs of a task: its gold ``verify`` (every ``llm_gym.tasks.Task`` has one)."""
+
+    def verify(
+        self, prompts: Sequence[str], completions: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> np.ndarray: ...
 
 
 class Verifier(RewardModel):
@@ -51,7 +54,7 @@ class Verifier(RewardModel):
 
     name = "verifier"
 
-    def __init__(self, task: Task):
+    def __init__(self, task: HasVerifier):
         self.task = task
 
     def __call__(self, prompts, completions, metadata) -> np.ndarray:

@@ -1,37 +1,20 @@
-"""Task registry: names usable as ``task=`` in ``gymnasium.make`` and on the command line."""
-
-from __future__ import annotations
-
-from typing import Any
+"""Tasks: seeded prompt sources with reference answers and a gold verifier, and their registry."""
 
 from llm_gym.tasks.base import Sample, Split, Task, split_of
-from llm_gym.tasks.procedural import Arithmetic, Copy, Count, Keyword, Reverse, Sort
+from llm_gym.tasks.family import FamilyTask
+from llm_gym.tasks.files import DatasetError
+from llm_gym.tasks.registry import GENERATED_TASKS, TASKS, make_task, register_task, task_options
 
-TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    """Make a task class available by its ``name`` (usable as a decorator)."""
-    TASKS[cls.name] = cls
-    return cls
-
-
-for _cls in (Arithmetic, Copy, Reverse, Sort, Count, Keyword):
-    register_task(_cls)
-
-
-def make_task(task: str | Task, **kwargs: Any) -> Task:
-    """Resolve a task name (or pass a ``Task`` through)."""
-    if isinstance(task, Task):
-        if kwargs:
-            raise TypeError(f"task options {sorted(kwargs)} given with a ready Task instance")
-        return task
-    if task not in TASKS:
-        raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[task](**kwargs)
-
-
-__all__ = ["TASKS", "Sample", "Split", "Task", "make_task", "register_task", "split_of"]
-
-# Application families (issue 5); imported last because they register themselves with register_task.
-from llm_gym.tasks import code, dialogue, summarization, translation  # noqa: E402,F401
+__all__ = [
+    "GENERATED_TASKS",
+    "TASKS",
+    "DatasetError",
+    "FamilyTask",
+    "Sample",
+    "Split",
+    "Task",
+    "make_task",
+    "register_task",
+    "split_of",
+    "task_options",
+]

@@ -6,9 +6,13 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from llm_gym.models import train_tokenizer
 
 Split = Literal["train", "test"]
 
@@ -28,13 +32,21 @@ def split_of(prompt: str, test_fraction: float) -> Split:
     return "test" if bucket < test_fraction * 10_000 else "train"
 
 
+@lru_cache(maxsize=32)
+def char_tokenizer(texts: tuple[str, ...]) -> PreTrainedTokenizerBase:
+    """A character tokenizer over ``texts``, cached so that making many envs of a task trains it once."""
+    return train_tokenizer(texts, kind="char")
+
+
 class Task(ABC):
     """A family of prompts an env serves, with the reference answers and a verifier.
 
     Why a class and not a dataset: procedural tasks draw fresh prompts from a seeded generator, so
     an env can run for millions of episodes, while ``split_of`` keeps held-out prompts out of
     training. A task also owns its gold verifier (the reward we trust) and, for multi-turn tasks,
-    the other side of the conversation (``reply``).
+    the other side of the conversation (``reply``). An env asks the task for its tokenizer when the
+    user gives none (``default_tokenizer``) and for its window (``window``), so tasks whose text or
+    lengths are only known from their data (files, reasoning-gym) need no env factory of their own.
     """
 
     name: ClassVar[str] = "task"
@@ -74,3 +86,16 @@ class Task(ABC):
     def reply(self, sample: Sample, completions: Sequence[str]) -> str | None:
         """The other side's next message after the policy's turns so far; None ends the episode."""
         return None
+
+    def default_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer an env uses when none is given, so ``gymnasium.make(id)`` works offline.
+
+        Default: a character tokenizer over the prompts and references of 2000 train and 200 test
+        samples (seed 0). Tasks whose text is not covered by that sample override it.
+        """
+        samples = self.dataset("train", 2000, seed=0) + self.dataset("test", 200, seed=0)
+        return char_tokenizer(tuple(s.prompt + s.reference for s in samples))
+
+    def window(self, tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+        """``(max_prompt_tokens, max_new_tokens)`` of an env with ``tokenizer``; default: the class values."""
+        return self.max_prompt_tokens, self.max_new_tokens

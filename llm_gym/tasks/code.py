@@ -3,7 +3,7 @@
 Procedural tasks describe an integer function as a chain of operations (``f(x): add 3, square``);
 the reference writes one assignment per operation, a format a tiny model can learn. The hidden
 tests are ``(args, expected)`` cases checked with exact types, run in a ``CodeSandbox`` (separate
-process, resource limits, no network; see ``llm_gym.rewards.code_sandbox``), so the gold reward
+process, resource limits, no network; see ``llm_gym.sandbox``), so the gold reward
 is the fraction of tests passed and a hostile completion scores 0 with its cause reported.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from llm_gym.tasks import register_task
+from llm_gym.sandbox import CodeSandbox, SandboxLimits, sandbox_jobs
 from llm_gym.tasks.base import Sample
-from llm_gym.tasks.datasets import DatasetError, _text
-from llm_gym.tasks.dialogue import FamilyTask
+from llm_gym.tasks.family import FamilyTask
+from llm_gym.tasks.files import DatasetError, require_text
 
 # name -> (statement template, parameter range or None); each runs on x and is exact on ints.
 OPERATIONS: dict[str, tuple[str, tuple[int, int] | None]] = {
@@ -31,7 +31,6 @@ OPERATIONS: dict[str, tuple[str, tuple[int, int] | None]] = {
 }
 
 
-@register_task
 class Code(FamilyTask):
     """``f(x): add 3, square\\n`` -> ``def f(x):\\n x=x+3\\n x=x*x\\n return x``; gold: hidden tests passed.
 
@@ -59,9 +58,6 @@ class Code(FamilyTask):
     ):
         if max_ops < 1 or tests < 1:
             raise ValueError(f"code needs max_ops >= 1 and tests >= 1, got {max_ops}, {tests}")
-        # Imported here: the sandbox module registers a reward spec, and the reward registry imports tasks.
-        from llm_gym.rewards.code_sandbox import CodeSandbox, SandboxLimits
-
         self.max_ops, self.n_tests = max_ops, tests
         self.sandbox = CodeSandbox(SandboxLimits(cpu_seconds=cpu_seconds, wall_seconds=wall_seconds), workers=workers)
         super().__init__(**data_kwargs)
@@ -83,7 +79,7 @@ class Code(FamilyTask):
         return Sample(f"f(x): {', '.join(steps)}\n", source, {"tests": tests, "entry_point": "f"})
 
     def row_to_sample(self, row: Mapping[str, Any], where: str) -> Sample:
-        prompt = _text(row, "prompt", where, self.data_format)
+        prompt = require_text(row, "prompt", where, self.data_format)
         meta: dict[str, Any] = {k: v for k, v in row.items() if k not in ("prompt", "tests", "solution")}
         if "tests" not in row and isinstance(row.get("test"), str) and isinstance(row.get("entry_point"), str):
             meta.update(tests=[f"{row['test']}\ncheck({row['entry_point']})"], code_prefix=prompt)
@@ -107,7 +103,5 @@ class Code(FamilyTask):
     def verify(
         self, prompts: Sequence[str], completions: Sequence[str], metadata: Sequence[Mapping[str, Any]]
     ) -> np.ndarray:
-        from llm_gym.rewards.code_sandbox import sandbox_jobs
-
         results = self.sandbox.run_batch(sandbox_jobs(completions, metadata))
         return np.array([r.reward for r in results], dtype=np.float32)

@@ -16,22 +16,22 @@ is an exact match with the reference (whitespace-normalised).
 In an env: ``gymnasium.make("llm_gym/Dataset-v0", data_files="train.jsonl", tokenizer=tok)`` (or
 ``task=DatasetTask.from_jsonl(...)`` instead of ``data_files``; ``make_vec`` works the same). The
 window (``max_prompt_tokens``/``max_new_tokens``) is sized to the longest prompt and reference in
-the data unless given; without a tokenizer a character tokenizer is trained on the data's text.
+the data unless given (``DatasetTask.window``); without a tokenizer a character tokenizer is
+trained on the data's text (``DatasetTask.default_tokenizer``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import gymnasium
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from llm_gym.tasks.base import Sample, Split, Task, split_of
-from llm_gym.tasks.procedural import normalize_answer
+from llm_gym.scoring import exact_match
+from llm_gym.tasks.base import Sample, Split, Task, char_tokenizer, split_of
+from llm_gym.tasks.files import DatasetError, chat_prompt, jsonl_rows, require_field, require_text
 
 Format = Literal["prompt_completion", "alpaca", "messages", "preference"]
 PathLike = str | Path
@@ -45,11 +45,6 @@ FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 ALPACA_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 ALPACA_INPUT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
-DATASET_ENV_ID = "llm_gym/Dataset-v0"
-
-
-class DatasetError(ValueError):
-    """A dataset file or row that cannot be turned into samples; the message names file and line."""
 
 
 def detect_format(columns: Iterable[str], where: str) -> Format:
@@ -67,41 +62,6 @@ def detect_format(columns: Iterable[str], where: str) -> Format:
     )
 
 
-def _field(row: Mapping[str, Any], key: str, where: str, fmt: str) -> Any:
-    value = row.get(key)
-    if value is None:
-        raise DatasetError(f"{where}: row is missing field {key!r} (format {fmt!r})")
-    return value
-
-
-def _text(row: Mapping[str, Any], key: str, where: str, fmt: str) -> str:
-    value = _field(row, key, where, fmt)
-    if not isinstance(value, str):
-        raise DatasetError(f"{where}: field {key!r} must be a string, got {type(value).__name__} (format {fmt!r})")
-    return value
-
-
-def _chat_prompt(messages: Any, where: str, tokenizer: PreTrainedTokenizerBase | None) -> tuple[str, str]:
-    if tokenizer is None:
-        raise DatasetError(f"{where}: format 'messages' needs a tokenizer (its chat template builds the prompt)")
-    if not isinstance(messages, list) or len(messages) < 2:
-        raise DatasetError(f"{where}: field 'messages' must be a list of at least 2 messages (format 'messages')")
-    for k, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str) or not isinstance(
-            message.get("content"), str
-        ):
-            raise DatasetError(f"{where}: message {k} needs string 'role' and 'content' fields (format 'messages')")
-    if messages[-1]["role"] != "assistant":
-        raise DatasetError(
-            f"{where}: the last message must be the assistant's (the reference), got role {messages[-1]['role']!r}"
-        )
-    try:
-        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
-    except ValueError as error:  # transformers raises ValueError when the tokenizer has no chat template
-        raise DatasetError(f"{where}: cannot apply the tokenizer's chat template: {error}") from error
-    return prompt, messages[-1]["content"]
-
-
 def row_to_sample(
     row: Mapping[str, Any], fmt: Format, where: str, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> Sample:
@@ -113,18 +73,18 @@ def row_to_sample(
     own = FORMAT_FIELDS[fmt] + (("input",) if fmt == "alpaca" else ())
     extra = {k: v for k, v in row.items() if k not in own}
     if fmt == "prompt_completion":
-        return Sample(_text(row, "prompt", where, fmt), _text(row, "completion", where, fmt), extra)
+        return Sample(require_text(row, "prompt", where, fmt), require_text(row, "completion", where, fmt), extra)
     if fmt == "preference":
-        chosen, rejected = _text(row, "chosen", where, fmt), _text(row, "rejected", where, fmt)
-        return Sample(_text(row, "prompt", where, fmt), chosen, {**extra, "chosen": chosen, "rejected": rejected})
+        chosen, rejected = require_text(row, "chosen", where, fmt), require_text(row, "rejected", where, fmt)
+        return Sample(require_text(row, "prompt", where, fmt), chosen, {**extra, "chosen": chosen, "rejected": rejected})
     if fmt == "alpaca":
-        instruction, output = _text(row, "instruction", where, fmt), _text(row, "output", where, fmt)
+        instruction, output = require_text(row, "instruction", where, fmt), require_text(row, "output", where, fmt)
         extra_input = row.get("input") or ""
         if not isinstance(extra_input, str):
             raise DatasetError(f"{where}: field 'input' must be a string, got {type(extra_input).__name__}")
         template = ALPACA_INPUT_TEMPLATE if extra_input else ALPACA_TEMPLATE
         return Sample(template.format(instruction=instruction, input=extra_input), output, extra)
-    prompt, reference = _chat_prompt(_field(row, "messages", where, fmt), where, tokenizer)
+    prompt, reference = chat_prompt(require_field(row, "messages", where, fmt), where, tokenizer)
     return Sample(prompt, reference, extra)
 
 
@@ -147,18 +107,6 @@ def rows_to_samples(
     return samples
 
 
-def _jsonl_rows(path: Path) -> Iterable[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DatasetError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from error
-
-
 def load_jsonl(
     path: PathLike, fmt: Format | None = None, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> list[Sample]:
@@ -166,7 +114,7 @@ def load_jsonl(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
-    return rows_to_samples(_jsonl_rows(path), fmt, str(path), tokenizer)
+    return rows_to_samples(jsonl_rows(path), fmt, str(path), tokenizer)
 
 
 def _load_from_disk(path: Path):
@@ -250,21 +198,31 @@ class DatasetTask(Task):
         else:
             self.splits = {"train": list(train), "test": list(test)}
         self.samples = self.splits["train"] + self.splits["test"]
-        if tokenizer is not None:
-            self.fit_window(tokenizer)
+        self.given_window = (max_prompt_tokens, max_new_tokens)
         self.max_prompt_tokens = max_prompt_tokens or self.max_prompt_tokens
         self.max_new_tokens = max_new_tokens or self.max_new_tokens
+        if tokenizer is not None:
+            self.max_prompt_tokens, self.max_new_tokens = self.window(tokenizer)
 
     @classmethod
     def from_files(
         cls,
-        data_files: PathLike | Sequence[PathLike],
+        data_files: PathLike | Sequence[PathLike] | None = None,
         test_files: PathLike | Sequence[PathLike] | None = None,
         format: Format | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         **kwargs: Any,
     ) -> DatasetTask:
-        """JSONL files or ``save_to_disk`` directories (a ``DatasetDict`` gives its train/test splits)."""
+        """JSONL files or ``save_to_disk`` directories (a ``DatasetDict`` gives its train/test splits).
+
+        This is the ``"dataset"`` entry of the task registry, so ``gymnasium.make("llm_gym/Dataset-v0",
+        data_files=...)`` ends here.
+        """
+        if data_files is None:
+            raise DatasetError(
+                "task 'dataset' (llm_gym/Dataset-v0) needs data_files= (JSONL files or a save_to_disk "
+                "directory), or pass task=DatasetTask(...) instead"
+            )
         paths = _as_paths(data_files)
         if not paths:
             raise DatasetError("data_files is empty; give a JSONL file or a save_to_disk directory")
@@ -304,12 +262,18 @@ class DatasetTask(Task):
     ) -> DatasetTask:
         return cls.from_files(path, None, format, tokenizer, **kwargs)
 
-    def fit_window(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        """Size the env window to the longest prompt and reference (+ EOS) in tokens of ``tokenizer``."""
+    def window(self, tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+        """The longest prompt and reference (+ EOS) in tokens of ``tokenizer``, unless given at construction."""
+        given_prompt, given_new = self.given_window
+        if given_prompt and given_new:
+            return given_prompt, given_new
         prompts = tokenizer([s.prompt for s in self.samples])["input_ids"]
         references = tokenizer([s.reference for s in self.samples], add_special_tokens=False)["input_ids"]
-        self.max_prompt_tokens = max(map(len, prompts))
-        self.max_new_tokens = max(map(len, references)) + 1
+        return given_prompt or max(map(len, prompts)), given_new or max(map(len, references)) + 1
+
+    def default_tokenizer(self) -> PreTrainedTokenizerBase:
+        """A character tokenizer over the data's prompts and references."""
+        return char_tokenizer(tuple(s.prompt + s.reference for s in self.samples))
 
     def generate(self, rng: np.random.Generator) -> Sample:
         return self.samples[int(rng.integers(len(self.samples)))]
@@ -328,70 +292,4 @@ class DatasetTask(Task):
     def verify(
         self, prompts: Sequence[str], completions: Sequence[str], metadata: Sequence[Mapping[str, Any]]
     ) -> np.ndarray:
-        return np.array(
-            [normalize_answer(c) == normalize_answer(m["reference"]) for c, m in zip(completions, metadata)],
-            dtype=np.float32,
-        )
-
-
-def _dataset_problem_kwargs(
-    data_files: PathLike | Sequence[PathLike] | None,
-    test_files: PathLike | Sequence[PathLike] | None,
-    format: Format | None,
-    tokenizer: Any,
-    task: DatasetTask | None,
-) -> dict[str, Any]:
-    from llm_gym.models import load_tokenizer, train_tokenizer
-
-    if (data_files is None) == (task is None):
-        raise ValueError(
-            f"{DATASET_ENV_ID} needs exactly one of data_files= (JSONL files or a save_to_disk directory) or task="
-        )
-    tokenizer = load_tokenizer(tokenizer) if tokenizer is not None else None
-    if task is None:
-        task = DatasetTask.from_files(data_files, test_files, format, tokenizer)
-    if tokenizer is None:
-        tokenizer = train_tokenizer([s.prompt + s.reference for s in task.samples], kind="char")
-        task.fit_window(tokenizer)
-    return {"task": task, "tokenizer": tokenizer}
-
-
-def make_dataset_env(
-    data_files: PathLike | Sequence[PathLike] | None = None,
-    test_files: PathLike | Sequence[PathLike] | None = None,
-    format: Format | None = None,
-    tokenizer: Any = None,
-    task: DatasetTask | None = None,
-    **env_kwargs: Any,
-):
-    """Entry point of ``llm_gym/Dataset-v0``: an ``LLMEnv`` over a dataset (other kwargs go to ``LLMEnv``)."""
-    from llm_gym.envs import LLMEnv
-
-    return LLMEnv(**_dataset_problem_kwargs(data_files, test_files, format, tokenizer, task), **env_kwargs)
-
-
-def make_dataset_vector_env(
-    num_envs: int = 8,
-    data_files: PathLike | Sequence[PathLike] | None = None,
-    test_files: PathLike | Sequence[PathLike] | None = None,
-    format: Format | None = None,
-    tokenizer: Any = None,
-    task: DatasetTask | None = None,
-    **env_kwargs: Any,
-):
-    """Vector entry point of ``llm_gym/Dataset-v0`` (``make_vec(..., vectorization_mode="vector_entry_point")``)."""
-    from llm_gym.envs import LLMVectorEnv
-
-    problem = _dataset_problem_kwargs(data_files, test_files, format, tokenizer, task)
-    return LLMVectorEnv(num_envs=num_envs, **problem, **env_kwargs)
-
-
-def register_dataset_env() -> None:
-    """Register ``llm_gym/Dataset-v0`` (needs ``data_files=`` or ``task=`` at make time)."""
-    if DATASET_ENV_ID not in gymnasium.registry:
-        gymnasium.register(
-            id=DATASET_ENV_ID,
-            entry_point="llm_gym.tasks.datasets:make_dataset_env",
-            vector_entry_point="llm_gym.tasks.datasets:make_dataset_vector_env",
-            kwargs={"reward": "verifier"},
-        )
+        return exact_match(completions, [m["reference"] for m in metadata])

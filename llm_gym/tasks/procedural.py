@@ -8,14 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from llm_gym.scoring import exact_match
 from llm_gym.tasks.base import Sample, Task
 
 _LETTERS = "abcdefghij"
-
-
-def normalize_answer(text: str) -> str:
-    """Whitespace-insensitive comparison form of an answer."""
-    return " ".join(text.split())
 
 
 class ExactAnswerTask(Task):
@@ -24,10 +20,7 @@ class ExactAnswerTask(Task):
     def verify(
         self, prompts: Sequence[str], completions: Sequence[str], metadata: Sequence[Mapping[str, Any]]
     ) -> np.ndarray:
-        return np.array(
-            [normalize_answer(c) == normalize_answer(str(m["answer"])) for c, m in zip(completions, metadata)],
-            dtype=np.float32,
-        )
+        return exact_match(completions, [m["answer"] for m in metadata])
 
 
 class Arithmetic(ExactAnswerTask):

@@ -29,10 +29,10 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-import gymnasium
 import numpy as np
 from transformers import PreTrainedTokenizerFast
 
+from llm_gym.models import SPECIAL_TOKENS, train_tokenizer
 from llm_gym.tasks.base import Sample, Task
 
 RG_VERSION = "0.1.25"
@@ -161,6 +161,11 @@ def env_id(generator: str) -> str:
     return f"{ENV_PREFIX}{generator}-v0"
 
 
+def installed() -> bool:
+    """Whether reasoning-gym can be imported (checked without importing it)."""
+    return importlib.util.find_spec("reasoning_gym") is not None
+
+
 def _import_reasoning_gym():
     try:
         import reasoning_gym
@@ -182,8 +187,6 @@ def _quiet():
 @lru_cache(maxsize=1)
 def byte_tokenizer() -> PreTrainedTokenizerFast:
     """The default tokenizer of reasoning-gym envs: 256 bytes + specials, covering any text."""
-    from llm_gym.models import SPECIAL_TOKENS, train_tokenizer
-
     return train_tokenizer([], kind="bpe", vocab_size=256 + len(SPECIAL_TOKENS))
 
 
@@ -213,6 +216,10 @@ class ReasoningGymTask(Task):
             self.max_prompt_tokens, self.max_new_tokens = GENERATORS[generator]
         self._entries: dict[int, Sample] = {}
 
+    def default_tokenizer(self) -> PreTrainedTokenizerFast:
+        """``byte_tokenizer()``: questions hold any Unicode, which a sample-trained vocabulary would miss."""
+        return byte_tokenizer()
+
     def entry(self, index: int) -> Sample:
         """Entry ``index`` of the dataset as a sample (cached: slow generators take up to ~0.6 s each)."""
         if index not in self._entries:
@@ -238,49 +245,6 @@ class ReasoningGymTask(Task):
                 return float(self.rg_dataset.score_answer(completion, entry))
         except Exception:  # noqa: BLE001
             return 0.0
-
-
-def _problem_kwargs(generator: str, task_kwargs: Mapping[str, Any] | None, tokenizer: Any) -> dict[str, Any]:
-    task = ReasoningGymTask(generator, **dict(task_kwargs or {}))
-    return {"task": task, "tokenizer": tokenizer if tokenizer is not None else byte_tokenizer()}
-
-
-def make_rg_env(generator: str, task_kwargs: Mapping[str, Any] | None = None, tokenizer: Any = None, **env_kwargs: Any):
-    """Entry point of ``llm_gym/RG-<generator>-v0``; ``task_kwargs`` is the reasoning-gym config."""
-    from llm_gym.envs import LLMEnv
-
-    return LLMEnv(**_problem_kwargs(generator, task_kwargs, tokenizer), **env_kwargs)
-
-
-def make_rg_vector_env(
-    num_envs: int = 8,
-    generator: str = "",
-    task_kwargs: Mapping[str, Any] | None = None,
-    tokenizer: Any = None,
-    **env_kwargs: Any,
-):
-    """Vector entry point of ``llm_gym/RG-<generator>-v0`` (``vectorization_mode="vector_entry_point"``)."""
-    from llm_gym.envs import LLMVectorEnv
-
-    return LLMVectorEnv(num_envs=num_envs, **_problem_kwargs(generator, task_kwargs, tokenizer), **env_kwargs)
-
-
-def register_reasoning_gym_envs() -> list[str]:
-    """Register one id per generator when reasoning-gym is installed (without importing it)."""
-    if importlib.util.find_spec("reasoning_gym") is None:
-        return []
-    ids = []
-    for generator in GENERATORS:
-        id_ = env_id(generator)
-        if id_ not in gymnasium.registry:
-            gymnasium.register(
-                id=id_,
-                entry_point="llm_gym.tasks.reasoning_gym:make_rg_env",
-                vector_entry_point="llm_gym.tasks.reasoning_gym:make_rg_vector_env",
-                kwargs={"generator": generator, "reward": "verifier"},
-            )
-        ids.append(id_)
-    return ids
 
 
 def _round_up(x: float, multiple: int = 16) -> int:

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from llm_gym.tasks import register_task
+from llm_gym.scoring import content_words, summary_score, words
 from llm_gym.tasks.base import Sample
-from llm_gym.tasks.datasets import DatasetError, _text
-from llm_gym.tasks.dialogue import FamilyTask, content_words, fact_coverage, words
+from llm_gym.tasks.family import FamilyTask
+from llm_gym.tasks.files import DatasetError, require_text
 
 NAMES = ("ann", "bob", "eve", "tom", "ida", "leo", "zoe", "max")
 CITIES = ("rome", "oslo", "lima", "bern", "kiev", "cairo")
@@ -27,20 +27,6 @@ FILLERS = ("it was cold.", "the bus was late.", "the shop was shut.", "it rained
 EXTRA_WORDS = 3  # word budget = reference length + this
 
 
-def conciseness(summary: str, max_words: int) -> float:
-    """1 within the word budget, ``max_words / n_words`` beyond it, 0 for an empty summary."""
-    n = len(words(summary))
-    return 0.0 if n == 0 else min(1.0, max_words / n)
-
-
-def summary_score(summary: str, meta: Mapping[str, Any]) -> float:
-    """Gold: key-fact coverage x conciseness, divided by 1 + distractor facts stated."""
-    said = set(words(summary))
-    wrong = sum(d in said for d in meta.get("distractors", ()))
-    return fact_coverage(summary, meta["facts"]) * conciseness(summary, int(meta["max_words"])) / (1 + wrong)
-
-
-@register_task
 class Summarization(FamilyTask):
     """``eve likes jazz. it was cold. eve lives in oslo. bob lives in rome. eve works as a cook.\\nsummary: ``
     -> ``eve, cook in oslo, likes jazz.``
@@ -87,8 +73,8 @@ class Summarization(FamilyTask):
         return Sample(self.prompt(document), summary, meta)
 
     def row_to_sample(self, row: Mapping[str, Any], where: str) -> Sample:
-        document = _text(row, "document", where, self.data_format)
-        summary = _text(row, "summary", where, self.data_format)
+        document = require_text(row, "document", where, self.data_format)
+        summary = require_text(row, "summary", where, self.data_format)
         facts = row.get("facts", content_words(summary))
         distractors = row.get("distractors", [])
         for key, value in (("facts", facts), ("distractors", distractors)):

@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from llm_gym.tasks import register_task
+from llm_gym.scoring import exact_match
 from llm_gym.tasks.base import Sample
-from llm_gym.tasks.datasets import _text
-from llm_gym.tasks.dialogue import FamilyTask
-from llm_gym.tasks.procedural import normalize_answer
+from llm_gym.tasks.family import FamilyTask
+from llm_gym.tasks.files import require_text
 
 NOUNS = {"cat": "mi", "dog": "wu", "bird": "pi", "fish": "sa", "boy": "ko", "girl": "ne"}
 ADJECTIVES = {"big": "ga", "small": "ti", "red": "ro", "old": "ba"}
@@ -51,7 +50,6 @@ def translate(source: str) -> str:
     return " ".join(noun_phrase(subject, subject_adj, "") + noun_phrase(obj, object_adj, "n") + [VERBS[verb]])
 
 
-@register_task
 class Translation(FamilyTask):
     """``the big cat sees a fish =`` -> ``mi ga san ka`` (or ``{source} =`` -> target from files).
 
@@ -91,14 +89,11 @@ class Translation(FamilyTask):
         return Sample(self.prompt(source), target, {"answer": target, "source": source})
 
     def row_to_sample(self, row: Mapping[str, Any], where: str) -> Sample:
-        source, target = _text(row, "source", where, self.data_format), _text(row, "target", where, self.data_format)
+        source, target = require_text(row, "source", where, self.data_format), require_text(row, "target", where, self.data_format)
         extra = {k: v for k, v in row.items() if k not in ("source", "target")}
         return Sample(self.prompt(source), target, {**extra, "answer": target, "source": source})
 
     def verify(
         self, prompts: Sequence[str], completions: Sequence[str], metadata: Sequence[Mapping[str, Any]]
     ) -> np.ndarray:
-        return np.array(
-            [normalize_answer(c) == normalize_answer(str(m["answer"])) for c, m in zip(completions, metadata)],
-            dtype=np.float32,
-        )
+        return exact_match(completions, [m["answer"] for m in metadata])

@@ -1,4 +1,4 @@
-"""Run generated Python against hidden tests in a separate, limited process, and score it.
+"""Run generated Python against hidden tests in a separate, limited process.
 
 Why a process per program and not ``exec`` in the trainer: a policy under RL will write infinite
 loops, fork bombs, huge allocations and file deletions, by accident or because they pay. Each
@@ -47,11 +47,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
-
-import numpy as np
-
-from llm_gym.rewards.base import RewardModel, RewardOutput
-from llm_gym.rewards.registry import register_reward
 
 HiddenTest = str | tuple[Sequence[Any], Any] | list
 FAILURE_CAUSES = ("syntax_error", "error", "timeout", "memory", "output_limit", "violation", "crashed")
@@ -365,34 +360,3 @@ def sandbox_jobs(
         return [(m.get("code_prefix", "") + c, m["tests"], m.get("entry_point")) for c, m in zip(completions, metadata)]
     except KeyError as err:
         raise KeyError("code rewards need metadata 'tests' (the hidden tests) for every sample") from err
-
-
-class CodeTests(RewardModel):
-    """Fraction of hidden tests passed, run in a ``CodeSandbox``; reports the failure cause as components.
-
-    Reads ``metadata["tests"]``, ``metadata.get("entry_point")`` and ``metadata.get("code_prefix")``
-    (HumanEval-style data, where the prompt is the start of the program). Besides ``code_tests``,
-    each ``FAILURE_CAUSES`` entry is a 0/1 component (``code/timeout``...), so the env's
-    ``info["reward_components"]`` says why a completion scored 0. Uses the task's sandbox when the
-    task has one, so the proxy and the gold reward share one execution per completion.
-    """
-
-    name = "code_tests"
-
-    def __init__(self, task: Any = None, workers: int = 2, cpu_seconds: int = 2, wall_seconds: float = 6.0):
-        sandbox = getattr(task, "sandbox", None)
-        self.sandbox = sandbox or CodeSandbox(SandboxLimits(cpu_seconds, wall_seconds), workers=workers)
-
-    def score(self, prompts, completions, metadata) -> RewardOutput:
-        results = self.sandbox.run_batch(sandbox_jobs(completions, metadata))
-        total = np.array([r.reward for r in results], dtype=np.float32)
-        components = {self.name: total}
-        for cause in FAILURE_CAUSES:
-            components[f"code/{cause}"] = np.array([r.status == cause for r in results], dtype=np.float32)
-        return RewardOutput(total, components)
-
-    def __call__(self, prompts, completions, metadata) -> np.ndarray:
-        return self.score(prompts, completions, metadata).total
-
-
-register_reward("code_tests", CodeTests)
