@@ -63,7 +63,8 @@ class RolloutEnv:
         self.num_envs, self.device = num_envs, device
         self.T = int(self.env.single_action_space.shape[0])
         self.P = int(self.env.single_observation_space["input_ids"].shape[0]) - self.T
-        self.eos_token_id, self.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.pad_token_id = tokenizer.pad_token_id
+        self.stop_token_ids = self.env.unwrapped.problem.stop_token_ids  # the env's end-of-turn rule, not only EOS
 
     def prompts(self, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         obs, _ = self.env.reset(seed=seeds)
@@ -86,7 +87,7 @@ class RolloutEnv:
     def rollout(self, model: PreTrainedModel, seeds: list[int], temperature: float, top_k: int,
                 generator: torch.Generator | None) -> Rollout:
         prompt_ids, prompt_mask = self.prompts(seeds)
-        completions = sample_completions(model, prompt_ids, prompt_mask, self.T, self.eos_token_id,
+        completions = sample_completions(model, prompt_ids, prompt_mask, self.T, self.stop_token_ids,
                                          self.pad_token_id, temperature, top_k, generator)
         score, gold, texts = self.score(completions.ids)
         return Rollout(prompt_ids, prompt_mask, completions, score, gold, texts)

@@ -85,3 +85,24 @@ def stop_token_ids(
             f"{size} tokens; the model and tokenizer do not belong together"
         )
     return tuple(ids)
+
+
+def template_special_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """Special tokens a chat-rendered prompt carries as text: those the chat template writes (BOS included)."""
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+    found = [t for t in [*tokenizer.all_special_tokens, *tokenizer.get_added_vocab()] if t and t in template]
+    found += [token for name in ("bos_token", "eos_token") if name in template and (token := getattr(tokenizer, name))]
+    return list(dict.fromkeys(found))
+
+
+def check_reads_special_tokens(writer: PreTrainedTokenizerBase, reader: PreTrainedTokenizerBase, reader_name: str) -> None:
+    """Fail when ``reader`` (a reward model's tokenizer) would read the special tokens ``writer``'s
+    chat template puts into every prompt as plain characters."""
+    known = set(reader.get_added_vocab()) | set(reader.all_special_tokens)
+    missing = [token for token in template_special_tokens(writer) if token not in known]
+    if missing:
+        raise ValueError(
+            f"{reader_name} and the policy disagree on special tokens: the policy's chat template writes {missing} "
+            "into every prompt, which the reward model's tokenizer does not have (it would read them as plain "
+            "text); train the reward model with the policy's tokenizer"
+        )

@@ -3,7 +3,8 @@
 Layout of a slot (length ``P + T``): the current turn's prompt left-padded into ``[0, P)``, the
 completion written from ``P`` on. A token-level step appends one token per slot, a sequence-level
 step appends a whole completion (up to and including its first EOS); both go through ``append``,
-so the two granularities cannot disagree. A turn ends at EOS (terminated) or after ``T`` tokens
+so the two granularities cannot disagree. "EOS" is any of the problem's ``stop_token_ids`` (the
+tokenizer's EOS and the model's other end-of-turn tokens). A turn ends at EOS (terminated) or after ``T`` tokens
 (truncated; at sequence granularity the step *is* the whole response, so it terminates either way
 and ``info["eos"]`` says whether it ended with EOS). Multi-turn tasks answer with ``Task.reply``; the reply is appended to the context and
 the slot continues with a new turn instead of ending.
@@ -19,6 +20,7 @@ import torch
 from gymnasium.utils.seeding import np_random
 
 from llm_gym.envs.problem import TextGenProblem
+from llm_gym.tokenization import encode_completions, encode_prompts
 from llm_gym.tasks import Sample
 
 
@@ -45,6 +47,7 @@ class EpisodeEngine:
         self.input_ids = torch.full(shape, problem.pad_token_id, dtype=torch.long, device=self.device)
         self.attention_mask = torch.zeros(shape, dtype=torch.long, device=self.device)
         self.generated = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.stop_ids = torch.as_tensor(problem.stop_token_ids, dtype=torch.long, device=self.device)
         self.dense_score = torch.zeros(num_envs, dtype=torch.float32, device=self.device)
         self.rngs: list[np.random.Generator | None] = [None] * num_envs
         self.samples: list[Sample | None] = [None] * num_envs
@@ -64,7 +67,7 @@ class EpisodeEngine:
             self.samples[i] = self.problem.task.sample(self.rngs[i], self.problem.split)
             self.completions[i] = []
         texts = [self.samples[i].prompt for i in indices]
-        encoded = self.problem.tokenizer(texts)["input_ids"] if texts else []
+        encoded = encode_prompts(self.problem.tokenizer, texts)
         self._write_contexts(indices, texts, encoded)
         return [{"prompt": self.prompt_texts[i], "turn": 0} for i in indices]
 
@@ -96,10 +99,10 @@ class EpisodeEngine:
             )
 
     def append(self, tokens: torch.Tensor, active: torch.Tensor) -> StepOutcome:
-        """Append ``tokens`` (N, k) to the active slots' completions, stopping each at its first EOS."""
+        """Append ``tokens`` (N, k) to the active slots' completions, stopping each at its first stop token."""
         self.check_actions(tokens, active)
         k = tokens.shape[1]
-        is_eos = tokens == self.problem.eos_token_id
+        is_eos = torch.isin(tokens, self.stop_ids)
         first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), k)
         n_write = torch.minimum((first_eos + 1).clamp(max=k), self.T - self.generated)
         n_write = torch.where(active, n_write, 0)
@@ -174,7 +177,7 @@ class EpisodeEngine:
     def _continue(self, continuing: list[tuple[int, str, list[int]]]) -> None:
         """Multi-turn: the next turn's context is the old context, the completion and the reply."""
         indices, texts, tokens = [], [], []
-        replies = self.problem.tokenizer([reply for _, reply, _ in continuing], add_special_tokens=False)["input_ids"]
+        replies = encode_completions(self.problem.tokenizer, [reply for _, reply, _ in continuing])
         for (i, reply, completion), reply_ids in zip(continuing, replies):
             indices.append(i)
             texts.append(self.prompt_texts[i] + self.completions[i][-1] + reply)

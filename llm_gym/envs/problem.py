@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
 from llm_gym.models import load_tokenizer
-from llm_gym.rewards import RewardModel, RewardSpec, make_reward
+from llm_gym.rewards import CompositeReward, LearnedReward, NormalizedReward, RewardModel, RewardSpec, make_reward
 from llm_gym.tasks import Split, Task, make_task, task_options
+from llm_gym.tokenization import check_reads_special_tokens, stop_token_ids
 
 
 class TextGenProblem:
@@ -21,7 +23,9 @@ class TextGenProblem:
     ``task_kwargs={...}`` or as further keyword arguments (``gymnasium.make("llm_gym/Dataset-v0",
     data_files=...)``); a task that takes a ``tokenizer`` option (chat templates) gets the env's
     tokenizer unless given one. Without ``tokenizer`` the task's ``default_tokenizer()`` is used,
-    and the window defaults to the task's ``window(tokenizer)``.
+    and the window defaults to the task's ``window(tokenizer)``. A turn ends at any of
+    ``stop_token_ids``: by default the tokenizer's EOS plus the ``generation_config.eos_token_id``
+    of the tokenizer's directory (see ``llm_gym.tokenization``).
     """
 
     def __init__(
@@ -34,6 +38,7 @@ class TextGenProblem:
         max_new_tokens: int | None = None,
         split: Split = "train",
         task_kwargs: dict[str, Any] | None = None,
+        stop_token_ids: Sequence[int] | None = None,
         **options: Any,
     ):
         if split not in ("train", "test"):
@@ -46,6 +51,8 @@ class TextGenProblem:
         self.tokenizer = given if given is not None else load_tokenizer(self.task.default_tokenizer())
         self.reward: RewardModel = make_reward(reward if reward is not None else self.task.default_reward, self.task)
         self.gold_reward: RewardModel | None = make_reward(gold_reward, self.task)
+        for part in learned_parts(self.reward) + learned_parts(self.gold_reward):
+            check_reads_special_tokens(self.tokenizer, part.tokenizer, f"reward model {part.path}")
         task_prompt_tokens, task_new_tokens = self.task.window(self.tokenizer)
         self.max_prompt_tokens = max_prompt_tokens or task_prompt_tokens
         self.max_new_tokens = max_new_tokens or task_new_tokens
@@ -53,3 +60,28 @@ class TextGenProblem:
         self.vocab_size = len(self.tokenizer)
         self.eos_token_id: int = self.tokenizer.eos_token_id
         self.pad_token_id: int = self.tokenizer.pad_token_id
+        generation_config = tokenizer if isinstance(tokenizer, (str, Path)) else None
+        self.stop_token_ids: tuple[int, ...] = stop_token_ids_of(self.tokenizer, stop_token_ids, generation_config)
+
+
+def stop_token_ids_of(tokenizer: PreTrainedTokenizerBase, given: Sequence[int] | None,
+                      model_dir: str | Path | None) -> tuple[int, ...]:
+    """The ids that end a turn: ``given`` (checked against the vocabulary), else the tokenizer's and model's."""
+    if given is None:
+        return stop_token_ids(tokenizer, model_dir)
+    bad = [i for i in given if not 0 <= int(i) < len(tokenizer)]
+    if bad or not given:
+        raise ValueError(f"stop_token_ids {list(given)}: every id must be in the tokenizer's vocabulary "
+                         f"[0, {len(tokenizer)}) and at least one is needed")
+    return tuple(int(i) for i in given)
+
+
+def learned_parts(model: RewardModel | None) -> list[LearnedReward]:
+    """The learned reward models inside a (composite, normalised) reward."""
+    if isinstance(model, LearnedReward):
+        return [model]
+    if isinstance(model, CompositeReward):
+        return [part for _, inner in model.components.values() for part in learned_parts(inner)]
+    if isinstance(model, NormalizedReward):
+        return learned_parts(model.inner)
+    return []

@@ -2,6 +2,7 @@
 
 from llm_gym.rewards.base import FunctionReward, RewardModel, RewardOutput, check_scores
 from llm_gym.rewards.code_tests import CodeTests
+from llm_gym.rewards.columns import TRLStyleReward
 from llm_gym.rewards.composite import CompositeReward, NormalizedReward
 from llm_gym.rewards.learned import LearnedReward, reward_model_text
 from llm_gym.rewards.registry import REWARDS, RewardSpec, available_rewards, make_reward, register_reward
@@ -16,6 +17,7 @@ __all__ = [
     "RewardModel",
     "RewardOutput",
     "RewardSpec",
+    "TRLStyleReward",
     "available_rewards",
     "check_scores",
     "make_reward",

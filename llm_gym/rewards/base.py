@@ -49,7 +49,10 @@ class FunctionReward(RewardModel):
         self.fn, self.dense = fn, dense
         self.name = name or getattr(fn, "__name__", "reward")
         if len(inspect.signature(fn).parameters) != 3:
-            raise TypeError(f"reward function {self.name!r} must take (prompts, completions, metadata)")
+            raise TypeError(
+                f"reward function {self.name!r} must take (prompts, completions, metadata), or TRL's "
+                "(prompts, completions, **columns)"
+            )
 
     def __call__(self, prompts, completions, metadata) -> np.ndarray:
         return np.asarray(self.fn(prompts, completions, metadata))

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from llm_gym.rewards.base import RewardModel
+from llm_gym.tokenization import encode_prompts
 
 
 def reward_model_text(prompt: str, completion: str) -> str:
@@ -19,8 +20,9 @@ def reward_model_text(prompt: str, completion: str) -> str:
 class LearnedReward(RewardModel):
     """Scores ``prompt + completion`` with a scalar-head classifier, in batches, on ``device``.
 
-    Inputs longer than the model's window are truncated from the left, so the completion (what is
-    being judged) is always kept.
+    Texts are tokenised like the env's prompts (one BOS, even after a chat template's own); inputs
+    longer than the model's window are truncated from the left, so the completion (what is being
+    judged) is always kept.
     """
 
     name = "learned"
@@ -40,6 +42,9 @@ class LearnedReward(RewardModel):
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.tokenizer.truncation_side = "left"
         self.tokenizer.padding_side = "right"
+        if self.tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; the pad ids are masked anyway
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.path = path
         self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.model.config.num_labels != 1:
             raise ValueError(f"reward model at {path} has num_labels={self.model.config.num_labels}; expected 1")
@@ -54,12 +59,7 @@ class LearnedReward(RewardModel):
         texts = [reward_model_text(p, c) for p, c in zip(prompts, completions)]
         scores = []
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(
-                texts[start : start + self.batch_size],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(self.device)
+            ids = [row[-self.max_length :] for row in encode_prompts(self.tokenizer, texts[start : start + self.batch_size])]
+            batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
             scores.append(self.model(**batch).logits[:, 0].float().cpu())
         return torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)

@@ -18,6 +18,7 @@ from typing import Any, Union
 
 from llm_gym.rewards.base import FunctionReward, RewardModel
 from llm_gym.rewards.code_tests import CodeTests
+from llm_gym.rewards.columns import TRLStyleReward, is_trl_style
 from llm_gym.rewards.composite import CompositeReward
 from llm_gym.rewards.dialogue import Conciseness, FactCoverage, Fluency, Informativeness, Relevance
 from llm_gym.rewards.learned import LearnedReward
@@ -93,7 +94,13 @@ def _make_one(spec: str, task: HasVerifier | None) -> RewardModel:
             raise ValueError(f"reward {name!r} needs a task (it uses the task's verifier)")
         kwargs["task"] = task
     model = factory(**kwargs)
-    return model if isinstance(model, RewardModel) else FunctionReward(model, name=name)
+    return model if isinstance(model, RewardModel) else function_reward(model, name=name)
+
+
+def function_reward(fn: Callable[..., Any], name: str | None = None) -> RewardModel:
+    """A plain function as a reward: TRL's ``f(prompts, completions, **columns)`` or llm_gym's
+    ``f(prompts, completions, metadata)``, told apart by the signature."""
+    return TRLStyleReward(fn, name=name) if is_trl_style(fn) else FunctionReward(fn, name=name)
 
 
 def make_reward(spec: RewardSpec, task: HasVerifier | None = None) -> RewardModel | None:
@@ -103,7 +110,7 @@ def make_reward(spec: RewardSpec, task: HasVerifier | None = None) -> RewardMode
     if isinstance(spec, Mapping):
         return CompositeReward({name: (float(w), _make_one(name, task)) for name, w in spec.items()})
     if callable(spec):
-        return FunctionReward(spec)
+        return function_reward(spec)
     if not isinstance(spec, str) or not spec.strip():
         raise TypeError(f"reward spec must be a non-empty string, mapping, callable or RewardModel; got {spec!r}")
     terms = [term.strip() for term in re.split(r"\s\+\s", spec)]

@@ -24,6 +24,9 @@ class Sample:
     prompt: str
     reference: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # What the train/test hash reads when ``prompt`` is a rendering (chat rows: the messages), so a
+    # new template or tokenizer moves no row between splits; empty: the prompt itself.
+    split_key: str = ""
 
 
 def split_of(prompt: str, test_fraction: float) -> Split:

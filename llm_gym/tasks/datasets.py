@@ -22,9 +22,10 @@ trained on the data's text (``DatasetTask.default_tokenizer``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
@@ -32,9 +33,15 @@ from transformers import PreTrainedTokenizerBase
 from llm_gym.scoring import exact_match
 from llm_gym.tasks.base import Sample, Split, Task, char_tokenizer, split_of
 from llm_gym.tasks.files import DatasetError, chat_prompt, jsonl_rows, require_field, require_text
+from llm_gym.tokenization import encode_completions, encode_prompts
+
+if TYPE_CHECKING:
+    import datasets
 
 Format = Literal["prompt_completion", "alpaca", "messages", "preference"]
 PathLike = str | Path
+# Where rows come from: files/directories, or a ``datasets`` object already in memory.
+DataFiles = Union[PathLike, Sequence[PathLike], "datasets.Dataset", "datasets.DatasetDict"]
 
 # Required columns per format, in detection order (preference before prompt_completion: both have "prompt").
 FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -84,8 +91,9 @@ def row_to_sample(
             raise DatasetError(f"{where}: field 'input' must be a string, got {type(extra_input).__name__}")
         template = ALPACA_INPUT_TEMPLATE if extra_input else ALPACA_TEMPLATE
         return Sample(template.format(instruction=instruction, input=extra_input), output, extra)
-    prompt, reference = chat_prompt(require_field(row, "messages", where, fmt), where, tokenizer)
-    return Sample(prompt, reference, extra)
+    messages = require_field(row, "messages", where, fmt)
+    prompt, reference = chat_prompt(messages, where, tokenizer)
+    return Sample(prompt, reference, extra, split_key=json.dumps(messages[:-1], sort_keys=True, ensure_ascii=False))
 
 
 def rows_to_samples(
@@ -167,6 +175,34 @@ def _as_paths(files: PathLike | Sequence[PathLike]) -> list[PathLike]:
     return [files] if isinstance(files, (str, Path)) else list(files)
 
 
+def _in_memory(data: Any) -> bool:
+    """A ``datasets.Dataset`` or ``DatasetDict`` object (both have ``column_names``), not a path."""
+    return hasattr(data, "column_names")
+
+
+def _split_samples(
+    data: Any, source: str, fmt: Format | None, tokenizer: PreTrainedTokenizerBase | None
+) -> tuple[list[Sample], list[Sample] | None]:
+    """``(train, test)`` of a ``DatasetDict``: its ``train`` split and its ``test`` (or ``validation``) split if any."""
+    if "train" not in data:
+        raise DatasetError(f"{source} holds splits {sorted(data)} but no 'train' split")
+    train = _hf_samples(data["train"], f"{source} (split train)", fmt, tokenizer)
+    test_split = next((s for s in ("test", "validation") if s in data), None)
+    test = None if test_split is None else _hf_samples(data[test_split], f"{source} (split {test_split})", fmt, tokenizer)
+    return train, test
+
+
+def _samples_of(
+    files: Any, fmt: Format | None, tokenizer: PreTrainedTokenizerBase | None, what: str
+) -> list[Sample]:
+    """Samples of an in-memory ``Dataset`` or of JSONL files / ``save_to_disk`` directories."""
+    if _is_dataset_dict(files):
+        raise DatasetError(f"{what} is a DatasetDict: give one split (e.g. dataset['test']) or pass it as data_files")
+    if _in_memory(files):
+        return _hf_samples(files, f"in-memory dataset ({what})", fmt, tokenizer)
+    return [s for path in _as_paths(files) for s in load_samples(path, fmt, tokenizer)]
+
+
 class DatasetTask(Task):
     """A task that serves the prompts of a fixed dataset, with its references and an exact-match verifier.
 
@@ -193,8 +229,8 @@ class DatasetTask(Task):
         self.test_fraction = test_fraction
         if test is None:
             self.splits: dict[str, list[Sample]] = {"train": [], "test": []}
-            for sample in train:
-                self.splits[split_of(sample.prompt, test_fraction)].append(sample)
+            for sample in train:  # by content: a chat row's messages, not their rendering
+                self.splits[split_of(sample.split_key or sample.prompt, test_fraction)].append(sample)
         else:
             self.splits = {"train": list(train), "test": list(test)}
         self.samples = self.splits["train"] + self.splits["test"]
@@ -207,13 +243,14 @@ class DatasetTask(Task):
     @classmethod
     def from_files(
         cls,
-        data_files: PathLike | Sequence[PathLike] | None = None,
-        test_files: PathLike | Sequence[PathLike] | None = None,
+        data_files: DataFiles | None = None,
+        test_files: DataFiles | None = None,
         format: Format | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         **kwargs: Any,
     ) -> DatasetTask:
-        """JSONL files or ``save_to_disk`` directories (a ``DatasetDict`` gives its train/test splits).
+        """JSONL files, ``save_to_disk`` directories or in-memory ``datasets.Dataset``/``DatasetDict`` objects
+        (a ``DatasetDict`` gives its train/test splits).
 
         This is the ``"dataset"`` entry of the task registry, so ``gymnasium.make("llm_gym/Dataset-v0",
         data_files=...)`` ends here.
@@ -223,24 +260,19 @@ class DatasetTask(Task):
                 "task 'dataset' (llm_gym/Dataset-v0) needs data_files= (JSONL files or a save_to_disk "
                 "directory), or pass task=DatasetTask(...) instead"
             )
-        paths = _as_paths(data_files)
-        if not paths:
-            raise DatasetError("data_files is empty; give a JSONL file or a save_to_disk directory")
-        if test_files is None and len(paths) == 1 and Path(paths[0]).is_dir():
-            data = _load_from_disk(Path(paths[0]))
-            if _is_dataset_dict(data):  # its own splits: "train", and "test" (or "validation") if present
-                if "train" not in data:
-                    raise DatasetError(f"{paths[0]} holds splits {sorted(data)} but no 'train' split")
-                train = _hf_samples(data["train"], f"{paths[0]} (split train)", format, tokenizer)
-                test_split = next((s for s in ("test", "validation") if s in data), None)
-                test = None
-                if test_split is not None:
-                    test = _hf_samples(data[test_split], f"{paths[0]} (split {test_split})", format, tokenizer)
-                return cls(train, test, tokenizer=tokenizer, **kwargs)
-        train = [s for path in paths for s in load_samples(path, format, tokenizer)]
-        test = None
-        if test_files is not None:
-            test = [s for path in _as_paths(test_files) for s in load_samples(path, format, tokenizer)]
+        if test_files is None and _is_dataset_dict(data_files):  # in memory, with its own splits
+            return cls(*_split_samples(data_files, "in-memory DatasetDict", format, tokenizer), tokenizer=tokenizer,
+                       **kwargs)
+        if not _in_memory(data_files):
+            paths = _as_paths(data_files)
+            if not paths:
+                raise DatasetError("data_files is empty; give a JSONL file or a save_to_disk directory")
+            if test_files is None and len(paths) == 1 and Path(paths[0]).is_dir():
+                data = _load_from_disk(Path(paths[0]))
+                if _is_dataset_dict(data):  # its own splits: "train", and "test" (or "validation") if present
+                    return cls(*_split_samples(data, str(paths[0]), format, tokenizer), tokenizer=tokenizer, **kwargs)
+        train = _samples_of(data_files, format, tokenizer, "data_files")
+        test = None if test_files is None else _samples_of(test_files, format, tokenizer, "test_files")
         return cls(train, test, tokenizer=tokenizer, **kwargs)
 
     @classmethod
@@ -267,8 +299,8 @@ class DatasetTask(Task):
         given_prompt, given_new = self.given_window
         if given_prompt and given_new:
             return given_prompt, given_new
-        prompts = tokenizer([s.prompt for s in self.samples])["input_ids"]
-        references = tokenizer([s.reference for s in self.samples], add_special_tokens=False)["input_ids"]
+        prompts = encode_prompts(tokenizer, [s.prompt for s in self.samples])
+        references = encode_completions(tokenizer, [s.reference for s in self.samples])
         return given_prompt or max(map(len, prompts)), given_new or max(map(len, references)) + 1
 
     def default_tokenizer(self) -> PreTrainedTokenizerBase:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 
@@ -66,6 +67,6 @@ def chat_prompt(messages: Any, where: str, tokenizer: PreTrainedTokenizerBase | 
         )
     try:
         prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
-    except ValueError as error:  # transformers raises ValueError when the tokenizer has no chat template
-        raise DatasetError(f"{where}: cannot apply the tokenizer's chat template: {error}") from error
+    except (ValueError, TemplateError) as error:  # no template (ValueError), or the template refused the row
+        raise DatasetError(f"{where}: cannot apply the tokenizer's chat template to this row: {error}") from error
     return prompt, messages[-1]["content"]
