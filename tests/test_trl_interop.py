@@ -95,3 +95,50 @@ def test_grpo_trainer_runs_with_llm_gym_task_and_rewards(tiny_model_dir, learned
     for name in ("verifier", "shaped", "learned", "accuracy"):
         assert np.isfinite(logged[f"rewards/{name}/mean"])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it trained
+
+
+ROWS = [{"prompt": f"{a}+{a}=", "completion": str(2 * a), "answer": str(2 * a)} for a in range(30)]
+
+
+def test_trl_style_reward_and_in_memory_dataset_in_an_env():
+    rows = datasets.Dataset.from_list(ROWS)
+    env = gymnasium.make("llm_gym/Dataset-v0", data_files=rows, reward=accuracy, granularity="sequence")
+    env.reset(seed=0)
+    sample = env.unwrapped.engine.samples[0]
+    _, reward, *_ = env.step(sample.metadata["answer"])
+    assert reward == 1.0
+    env.reset(seed=0)
+    assert env.step("999")[1] == 0.0
+
+    def with_prompts(prompts, completions, answer):  # no **kwargs: only the named column is passed
+        return [float(p.endswith("=") and c == a) for p, c, a in zip(prompts, completions, answer)]
+
+    assert make_reward(with_prompts)(["1+1="], ["2"], [{"answer": "2", "other": 1}]).tolist() == [1.0]
+
+
+def test_dataset_dict_in_memory_gives_its_splits():
+    test_rows = [{"prompt": "100+100=", "completion": "200", "answer": "200"}]
+    data = datasets.DatasetDict(train=datasets.Dataset.from_list(ROWS), test=datasets.Dataset.from_list(test_rows))
+    env = gymnasium.make("llm_gym/Dataset-v0", data_files=data, split="test", granularity="sequence")
+    _, info = env.reset(seed=0)
+    assert info["prompt"] == "100+100="
+    vec = gymnasium.make_vec("llm_gym/Dataset-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                             data_files=data["train"], test_files=data["test"], granularity="sequence")
+    assert vec.unwrapped.problem.task.splits["test"][0].prompt == "100+100="
+
+
+def test_trl_style_reward_missing_column_names_the_column_and_the_reward():
+    def needs_solution(prompts, completions, solution, **kwargs):
+        return [0.0] * len(completions)
+
+    env = gymnasium.make("llm_gym/Dataset-v0", data_files=datasets.Dataset.from_list(ROWS), reward=needs_solution,
+                         granularity="sequence")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"reward 'needs_solution' needs column 'solution'.*columns: \['answer'"):
+        env.step("2")
+
+
+def test_in_memory_dataset_dict_without_a_train_split_is_refused():
+    data = datasets.DatasetDict(validation=datasets.Dataset.from_list(ROWS))
+    with pytest.raises(ValueError, match=r"in-memory DatasetDict holds splits \['validation'\] but no 'train' split"):
+        gymnasium.make("llm_gym/Dataset-v0", data_files=data)
