@@ -16,8 +16,9 @@ counted and the trainers log the counts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,37 +135,63 @@ def _require(row: Any, keys: Sequence[str], where: str) -> None:
         raise ValueError(f"{where}: row is missing field(s) {missing}; has {sorted(row)}")
 
 
-def read_feedback(path: str | Path) -> FeedbackData:
-    """Read preference rows ``{prompt, chosen, rejected[, margin]}`` or ratings ``{prompt, completion, label}``.
+def _feedback_rows(source: Any) -> Iterator[tuple[str, Any]]:
+    """``(where, row)`` of a JSONL file, a ``save_to_disk`` directory or an in-memory ``datasets.Dataset``."""
+    if hasattr(source, "column_names"):
+        yield from ((f"in-memory dataset row {i}", row) for i, row in enumerate(source, start=1))
+        return
+    path = Path(source)
+    if path.is_dir():
+        import datasets
 
-    A pair whose chosen equals rejected carries no preference and is skipped (counted as
-    ``chosen_equals_rejected``); a file mixing both kinds is an error. Errors name file and line.
-    """
-    path = Path(path)
+        yield from ((f"{path} row {i}", row) for i, row in enumerate(datasets.load_from_disk(str(path)), start=1))
+        return
     if not path.is_file():
         raise FileNotFoundError(f"feedback file not found: {path}")
-    data = FeedbackData()
     with path.open() as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
+            if line.strip():
+                try:
+                    yield f"{path}:{number}", json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+
+
+def read_feedback(source: str | Path | Any) -> FeedbackData:
+    """Read preference rows ``{prompt, chosen, rejected[, margin]}`` or ratings ``{prompt, completion, label}``
+    from a JSONL file, a ``save_to_disk`` directory or an in-memory ``datasets.Dataset``.
+
+    A pair whose chosen equals rejected carries no preference and is skipped (counted as
+    ``chosen_equals_rejected``); a file mixing both kinds is an error. Errors name file and line (or row).
+    """
+    data = FeedbackData()
+    for where, row in _feedback_rows(source):
+        if isinstance(row, dict) and "chosen" in row:
+            _require(row, ("prompt", "chosen", "rejected"), where)
+            if row["chosen"] == row["rejected"]:
+                data.skipped["chosen_equals_rejected"] = data.skipped.get("chosen_equals_rejected", 0) + 1
                 continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
-            if isinstance(row, dict) and "chosen" in row:
-                _require(row, ("prompt", "chosen", "rejected"), where)
-                if row["chosen"] == row["rejected"]:
-                    data.skipped["chosen_equals_rejected"] = data.skipped.get("chosen_equals_rejected", 0) + 1
-                    continue
-                data.pairs.append(PreferencePair(row["prompt"], row["chosen"], row["rejected"], float(row.get("margin", 0.0))))
-            else:
-                _require(row, ("prompt", "completion", "label"), where)
-                data.ratings.append(Rating(row["prompt"], row["completion"], float(row["label"])))
-            if data.pairs and data.ratings:
-                raise ValueError(f"{where}: file mixes preference pairs and pointwise ratings; use one kind per file")
+            data.pairs.append(PreferencePair(row["prompt"], row["chosen"], row["rejected"], float(row.get("margin") or 0.0)))
+        else:
+            _require(row, ("prompt", "completion", "label"), where)
+            data.ratings.append(Rating(row["prompt"], row["completion"], float(row["label"])))
+        if data.pairs and data.ratings:
+            raise ValueError(f"{where}: file mixes preference pairs and pointwise ratings; use one kind per file")
     return data
+
+
+def save_in_memory_data(config: Any, out_dir: Path, fields: Sequence[str]) -> Any:
+    """``config`` with every ``datasets.Dataset``/``DatasetDict`` among ``fields`` written under
+    ``out_dir/data/<field>`` (``save_to_disk``) and replaced by that path, so the saved config
+    reproduces the run; path fields pass through."""
+    changes = {}
+    for name in fields:
+        value = getattr(config, name)
+        if hasattr(value, "column_names"):
+            path = (out_dir / "data" / name).resolve()
+            value.save_to_disk(str(path))
+            changes[name] = str(path)
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def encode_reward_text(

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.checkpoint import load_checkpoint
-from agents.data import FeedbackData, RewardCollator, encode_reward_text, read_feedback
+from agents.data import FeedbackData, RewardCollator, encode_reward_text, read_feedback, save_in_memory_data
 from agents.run_config import add_config_args, config_from_args, save_config
 from agents.supervised import EpochOrder, RunLogger, adamw_with_schedule, checkpoint_step, make_accelerator, save_final
 from llm_gym.models import TinyModelConfig, build_tiny_model, check_vocab_match, load_tokenizer
@@ -39,7 +39,7 @@ from llm_gym.models import TinyModelConfig, build_tiny_model, check_vocab_match,
 class RewardModelConfig:
     """A reward-model training run; saved as ``reward_model_config.yaml`` in ``output_dir``."""
 
-    data: str  # JSONL of preference pairs or ratings (e.g. from `llm-gym feedback`)
+    data: str  # JSONL (e.g. from `llm-gym feedback`), save_to_disk dir or datasets.Dataset of pairs or ratings
     output_dir: str
     base_model: str | None = None  # local HF dir to initialise the backbone from (e.g. the SFT model)
     tokenizer: str | None = None  # default: base_model's tokenizer; required without base_model
@@ -187,6 +187,7 @@ def evaluate_reward_model(
 def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
     """Train as configured; the output directory is a ``learned:path=...`` reward model."""
     out = Path(config.output_dir)
+    config = save_in_memory_data(config, out, ("data",))  # a datasets.Dataset works as `data`
     accelerator = make_accelerator(config.mixed_precision, config.grad_accum, cpu=config.cpu)
     torch.manual_seed(config.seed)
     data = read_feedback(config.data)

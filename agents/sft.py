@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.checkpoint import load_checkpoint
-from agents.data import SFTCollator, encode_sft_rows, generate_completions, sample_metadata
+from agents.data import SFTCollator, encode_sft_rows, generate_completions, sample_metadata, save_in_memory_data
 from agents.run_config import add_config_args, config_from_args, save_config
 from agents.supervised import EpochOrder, RunLogger, adamw_with_schedule, checkpoint_step, make_accelerator, save_final
 from llm_gym.models import load_causal_lm
@@ -45,7 +45,7 @@ class SFTConfig:
     output_dir: str
     task: str = "arithmetic"  # built-in task whose reference answers are the data (ignored with `data`)
     task_kwargs: dict[str, Any] = field(default_factory=dict)
-    data: str | None = None  # JSONL file or save_to_disk directory instead of a built-in task
+    data: str | None = None  # JSONL file, save_to_disk directory or in-memory datasets.Dataset instead of a built-in task
     test_data: str | None = None  # held-out file; default: the stable hash split of `data`
     data_format: str | None = None  # prompt_completion | alpaca | messages | preference; default: detected
     train_size: int = 20000  # rows drawn from a built-in task
@@ -128,6 +128,7 @@ def evaluate_sft(
 def train_sft(config: SFTConfig) -> SFTResult:
     """Run SFT as configured; returns held-out metrics before and after training."""
     out = Path(config.output_dir)
+    config = save_in_memory_data(config, out, ("data", "test_data"))  # a datasets.Dataset works as `data`
     accelerator = make_accelerator(config.mixed_precision, config.grad_accum, cpu=config.cpu)
     torch.manual_seed(config.seed)
     model, tokenizer = load_causal_lm(config.model)

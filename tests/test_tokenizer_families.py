@@ -93,3 +93,70 @@ def test_sampler_stops_each_row_at_the_first_of_any_stop_token(tiny_model_dir):
         assert all(token == tokenizer.pad_token_id for token in row[length:])
         ended_by.update(row[length - 1 : length] if ended else [])
     assert len(ended_by) >= 2  # more than one of the stop ids ended a row
+
+
+def real_ids(obs: dict, P: int) -> list[int]:
+    return [int(t) for t, m in zip(obs["input_ids"][:P], obs["attention_mask"][:P]) if m]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_env_sft_reward_model_and_grpo_agree_on_tokens(family, tmp_path):
+    """env -> SFT -> reward model -> GRPO with the family's own tokenizer, template and stop tokens."""
+    from agents.data import encode_reward_text, encode_sft
+    from agents.pg_baselines import PGConfig, PolicyGradient
+    from agents.reward_training import RewardModelConfig, train_reward_model
+    from agents.sft import SFTConfig, train_sft
+    from llm_gym.models import load_tokenizer
+
+    datasets = pytest.importorskip("datasets")
+    model_dir = save_family(tmp_path / "model", family, TEXTS)
+    tokenizer = load_tokenizer(model_dir)
+    rows = datasets.Dataset.from_list(chat_rows(family, 48))
+    stops = stop_token_ids(tokenizer, model_dir)
+
+    # env: one BOS, the completion's ids are the jointly tokenised text's, any stop token ends the turn
+    env = gymnasium.make("llm_gym/Dataset-v0", data_files=rows, tokenizer=str(model_dir), granularity="sequence")
+    P = env.unwrapped.problem.max_prompt_tokens
+    assert env.unwrapped.problem.stop_token_ids == stops
+    for seed in range(4):
+        obs, info = env.reset(seed=seed)
+        sample = env.unwrapped.engine.samples[0]
+        prompt_ids = real_ids(obs, P)
+        assert not doubled_bos(prompt_ids, tokenizer.bos_token_id)
+        if family == "gpt2":
+            joint = encode_prompts(tokenizer, [sample.prompt + sample.reference])[0]
+        else:  # TRL's tokenisation of the whole chat: the template, rendered and tokenised in one go
+            messages = next(r["messages"] for r in rows if tokenizer.apply_chat_template(
+                r["messages"][:-1], add_generation_prompt=True, tokenize=False) == sample.prompt)
+            joint = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        assert joint[: len(prompt_ids)] == prompt_ids
+        answer = encode_completions(tokenizer, [sample.reference])[0]
+        assert joint[len(prompt_ids) : len(prompt_ids) + len(answer)] == answer
+        if family != "gpt2":  # the template ends the turn with the tokenizer's EOS, which SFT teaches
+            assert joint[len(prompt_ids) + len(answer)] == tokenizer.eos_token_id
+        _, reward, terminated, _, info = env.step(answer + [stops[-1]])  # the *last* stop id also ends the turn
+        assert terminated and info["eos"] and reward == 1.0 and info["completion_ids"] == answer + [stops[-1]]
+
+    # SFT: the same prompt ids, the completion + EOS learned; an in-memory dataset as data
+    row = encode_sft(tokenizer, sample.prompt, sample.reference, 128)
+    assert row["input_ids"][: len(prompt_ids)] == prompt_ids
+    assert [t for t in row["labels"] if t != -100] == answer + [tokenizer.eos_token_id]
+    sft = train_sft(SFTConfig(model=str(model_dir), output_dir=str(tmp_path / "sft"), data=rows, max_steps=2,
+                              batch_size=8, eval_size=4, eval_batch_size=8, eval_every=0, max_length=64, lr=1e-3,
+                              max_new_tokens=4)).output_dir
+    assert (sft / "data" / "data").is_dir()  # the in-memory dataset is saved with the run, the config points at it
+
+    # reward model: its text is tokenised like the env's prompts
+    ids, _ = encode_reward_text(tokenizer, sample.prompt, sample.reference, 128)
+    assert ids[: len(prompt_ids)] == prompt_ids and not doubled_bos(ids, tokenizer.bos_token_id)
+    pairs = datasets.Dataset.from_list([{"prompt": s.prompt, "chosen": s.reference, "rejected": s.reference + "1"}
+                                        for s in env.unwrapped.problem.task.samples])
+    rm = train_reward_model(RewardModelConfig(data=pairs, output_dir=str(tmp_path / "rm"), base_model=str(sft),
+                                              max_steps=2, batch_size=8, eval_every=0, eval_fraction=0.3)).output_dir
+
+    # GRPO on the learned reward, sampling until the env's stop ids
+    grpo = PolicyGradient("grpo", PGConfig(policy_dir=str(sft), num_prompts=2, group_size=2, mini_batch_size=4,
+                                           checkpoint_every=0, eval_episodes=4))
+    result = grpo.train("llm_gym/Dataset-v0", 4, 0, tmp_path / "grpo",
+                        {"data_files": rows, "reward": f"learned:path={rm}", "max_new_tokens": 4})
+    assert len(result.curve) == 1 and all(v == v for v in result.curve[0].values())  # no NaN
