@@ -99,7 +99,7 @@ def check_reads_special_tokens(writer: PreTrainedTokenizerBase, reader: PreTrain
     """Fail when ``reader`` (a reward model's tokenizer) would read the special tokens ``writer``'s
     chat template puts into every prompt as plain characters."""
     known = set(reader.get_added_vocab()) | set(reader.all_special_tokens)
-    missing = [token for token in template_special_tokens(writer) if token not in known]
+    missing = sorted(token for token in template_special_tokens(writer) if token not in known)
     if missing:
         raise ValueError(
             f"{reader_name} and the policy disagree on special tokens: the policy's chat template writes {missing} "

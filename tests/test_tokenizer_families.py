@@ -160,3 +160,62 @@ def test_env_sft_reward_model_and_grpo_agree_on_tokens(family, tmp_path):
     result = grpo.train("llm_gym/Dataset-v0", 4, 0, tmp_path / "grpo",
                         {"data_files": rows, "reward": f"learned:path={rm}", "max_new_tokens": 4})
     assert len(result.curve) == 1 and all(v == v for v in result.curve[0].values())  # no NaN
+
+
+def test_the_messages_split_follows_content_not_the_template():
+    from llm_gym.tasks.datasets import DatasetTask
+
+    datasets = pytest.importorskip("datasets")
+    rows = datasets.Dataset.from_list(chat_rows("qwen", 300))
+    held_out = {}
+    for family in ("llama", "qwen"):
+        task = DatasetTask.from_files(rows, tokenizer=build_tokenizer(family, TEXTS)[0])
+        held_out[family] = sorted(json.dumps(s.split_key) for s in task.splits["test"])
+    assert held_out["llama"] == held_out["qwen"] and 10 <= len(held_out["qwen"]) <= 60
+
+
+def test_a_template_that_refuses_a_row_names_the_row_and_the_template_error():
+    from llm_gym.tasks.files import DatasetError
+
+    datasets = pytest.importorskip("datasets")
+    tokenizer, _ = build_tokenizer("qwen", TEXTS)
+    tokenizer.chat_template = ("{% if messages[0]['role'] != 'system' %}{{ raise_exception('the first message must be "
+                               "the system prompt') }}{% endif %}" + tokenizer.chat_template)
+    with pytest.raises(DatasetError, match=r"in-memory dataset \(data_files\) row 1: cannot apply the tokenizer's chat "
+                                           r"template to this row: the first message must be the system prompt"):
+        gymnasium.make("llm_gym/Dataset-v0", data_files=datasets.Dataset.from_list(chat_rows("qwen", 3)),
+                       tokenizer=tokenizer)
+
+
+def test_an_end_of_turn_token_outside_the_tokenizer_is_refused(tmp_path):
+    model_dir = save_family(tmp_path / "llama", "llama", TEXTS)
+    config = json.loads((model_dir / "generation_config.json").read_text())
+    config["eos_token_id"] = [config["eos_token_id"][0], 128009]  # Llama 3's <|eot_id|> id, not in this vocabulary
+    (model_dir / "generation_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"end-of-turn token id 128009 \(generation_config.eos_token_id\) is not in the "
+                                         r"tokenizer's vocabulary"):
+        gymnasium.make("llm_gym/Arithmetic-v0", tokenizer=str(model_dir))
+
+
+def test_a_reward_model_that_disagrees_with_the_policy_on_special_tokens_is_refused(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from llm_gym.models import load_tokenizer
+
+    rm_dir = tmp_path / "rm"  # a reward model on llm_gym's own char tokenizer: no ChatML tokens
+    config = load_causal_lm_config(tiny_model_dir)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(rm_dir)
+    load_tokenizer(tiny_model_dir).save_pretrained(rm_dir)
+    policy_dir = save_family(tmp_path / "qwen", "qwen", TEXTS)
+    with pytest.raises(ValueError, match=rf"reward model {rm_dir} and the policy disagree on special tokens: the "
+                                         r"policy's chat template writes \['<\|im_end\|>', '<\|im_start\|>'\]"):
+        gymnasium.make("llm_gym/Arithmetic-v0", tokenizer=str(policy_dir), reward=f"learned:path={rm_dir}")
+    gymnasium.make("llm_gym/Arithmetic-v0", reward=f"learned:path={rm_dir}")  # no template: nothing to disagree on
+
+
+def load_causal_lm_config(model_dir: Path):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir)
+    config.num_labels = 1
+    return config
