@@ -203,7 +203,7 @@ def test_a_reward_model_that_disagrees_with_the_policy_on_special_tokens_is_refu
     from llm_gym.models import load_tokenizer
 
     rm_dir = tmp_path / "rm"  # a reward model on llm_gym's own char tokenizer: no ChatML tokens
-    config = load_causal_lm_config(tiny_model_dir)
+    config = classifier_config(tiny_model_dir)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(rm_dir)
     load_tokenizer(tiny_model_dir).save_pretrained(rm_dir)
     policy_dir = save_family(tmp_path / "qwen", "qwen", TEXTS)
@@ -213,7 +213,7 @@ def test_a_reward_model_that_disagrees_with_the_policy_on_special_tokens_is_refu
     gymnasium.make("llm_gym/Arithmetic-v0", reward=f"learned:path={rm_dir}")  # no template: nothing to disagree on
 
 
-def load_causal_lm_config(model_dir: Path):
+def classifier_config(model_dir: Path):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_dir)
