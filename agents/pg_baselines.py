@@ -59,6 +59,7 @@ class PGConfig:
     lora_alpha: int = 16
     checkpoint_every: int = 10
     eval_episodes: int = 128
+    device: str = "auto"  # auto (CUDA if available) | cpu | cuda; on CUDA forwards run under bf16 autocast, fp32 weights
 
 
 class MovingBaseline:

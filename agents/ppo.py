@@ -60,6 +60,7 @@ class PPOConfig:
     lora_alpha: int = 16
     checkpoint_every: int = 10  # iterations; 0 disables checkpoints
     eval_episodes: int = 128
+    device: str = "auto"  # auto (CUDA if available) | cpu | cuda; on CUDA forwards run under bf16 autocast, fp32 weights
 
 
 class PPO:

@@ -29,6 +29,7 @@ from agents.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from agents.policy import ActorCritic, Reference, ValueModel, export_policy, load_actor_critic
 from agents.rollout import RolloutEnv
 from agents.run_config import save_config
+from llm_gym.models import resolve_device
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,7 +46,7 @@ class Run:
     def __init__(self, algo: str, config: Any, out_dir: str | Path, budget: int, samples_per_process: int,
                  compat: dict[str, Any]):
         # cpu=True without CUDA: accelerate then joins a torchrun/launch process group over gloo (MULTI_CPU)
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(cpu=resolve_device(config.device).type == "cpu")
         self.algo, self.config, self.out_dir = algo, config, Path(out_dir)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.device = self.accelerator.device

@@ -165,16 +165,45 @@ def check_vocab_match(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel
         )
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; asking for CUDA on a machine without it is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
+    """A torch dtype from its name (``"bfloat16"``...); ``"auto"`` (the checkpoint's own) and None pass through."""
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)} or 'auto', got {dtype!r}")
+    return DTYPES[dtype]
+
+
 def load_causal_lm(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, trust_remote_code: bool = False
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a local causal LM and its tokenizer (safetensors preferred), checking they match."""
+    """Load a local causal LM and its tokenizer (safetensors preferred), checking they match.
+
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``; ``dtype``: a torch dtype or its
+    name (``"bfloat16"``), ``"auto"`` for the checkpoint's, None for float32.
+    """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model directory not found: {path}")
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
-    ).to(device)
+        path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=None
+    ).to(resolve_device(device))
     check_vocab_match(tokenizer, model)
     return model, tokenizer
