@@ -19,6 +19,7 @@ import torch
 from llm_gym.models import load_causal_lm
 from llm_gym.rewards.base import RewardModel
 from llm_gym.scoring import conciseness, current_turn, fact_coverage, format_fluency, informativeness, relevance
+from llm_gym.tokenization import encode_completions, encode_prompts
 
 
 class Informativeness(RewardModel):
@@ -72,10 +73,9 @@ class Fluency(RewardModel):
         tok, model = self.tokenizer, self.model
         window = model.config.max_position_embeddings if hasattr(model.config, "max_position_embeddings") else 1024
         rows, starts = [], []
-        for p, c in zip(prompts, completions):
-            ids = tok(p)["input_ids"] + tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            n_completion = len(ids) - len(tok(p)["input_ids"])
-            ids = ids[-window:]
+        for head, tail in zip(encode_prompts(tok, prompts), encode_completions(tok, completions)):
+            ids = (head + tail + [tok.eos_token_id])[-window:]
+            n_completion = len(tail) + 1
             rows.append(ids)
             starts.append(max(1, len(ids) - n_completion))
         width = max(map(len, rows))
