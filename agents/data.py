@@ -137,15 +137,17 @@ def _require(row: Any, keys: Sequence[str], where: str) -> None:
 
 def _feedback_rows(source: Any) -> Iterator[tuple[str, Any]]:
     """``(where, row)`` of a JSONL file, a ``save_to_disk`` directory or an in-memory ``datasets.Dataset``."""
-    if hasattr(source, "column_names"):
-        yield from ((f"in-memory dataset row {i}", row) for i, row in enumerate(source, start=1))
-        return
-    path = Path(source)
-    if path.is_dir():
+    where = "in-memory dataset"
+    if not hasattr(source, "column_names") and Path(source).is_dir():
         import datasets
 
-        yield from ((f"{path} row {i}", row) for i, row in enumerate(datasets.load_from_disk(str(path)), start=1))
+        where, source = str(source), datasets.load_from_disk(str(source))
+    if hasattr(source, "column_names"):
+        if isinstance(source.column_names, dict):
+            raise ValueError(f"{where} is a DatasetDict (splits {sorted(source)}); give one split of feedback rows")
+        yield from ((f"{where} row {i}", row) for i, row in enumerate(source, start=1))
         return
+    path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"feedback file not found: {path}")
     with path.open() as handle:

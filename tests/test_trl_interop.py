@@ -142,3 +142,16 @@ def test_in_memory_dataset_dict_without_a_train_split_is_refused():
     data = datasets.DatasetDict(validation=datasets.Dataset.from_list(ROWS))
     with pytest.raises(ValueError, match=r"in-memory DatasetDict holds splits \['validation'\] but no 'train' split"):
         gymnasium.make("llm_gym/Dataset-v0", data_files=data)
+
+
+def test_feedback_rows_from_an_in_memory_dataset():
+    from agents.data import read_feedback
+
+    pairs = datasets.Dataset.from_list([{"prompt": "1+1=", "chosen": "2", "rejected": "3"},
+                                        {"prompt": "2+2=", "chosen": "4", "rejected": "4"}])
+    data = read_feedback(pairs)
+    assert [(p.prompt, p.chosen) for p in data.pairs] == [("1+1=", "2")] and data.skipped == {"chosen_equals_rejected": 1}
+    with pytest.raises(ValueError, match=r"in-memory dataset row 1: row is missing field\(s\) \['rejected'\]"):
+        read_feedback(datasets.Dataset.from_list([{"prompt": "1+1=", "chosen": "2"}]))
+    with pytest.raises(ValueError, match=r"is a DatasetDict \(splits \['train'\]\); give one split"):
+        read_feedback(datasets.DatasetDict(train=pairs))
