@@ -105,14 +105,15 @@ def test_vector_env_matches_single_envs_episode_for_episode(env_id):
     actions = [_random_actions(rng, n, problem.vocab_size, problem.eos_token_id) for _ in range(steps)]
 
     obs, info = vec.reset(seed=seed)
-    vec_log = [[(info["prompt"][i], obs["input_ids"][i].tolist())] for i in range(n)]
+    vec_log = [[(vec.unwrapped.prompts[i], obs["input_ids"][i].tolist())] for i in range(n)]
     needs_reset = np.zeros(n, dtype=bool)
     for step_actions in actions:
         obs, reward, terminated, truncated, info = vec.step(torch.as_tensor(step_actions))
         for i in range(n):
             if needs_reset[i]:  # NEXT_STEP autoreset: action ignored, new prompt, zero reward
                 assert reward[i] == 0 and not terminated[i] and not truncated[i]
-                vec_log[i].append((info["prompt"][i], obs["input_ids"][i].tolist()))
+                assert info["_turn"][i] and info["turn"][i] == 0  # the reset's info
+                vec_log[i].append((vec.unwrapped.prompts[i], obs["input_ids"][i].tolist()))
             else:
                 vec_log[i].append((float(reward[i]), bool(terminated[i]), bool(truncated[i]), obs["input_ids"][i].tolist()))
         needs_reset = (terminated | truncated).numpy()
@@ -141,18 +142,18 @@ def test_vector_same_step_autoreset_reports_final_obs():
     eos = vec.problem.eos_token_id
     obs, reward, terminated, truncated, info = vec.step(torch.full((3,), eos))
     assert terminated.all() and info["_final_obs"].all()
-    assert list(info["final_info"]["completion"]) == ["", "", ""]
+    assert vec.turn_completions == ["", "", ""]
+    assert info["final_info"]["completion_length"].tolist() == [1, 1, 1]  # just the EOS
     P = vec.problem.max_prompt_tokens
-    for i in range(3):
-        assert info["final_obs"][i]["input_ids"][P] == eos  # the ended episode's last observation
+    assert (info["final_obs"]["input_ids"][:, P] == eos).all()  # the ended episodes' last observations
     assert (obs["input_ids"][:, P] == vec.problem.pad_token_id).all()  # already the next prompts
-    assert list(info["prompt"]) != [None] * 3
+    assert info["_turn"].all() and vec.prompts != vec.turn_prompts
 
 
 def test_vector_sequence_granularity_scores_a_batch_of_strings():
     vec = LLMVectorEnv(num_envs=3, task="arithmetic", granularity="sequence")
-    _, info = vec.reset(seed=1)
-    answers = [str(eval(p[:-1])) for p in info["prompt"]]
+    vec.reset(seed=1)
+    answers = [str(eval(p[:-1])) for p in vec.prompts]
     _, reward, terminated, _, info = vec.step([answers[0], "0", answers[2]])
     assert reward.tolist() == [1.0, 0.0, 1.0] and terminated.all()
     assert info["gold_reward"].tolist() == [1.0, 0.0, 1.0]
@@ -164,7 +165,7 @@ def test_vector_partial_reset_mask():
     before = obs["input_ids"].clone()
     obs, info = vec.reset(seed=50, options={"reset_mask": np.array([False, True, False, False])})
     assert torch.equal(obs["input_ids"][[0, 2, 3]], before[[0, 2, 3]])
-    assert info["_prompt"].tolist() == [False, True, False, False]
+    assert info["_turn"].tolist() == [False, True, False, False]
 
 
 class _ThreeTurnTask(Task):
