@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from gymnasium.utils.seeding import np_random
 
+from llm_gym.envs.encoding import encode
 from llm_gym.envs.problem import TextGenProblem
 from llm_gym.tasks import Sample
 
@@ -64,7 +65,7 @@ class EpisodeEngine:
             self.samples[i] = self.problem.task.sample(self.rngs[i], self.problem.split)
             self.completions[i] = []
         texts = [self.samples[i].prompt for i in indices]
-        encoded = self.problem.tokenizer(texts)["input_ids"] if texts else []
+        encoded = encode(self.problem.tokenizer, texts, f"prompt of task {self.problem.task.name!r}")
         self._write_contexts(indices, texts, encoded)
         return [{"prompt": self.prompt_texts[i], "turn": 0} for i in indices]
 
@@ -174,7 +175,10 @@ class EpisodeEngine:
     def _continue(self, continuing: list[tuple[int, str, list[int]]]) -> None:
         """Multi-turn: the next turn's context is the old context, the completion and the reply."""
         indices, texts, tokens = [], [], []
-        replies = self.problem.tokenizer([reply for _, reply, _ in continuing], add_special_tokens=False)["input_ids"]
+        replies = encode(
+            self.problem.tokenizer, [reply for _, reply, _ in continuing], f"reply of task {self.problem.task.name!r}",
+            add_special_tokens=False,
+        )
         for (i, reply, completion), reply_ids in zip(continuing, replies):
             indices.append(i)
             texts.append(self.prompt_texts[i] + self.completions[i][-1] + reply)

@@ -53,7 +53,7 @@ class LLMEnv(gym.Env):
     def step(self, action: Any):
         if self._finished:
             raise RuntimeError("step() called on a finished episode; call reset() first")
-        batch = [action] if self.granularity == "token" or isinstance(action, str) else action
+        batch = [action] if isinstance(action, str) and self.granularity == "sequence" else action
         tokens = actions_to_tokens(self.problem, self.granularity, batch, 1, self.engine.device)
         outcome = self.engine.append(tokens, self._active)
         terminated, truncated = bool(outcome.terminated[0]), bool(outcome.truncated[0])
