@@ -82,7 +82,8 @@ class RolloutEnv:
             raise ValueError("multi-turn tasks are not supported by the sequence-level trainers: a turn did not end the episode")
         gold = info.get("gold_reward", np.full(self.num_envs, np.nan))
         return (torch.as_tensor(reward, dtype=torch.float32, device=self.device),
-                torch.as_tensor(np.asarray(gold, dtype=np.float32), device=self.device), list(info["completion"]))
+                torch.as_tensor(np.asarray(gold, dtype=np.float32), device=self.device),
+                list(self.env.unwrapped.turn_completions))
 
     def rollout(self, model: PreTrainedModel, seeds: list[int], temperature: float, top_k: int,
                 generator: torch.Generator | None) -> Rollout:

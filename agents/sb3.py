@@ -140,10 +140,10 @@ class SB3VecEnv(VecEnv):
         for i in np.flatnonzero(dones):
             final = info["final_info"]
             infos[i] = {
-                "terminal_observation": info["final_obs"][i],
+                "terminal_observation": {key: value[i] for key, value in info["final_obs"].items()},
                 "TimeLimit.truncated": bool(truncated[i] and not terminated[i]),
                 "episode": {"r": float(self._returns[i]), "l": int(self._lengths[i]), "t": time.time() - self._start},
-                "completion_ids": final["completion_ids"][i],
+                "completion_ids": final["completion_ids"][i, : final["completion_length"][i]].tolist(),
             }
             if "gold_reward" in final:
                 infos[i]["gold_reward"] = float(final["gold_reward"][i])

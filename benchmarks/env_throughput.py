@@ -90,7 +90,7 @@ def vector_steps(env: Any, granularity: str, num_envs: int, vocab: int, steps: i
             if granularity == "token":
                 tokens += num_envs
             else:
-                tokens += sum(len(ids) for ids in info["final_info"]["completion_ids"])
+                tokens += int(info["final_info"]["completion_length"].sum())
         return tokens
 
     return run

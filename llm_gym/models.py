@@ -137,8 +137,21 @@ def save_tiny(
     return out_dir
 
 
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, where: str = "tokenizer") -> PreTrainedTokenizerBase:
+    """Pad with the eos token when the tokenizer has no pad token (GPT-2 and Llama ship without one).
+
+    Shared by the policy's and the learned reward model's tokenizers, so a directory that works as
+    a policy also works as a reward model.
+    """
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"{where} has neither a pad nor an eos token; set one before use")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_tokenizer(source: str | Path | PreTrainedTokenizerBase, trust_remote_code: bool = False):
-    """A tokenizer object, or one loaded from a local directory (padding set, left side for prompts)."""
+    """A tokenizer object, or one loaded from a local directory (pad token ensured, eos required)."""
     if isinstance(source, PreTrainedTokenizerBase):
         tokenizer = source
     else:
@@ -146,10 +159,7 @@ def load_tokenizer(source: str | Path | PreTrainedTokenizerBase, trust_remote_co
         if not path.is_dir():
             raise FileNotFoundError(f"tokenizer directory not found: {path}")
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token_id is None:
-            raise ValueError("tokenizer has neither a pad nor an eos token; set one before use")
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer, f"tokenizer {tokenizer.name_or_path!r}")
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer has no eos token: episodes could never terminate")
     return tokenizer

@@ -275,6 +275,10 @@ class CodeSandbox:
         if any(not isinstance(t, str) for t in tests) and not entry_point:
             raise ValueError("(args, expected) test cases need an entry_point (the function to call)")
         limits, start = self.limits, time.monotonic()
+        try:  # compiling runs nothing; a program that does not parse needs no process (most RL samples)
+            compile(program, "<completion>", "exec")
+        except (SyntaxError, ValueError) as exc:
+            return SandboxResult("syntax_error", 0, len(tests), repr(exc)[:300], time.monotonic() - start)
         workdir = tempfile.mkdtemp(prefix="llm_gym_sandbox_")
         try:
             nonce = secrets.token_hex(16)

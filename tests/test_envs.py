@@ -105,14 +105,15 @@ def test_vector_env_matches_single_envs_episode_for_episode(env_id):
     actions = [_random_actions(rng, n, problem.vocab_size, problem.eos_token_id) for _ in range(steps)]
 
     obs, info = vec.reset(seed=seed)
-    vec_log = [[(info["prompt"][i], obs["input_ids"][i].tolist())] for i in range(n)]
+    vec_log = [[(vec.unwrapped.prompts[i], obs["input_ids"][i].tolist())] for i in range(n)]
     needs_reset = np.zeros(n, dtype=bool)
     for step_actions in actions:
         obs, reward, terminated, truncated, info = vec.step(torch.as_tensor(step_actions))
         for i in range(n):
             if needs_reset[i]:  # NEXT_STEP autoreset: action ignored, new prompt, zero reward
                 assert reward[i] == 0 and not terminated[i] and not truncated[i]
-                vec_log[i].append((info["prompt"][i], obs["input_ids"][i].tolist()))
+                assert info["_turn"][i] and info["turn"][i] == 0  # the reset's info
+                vec_log[i].append((vec.unwrapped.prompts[i], obs["input_ids"][i].tolist()))
             else:
                 vec_log[i].append((float(reward[i]), bool(terminated[i]), bool(truncated[i]), obs["input_ids"][i].tolist()))
         needs_reset = (terminated | truncated).numpy()
@@ -141,18 +142,18 @@ def test_vector_same_step_autoreset_reports_final_obs():
     eos = vec.problem.eos_token_id
     obs, reward, terminated, truncated, info = vec.step(torch.full((3,), eos))
     assert terminated.all() and info["_final_obs"].all()
-    assert list(info["final_info"]["completion"]) == ["", "", ""]
+    assert vec.turn_completions == ["", "", ""]
+    assert info["final_info"]["completion_length"].tolist() == [1, 1, 1]  # just the EOS
     P = vec.problem.max_prompt_tokens
-    for i in range(3):
-        assert info["final_obs"][i]["input_ids"][P] == eos  # the ended episode's last observation
+    assert (info["final_obs"]["input_ids"][:, P] == eos).all()  # the ended episodes' last observations
     assert (obs["input_ids"][:, P] == vec.problem.pad_token_id).all()  # already the next prompts
-    assert list(info["prompt"]) != [None] * 3
+    assert info["_turn"].all() and vec.prompts != vec.turn_prompts
 
 
 def test_vector_sequence_granularity_scores_a_batch_of_strings():
     vec = LLMVectorEnv(num_envs=3, task="arithmetic", granularity="sequence")
-    _, info = vec.reset(seed=1)
-    answers = [str(eval(p[:-1])) for p in info["prompt"]]
+    vec.reset(seed=1)
+    answers = [str(eval(p[:-1])) for p in vec.prompts]
     _, reward, terminated, _, info = vec.step([answers[0], "0", answers[2]])
     assert reward.tolist() == [1.0, 0.0, 1.0] and terminated.all()
     assert info["gold_reward"].tolist() == [1.0, 0.0, 1.0]
@@ -164,7 +165,7 @@ def test_vector_partial_reset_mask():
     before = obs["input_ids"].clone()
     obs, info = vec.reset(seed=50, options={"reset_mask": np.array([False, True, False, False])})
     assert torch.equal(obs["input_ids"][[0, 2, 3]], before[[0, 2, 3]])
-    assert info["_prompt"].tolist() == [False, True, False, False]
+    assert info["_turn"].tolist() == [False, True, False, False]
 
 
 class _ThreeTurnTask(Task):
@@ -207,11 +208,92 @@ def test_dense_reward_pays_per_step_differences_that_sum_to_the_final_score():
     assert rewards == [1.0, 1.0, 1.0] and info["reward_components"]["chars"] == 3.0
 
 
-def test_string_action_outside_the_vocabulary_is_an_error():
+def test_string_action_outside_the_vocabulary_is_an_error_naming_the_characters_and_tokenizer():
     env = gym.make("llm_gym/Arithmetic-v0", granularity="sequence")
     env.reset(seed=0)
-    with pytest.raises(ValueError, match="cannot encode"):
+    with pytest.raises(ValueError, match=r"completion 'forty' has characters the tokenizer cannot encode: "
+                                         r"'f', 'o', 'r', 't', 'y' \(tokenizer .*\(16 tokens\)\)"):
         env.step("forty")
+
+
+class _PromptTask(Task):
+    name = "fixed_prompt"
+
+    def __init__(self, prompt: str = "naïve=", reply: str | None = None):
+        self.prompt, self.partner = prompt, reply
+
+    def generate(self, rng):
+        return Sample(self.prompt, "ok", {"answer": "ok"})
+
+    def verify(self, prompts, completions, metadata):
+        return np.ones(len(completions), dtype=np.float32)
+
+    def reply(self, sample, completions):
+        return self.partner if len(completions) == 1 else None
+
+
+@pytest.mark.parametrize("view", ["single", "vector"])
+def test_prompt_with_unencodable_characters_is_an_error_not_unk_ids(view):
+    tokenizer = llm_gym.models.train_tokenizer(["naive= ok"])  # no 'ï'
+    kwargs = {"task": _PromptTask(), "tokenizer": tokenizer}
+    env = LLMEnv(**kwargs) if view == "single" else LLMVectorEnv(num_envs=2, **kwargs)
+    with pytest.raises(ValueError, match=r"prompt of task 'fixed_prompt' 'naïve=' has characters the tokenizer "
+                                         r"cannot encode: 'ï' \(tokenizer \w+ \(13 tokens\)\)"):
+        env.reset(seed=0)
+
+
+def test_partner_reply_with_unencodable_characters_is_an_error():
+    tokenizer = llm_gym.models.train_tokenizer(["naive= ok more:"])
+    env = LLMEnv(task=_PromptTask("naive=", reply=" möre:"), tokenizer=tokenizer, granularity="sequence")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"reply of task 'fixed_prompt' ' möre:' has characters .*: 'ö'"):
+        env.step("ok")
+
+
+@pytest.mark.parametrize("view", ["single", "vector"])
+def test_too_long_string_action_is_refused_like_the_id_array(view):
+    """Both forms of a 9-token completion are refused with the same message (max_new_tokens=8); both
+    forms of an 8-token one are taken as written, without EOS, and both of a shorter one get EOS."""
+    make = (lambda: gym.make("llm_gym/Arithmetic-v0", granularity="sequence")) if view == "single" else (
+        lambda: gym.make_vec("llm_gym/Arithmetic-v0", num_envs=1, vectorization_mode="vector_entry_point",
+                             granularity="sequence"))
+    env = make()
+    env.reset(seed=0)
+    tok = env.unwrapped.problem.tokenizer
+    batch = (lambda a: a) if view == "single" else (lambda a: [a] if isinstance(a, str) else a[None])
+    message = r"completion of 9 tokens exceeds max_new_tokens=8"
+    with pytest.raises(ValueError, match=message):
+        env.step(batch("123456789"))
+    with pytest.raises(ValueError, match=message):
+        env.step(batch(np.array(tok("123456789", add_special_tokens=False)["input_ids"])))
+    outcomes = []
+    for action in ("12345678", np.array(tok("12345678", add_special_tokens=False)["input_ids"]), "12",
+                   np.array(tok("12", add_special_tokens=False)["input_ids"])):
+        env.reset(seed=0)
+        *_, info = env.step(batch(action))
+        eos = info["eos"] if view == "single" else bool(info["eos"][0])
+        outcomes.append(eos)
+    assert outcomes == [False, False, True, True]
+
+
+@pytest.mark.parametrize("granularity, action, space", [
+    ("token", "12", r"integer token ids in Discrete\(16\); got str '12'"),
+    ("token", 1.5, r"integer token ids in Discrete\(16\); got float '1.5'"),
+    ("sequence", np.array([1.0, 2.0]), r"integer token ids in MultiDiscrete\(\[16 16 16 16 16 16 16 16\]\) or a string"),
+    ("sequence", {"ids": [1]}, r"integer token ids in MultiDiscrete.* or a string; got dict"),
+])
+def test_wrong_action_type_names_the_expected_space(granularity, action, space):
+    env = gym.make("llm_gym/Arithmetic-v0", granularity=granularity)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=f"{granularity}-level action must be {space}"):
+        env.step(action)
+
+
+def test_wrong_action_type_in_the_vector_env_names_the_batch_and_the_space():
+    env = LLMVectorEnv(num_envs=3, task="arithmetic")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"a batch of 3 actions, each integer token ids in Discrete\(16\)"):
+        env.step(["1", "2", "3"])
 
 
 def test_render_ansi_shows_prompt_and_completion():

@@ -80,13 +80,13 @@ def test_family_runs_in_the_vector_env(name):
     envs = gym.make_vec(FAMILY_IDS[name], num_envs=3, vectorization_mode="vector_entry_point", granularity="sequence")
     obs, infos = envs.reset(seed=0)
     assert obs["input_ids"].shape[0] == 3
-    prompts = list(infos["prompt"])
+    prompts = envs.unwrapped.prompts
     samples = [envs.unwrapped.engine.samples[i] for i in range(3)]
     answers = [s.metadata["turns"][0]["answer"] if "turns" in s.metadata else s.reference for s in samples]
     obs, reward, terminated, truncated, infos = envs.step(answers)
     assert torch.is_tensor(reward) and reward.shape == (3,)
     assert infos["_gold_reward"].all() and np.all(infos["gold_reward"] == 1.0)
-    assert list(infos["completion"]) == answers and len(set(prompts)) == 3
+    assert envs.unwrapped.turn_completions == answers and len(set(prompts)) == 3
     envs.close()
 
 

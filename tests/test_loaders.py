@@ -226,7 +226,7 @@ def test_dataset_env_default_tokenizer_and_vector(tmp_path):
     vec = gymnasium.make_vec("llm_gym/Dataset-v0", num_envs=4, vectorization_mode="vector_entry_point", data_files=path)
     obs, infos = vec.reset(seed=0)
     assert obs["input_ids"].shape == (4, vec.unwrapped.problem.max_prompt_tokens + vec.unwrapped.problem.max_new_tokens)
-    assert set(infos["prompt"]) <= {r["prompt"] for r in PREF_ROWS}
+    assert set(vec.unwrapped.prompts) <= {r["prompt"] for r in PREF_ROWS}
 
 
 def test_dataset_env_needs_data():

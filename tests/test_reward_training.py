@@ -95,7 +95,8 @@ def test_reward_model_ranks_held_out_pairs_and_drives_an_env(pipeline):
     print(f"env reward vs gold verifier: Spearman {rho:.3f} (p={p_value:.2g}) over {len(gold)} episodes (gold mean {gold.mean():.2f})")
     assert rho > 0.1 and p_value < 0.05
     # And the env's reward is exactly LearnedReward on reward_model_text.
-    direct = LearnedReward(result.output_dir)(list(info["prompt"]), list(info["completion"]), [{}] * len(gold))
+    texts = env.unwrapped.turn_prompts, env.unwrapped.turn_completions
+    direct = LearnedReward(result.output_dir)(*texts, [{}] * len(gold))
     np.testing.assert_allclose(np.asarray(reward), direct, rtol=1e-4, atol=1e-4)
 
 

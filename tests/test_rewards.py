@@ -135,3 +135,71 @@ def test_learned_reward_missing_directory():
 
 def test_builtin_specs_are_listed():
     assert {"exact_match", "numeric_match", "verifier", "bleu", "chrf", "rouge", "learned"} <= set(available_rewards())
+
+
+# ------------------------------------------------------------------------------ no silent wrong result
+def test_same_named_terms_are_each_counted_and_reported():
+    reward = make_reward("0.5*length:max_chars=5 + 0.5*length:max_chars=10")
+    out = reward.score(["p"] * 2, ["abcdefg", "abc"], [{}] * 2)
+    assert {k: v.tolist() for k, v in out.components.items()} == {
+        "length:max_chars=5": [0.0, 1.0],
+        "length:max_chars=10": [1.0, 1.0],
+    }
+    assert out.total.tolist() == [0.5, 1.0]  # was 1.0 for the first: one term silently replaced the other
+    env = gym.make("llm_gym/Arithmetic-v0", granularity="sequence", reward="0.5*length:max_chars=1 + 0.5*length")
+    env.reset(seed=0)
+    _, reward_value, *_, info = env.step("123")
+    assert reward_value == 0.5 and info["reward_components"] == {"length:max_chars=1": 0.0, "length": 1.0}
+
+
+def test_a_term_given_twice_is_an_error_naming_it():
+    with pytest.raises(ValueError, match=r"reward spec '0.5\*length \+ 0.5\*length': term 'length' appears twice"):
+        make_reward("0.5*length + 0.5*length")
+
+
+def test_misspelled_reward_argument_names_the_spec_and_the_accepted_arguments():
+    with pytest.raises(TypeError, match=r"reward spec 'length:max_char=5': unknown argument 'max_char'; 'length' accepts: min_chars, max_chars"):
+        make_reward("length:max_char=5")
+    with pytest.raises(TypeError, match=r"reward spec 'learned:pth=x': .*'pth'.*'learned' accepts: path, device"):
+        gym.make("llm_gym/Arithmetic-v0", reward="0.5*verifier + 0.5*learned:pth=x")
+    with pytest.raises(ValueError, match=r"reward spec 'length:7': option '7' is not key=value; 'length' accepts: min_chars"):
+        make_reward("length:7")
+    with pytest.raises(ValueError, match=r"reward spec 'x\*length \+ length:max_chars=3': weight 'x'"):
+        make_reward("x*length + length:max_chars=3")
+
+
+def test_learned_reward_without_a_pad_token_pads_like_its_config_or_with_eos(tiny_reward_model_dir, tmp_path, tiny_model_dir):
+    """Falls back as the policy's ``load_tokenizer`` does; before, the first batched step() failed."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    path = tmp_path / "rm_no_pad"
+    shutil.copytree(tiny_reward_model_dir, path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(path)
+    assert AutoTokenizer.from_pretrained(path).pad_token_id is None
+    reward = LearnedReward(path)
+    assert reward.tokenizer.pad_token_id == reward.model.config.pad_token_id == 0  # the id its config skips
+    scores = reward(["1+2=", "10+20="], ["3", "30"], [{}] * 2)  # two lengths: needs padding
+    np.testing.assert_allclose(scores, LearnedReward(tiny_reward_model_dir)(["1+2=", "10+20="], ["3", "30"], [{}] * 2),
+                               rtol=1e-4, atol=1e-5)  # it pads with the id its config skips
+    config = (path / "config.json").read_text().replace(f'"pad_token_id": {reward.tokenizer.pad_token_id}',
+                                                        '"pad_token_id": null')
+    (path / "config.json").write_text(config)
+    no_pad_anywhere = LearnedReward(path)
+    assert no_pad_anywhere.tokenizer.pad_token == no_pad_anywhere.tokenizer.eos_token
+    assert no_pad_anywhere.model.config.pad_token_id == no_pad_anywhere.tokenizer.eos_token_id
+    assert np.isfinite(no_pad_anywhere(["1+2=", "10+20="], ["3", "30"], [{}] * 2)).all()
+
+
+def test_learned_reward_whose_config_and_tokenizer_pad_differently_is_refused(tiny_reward_model_dir, tmp_path):
+    import shutil
+
+    path = tmp_path / "rm_two_pads"
+    shutil.copytree(tiny_reward_model_dir, path)
+    config = (path / "config.json").read_text().replace('"pad_token_id": 0', '"pad_token_id": 3')
+    (path / "config.json").write_text(config)
+    with pytest.raises(ValueError, match=r"rm_two_pads: its config pads with id 3 but its tokenizer with 0"):
+        LearnedReward(path)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from gymnasium.utils.seeding import np_random
 
+from llm_gym.envs.encoding import encode
 from llm_gym.envs.problem import TextGenProblem
-from llm_gym.tokenization import encode_completions, encode_prompts
 from llm_gym.tasks import Sample
 
 
@@ -67,7 +67,7 @@ class EpisodeEngine:
             self.samples[i] = self.problem.task.sample(self.rngs[i], self.problem.split)
             self.completions[i] = []
         texts = [self.samples[i].prompt for i in indices]
-        encoded = encode_prompts(self.problem.tokenizer, texts)
+        encoded = encode(self.problem.tokenizer, texts, f"prompt of task {self.problem.task.name!r}")
         self._write_contexts(indices, texts, encoded)
         return [{"prompt": self.prompt_texts[i], "turn": 0} for i in indices]
 
@@ -177,7 +177,10 @@ class EpisodeEngine:
     def _continue(self, continuing: list[tuple[int, str, list[int]]]) -> None:
         """Multi-turn: the next turn's context is the old context, the completion and the reply."""
         indices, texts, tokens = [], [], []
-        replies = encode_completions(self.problem.tokenizer, [reply for _, reply, _ in continuing])
+        replies = encode(
+            self.problem.tokenizer, [reply for _, reply, _ in continuing], f"reply of task {self.problem.task.name!r}",
+            add_special_tokens=False,
+        )
         for (i, reply, completion), reply_ids in zip(continuing, replies):
             indices.append(i)
             texts.append(self.prompt_texts[i] + self.completions[i][-1] + reply)

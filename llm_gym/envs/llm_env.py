@@ -35,9 +35,7 @@ class LLMEnv(gym.Env):
         self.granularity = granularity
         self.observation_space = observation_space(self.problem)
         self.action_space = action_space(self.problem, granularity)
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        self.render_mode = render_mode
+        self.render_mode = render_mode  # an unsupported mode is accepted, as by Gymnasium's own envs
         self.engine = EpisodeEngine(self.problem, num_envs=1, truncate_at_length=granularity == "token")
         self._active = torch.ones(1, dtype=torch.bool)
         self._finished = True
@@ -55,7 +53,7 @@ class LLMEnv(gym.Env):
     def step(self, action: Any):
         if self._finished:
             raise RuntimeError("step() called on a finished episode; call reset() first")
-        batch = [action] if self.granularity == "token" or isinstance(action, str) else action
+        batch = [action] if isinstance(action, str) and self.granularity == "sequence" else action
         tokens = actions_to_tokens(self.problem, self.granularity, batch, 1, self.engine.device)
         outcome = self.engine.append(tokens, self._active)
         terminated, truncated = bool(outcome.terminated[0]), bool(outcome.truncated[0])
@@ -63,7 +61,16 @@ class LLMEnv(gym.Env):
         return self._obs(), float(outcome.reward[0]), terminated, truncated, outcome.infos.get(0, {})
 
     def render(self) -> str | None:
+        """The prompt and the completion so far as text (``render_mode="ansi"``); other modes warn.
+
+        ``gymnasium.make(id, render_mode=m)`` warns for a mode outside ``metadata["render_modes"]``
+        and makes the env anyway (SB3's ``make_vec_env`` asks for ``"rgb_array"``); text has no
+        image, so ``render()`` then warns and returns None, as Gymnasium's envs do without a mode.
+        """
         if self.render_mode != "ansi":
+            gym.logger.warn(
+                f"LLMEnv renders only render_mode='ansi' (text); render_mode={self.render_mode!r} renders nothing"
+            )
             return None
         completion_ids = self.engine.completion_ids(torch.zeros(1, dtype=torch.long))[0]
         return self.engine.prompt_texts[0] + self.problem.tokenizer.decode(completion_ids)

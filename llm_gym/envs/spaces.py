@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from llm_gym.envs.encoding import encode
 from llm_gym.envs.problem import TextGenProblem
 
 Granularity = Literal["token", "sequence"]
@@ -37,41 +38,71 @@ def action_space(problem: TextGenProblem, granularity: Granularity) -> spaces.Sp
     raise ValueError(f"granularity must be 'token' or 'sequence', got {granularity!r}")
 
 
+def _as_id_tensor(actions: Any, problem: TextGenProblem, granularity: Granularity, num_envs: int, device) -> torch.Tensor:
+    """Integer token ids as a tensor, or a ``ValueError`` that names the expected action space."""
+    if torch.is_tensor(actions):
+        integer = not (actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool)
+        dtype = actions.dtype
+    else:
+        try:
+            array = np.asarray(actions)
+            integer, dtype = array.dtype.kind in "iu", array.dtype
+        except (TypeError, ValueError) as error:  # ragged nested lists
+            integer, dtype = False, f"unusable ({error})"
+    if not integer:
+        space = action_space(problem, granularity)
+        also = " or a string" if granularity == "sequence" else ""
+        batch = f"a batch of {num_envs} actions, each " if num_envs > 1 else ""
+        raise ValueError(
+            f"{granularity}-level action must be {batch}integer token ids in {space}{also}; got "
+            f"{type(actions).__name__} {str(actions)[:60]!r} (dtype {dtype})"
+        )
+    return (actions if torch.is_tensor(actions) else torch.from_numpy(array)).to(device)
+
+
+def _too_long(length: int, T: int, what: str) -> ValueError:
+    return ValueError(
+        f"completion of {length} tokens exceeds max_new_tokens={T}{what}; a completion is at most "
+        "max_new_tokens ids, EOS included when it ends one"
+    )
+
+
 def actions_to_tokens(
     problem: TextGenProblem, granularity: Granularity, actions: Any, num_envs: int, device: torch.device
 ) -> torch.Tensor:
     """Batch of actions -> LongTensor (N, 1) for tokens or (N, T) for completions.
 
-    Sequence actions may also be strings (tokenised without special tokens, EOS appended) or id
-    arrays shorter than ``T`` (taken as complete: EOS appended).
+    Sequence actions may also be strings (tokenised without special tokens) or id arrays shorter
+    than ``T``; both are read the same way: a completion shorter than ``T`` gets EOS appended
+    (it is complete), one of exactly ``T`` is taken as written, a longer one is an error.
     """
     if granularity == "token":
-        tokens = torch.as_tensor(np.asarray(actions) if not torch.is_tensor(actions) else actions, device=device)
-        if tokens.numel() != num_envs or tokens.dtype.is_floating_point:
-            raise ValueError(f"expected {num_envs} integer token actions, got {tuple(tokens.shape)} {tokens.dtype}")
+        tokens = _as_id_tensor(actions, problem, granularity, num_envs, device)
+        if tokens.numel() != num_envs:
+            raise ValueError(
+                f"expected {num_envs} token action(s) in {action_space(problem, granularity)}, got shape {tuple(tokens.shape)}"
+            )
         return tokens.long().reshape(num_envs, 1)
     T, eos, pad = problem.max_new_tokens, problem.eos_token_id, problem.pad_token_id
-    if isinstance(actions, (list, tuple)) and actions and isinstance(actions[0], str):
+    if isinstance(actions, (list, tuple)) and actions and all(isinstance(a, str) for a in actions):
         if len(actions) != num_envs:
             raise ValueError(f"expected {num_envs} completions, got {len(actions)}")
-        ids = problem.tokenizer(list(actions), add_special_tokens=False)["input_ids"]
-        unk = problem.tokenizer.unk_token_id
-        for text, row in zip(actions, ids):
-            if unk is not None and unk in row:
-                raise ValueError(f"completion {text[:60]!r} has text the tokenizer cannot encode (unknown token)")
-        rows = [(row + [eos])[:T] for row in ids]
+        rows = encode(problem.tokenizer, actions, "completion", add_special_tokens=False)
         padded = np.full((num_envs, T), pad, dtype=np.int64)
-        for r, row in enumerate(rows):
-            padded[r, : len(row)] = row
+        for env, (text, row) in enumerate(zip(actions, rows)):
+            if len(row) > T:
+                raise _too_long(len(row), T, f" (env {env}: {text[:40]!r})")
+            row = row + [eos] if len(row) < T else row
+            padded[env, : len(row)] = row
         return torch.from_numpy(padded).to(device)
-    tokens = torch.as_tensor(np.asarray(actions) if not torch.is_tensor(actions) else actions, device=device)
-    tokens = tokens.reshape(num_envs, -1)
-    if tokens.dtype.is_floating_point:
-        raise ValueError(f"completion actions must be integer token ids, got {tokens.dtype}")
+    tokens = _as_id_tensor(actions, problem, granularity, num_envs, device).long()
+    if tokens.numel() % num_envs or (num_envs > 1 and (tokens.dim() != 2 or tokens.shape[0] != num_envs)):
+        raise ValueError(f"expected {num_envs} completion(s) of token ids, got shape {tuple(tokens.shape)}")
+    tokens = tokens.reshape(num_envs, tokens.numel() // num_envs)
     if tokens.shape[1] > T:
-        raise ValueError(f"completion of {tokens.shape[1]} tokens exceeds max_new_tokens={T}")
+        raise _too_long(tokens.shape[1], T, "")
     if tokens.shape[1] < T:
         fill = torch.full((num_envs, T - tokens.shape[1]), pad, dtype=torch.long, device=device)
         fill[:, 0] = eos
-        tokens = torch.cat([tokens.long(), fill], dim=1)
-    return tokens.long()
+        tokens = torch.cat([tokens, fill], dim=1)
+    return tokens

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -13,21 +13,30 @@ from llm_gym.envs.engine import EpisodeEngine
 from llm_gym.envs.problem import TextGenProblem
 from llm_gym.envs.spaces import Granularity, action_space, actions_to_tokens, observation_space
 
+ArrayType = Literal["torch", "numpy"]
+
 
 class LLMVectorEnv(VectorEnv):
     """The batched view of ``LLMEnv``: same engine, so the same episodes, but one call steps all N.
 
-    Observations, rewards and done flags are torch tensors on ``device`` (wrap in
-    ``gymnasium.wrappers.vector.ArrayConversion(env, env_xp=torch, target_xp=numpy)`` for numpy);
-    infos are numpy, Gymnasium-style (``info[key]`` plus a ``info["_key"]`` mask), filled only for
-    the slots whose turn ended. Slot ``i`` reset with ``seed=s`` replays ``LLMEnv`` reset with
-    ``seed=s + i``. Rewards of all slots that finish in a step are scored in one batch.
+    Observations, rewards and done flags are torch tensors on ``device`` (``array_type="numpy"``
+    returns numpy arrays instead, for SB3/CleanRL code and Gymnasium's numpy vector wrappers).
+    Infos follow Gymnasium's vector layout (``info[key]`` plus a ``info["_key"]`` mask, filled only
+    for the slots whose turn ended) and hold numeric numpy arrays only, so every Gymnasium vector
+    wrapper, ``ArrayConversion`` included, accepts them: ``gold_reward``, ``eos``, ``turn``,
+    ``reward_components`` (a dict of arrays), ``completion_ids`` (``(N, max_new_tokens)``, padded
+    with the pad id) and ``completion_length``. Text is not an array, so it lives on the env:
+    ``prompts`` (each slot's current prompt, what the observation shows) and ``turn_prompts`` /
+    ``turn_completions`` (each slot's most recently ended turn). Slot ``i`` reset with ``seed=s``
+    replays ``LLMEnv`` reset with ``seed=s + i``. Rewards of all slots that finish in a step are
+    scored in one batch.
 
     Autoreset (``metadata["autoreset_mode"]``):
     - ``NEXT_STEP`` (default, as Gymnasium's own vector envs): the step after a slot ends resets it,
       ignores its action and returns the new prompt with reward 0 and both flags False;
     - ``SAME_STEP``: the ending step already returns the new prompt; the last observation and info
-      of the ended episode are in ``info["final_obs"]`` and ``info["final_info"]``.
+      of the ended episode are in ``info["final_obs"]`` (a dict of ``(N, L)`` arrays, rows valid
+      where ``info["_final_obs"]``) and ``info["final_info"]``.
     """
 
     def __init__(
@@ -36,8 +45,12 @@ class LLMVectorEnv(VectorEnv):
         granularity: Granularity = "token",
         device: str | torch.device = "cpu",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        array_type: ArrayType = "torch",
         **problem_kwargs: Any,
     ):
+        if array_type not in ("torch", "numpy"):
+            raise ValueError(f"array_type must be 'torch' or 'numpy', got {array_type!r}")
+        self.array_type = array_type
         self.problem = TextGenProblem(**problem_kwargs)
         self.num_envs, self.granularity = num_envs, granularity
         self.engine = EpisodeEngine(self.problem, num_envs, device, truncate_at_length=granularity == "token")
@@ -53,6 +66,22 @@ class LLMVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self.turn_prompts: list[str] = [""] * num_envs
+        self.turn_completions: list[str] = [""] * num_envs
+
+    @property
+    def prompts(self) -> list[str]:
+        """Each slot's current prompt text (the context its observation shows)."""
+        return list(self.engine.prompt_texts)
+
+    def _out(self, *arrays: Any) -> Any:
+        """Torch tensors as they are, or as numpy arrays for ``array_type="numpy"``."""
+        if self.array_type == "torch":
+            return arrays if len(arrays) > 1 else arrays[0]
+        converted = tuple(
+            {k: v.cpu().numpy() for k, v in a.items()} if isinstance(a, dict) else a.cpu().numpy() for a in arrays
+        )
+        return converted if len(converted) > 1 else converted[0]
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
         """Reset every slot, or only ``options["reset_mask"]``; ``seed=s`` seeds slot i with ``s + i``."""
@@ -69,9 +98,9 @@ class LLMVectorEnv(VectorEnv):
         for i in indices:
             if seeds[i] is not None or self.engine.rngs[i] is None:
                 self.engine.seed(i, seeds[i])
-        infos = self._batch_infos(indices, self.engine.reset(indices))
+        infos = self._engine_infos(indices, self.engine.reset(indices))
         self._needs_reset[indices] = False
-        return self.engine.observation(), infos
+        return self._out(self.engine.observation()), infos
 
     def step(self, actions: Any):
         tokens = actions_to_tokens(self.problem, self.granularity, actions, self.num_envs, self.device)
@@ -79,26 +108,42 @@ class LLMVectorEnv(VectorEnv):
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             resetting = self._needs_reset.nonzero().flatten().tolist()
             if resetting:
-                infos = self._batch_infos(resetting, self.engine.reset(resetting), infos)
+                infos = self._engine_infos(resetting, self.engine.reset(resetting), infos)
             outcome = self.engine.append(tokens, ~self._needs_reset)
             self._needs_reset = outcome.terminated | outcome.truncated
-            infos = self._batch_infos(list(outcome.infos), list(outcome.infos.values()), infos)
-            return self.engine.observation(), outcome.reward, outcome.terminated, outcome.truncated, infos
+            infos = self._engine_infos(list(outcome.infos), list(outcome.infos.values()), infos)
+            return self._out(self.engine.observation(), outcome.reward, outcome.terminated, outcome.truncated) + (infos,)
 
         outcome = self.engine.append(tokens, torch.ones_like(self._needs_reset))
         ended = (outcome.terminated | outcome.truncated).nonzero().flatten().tolist()
         continuing = [i for i in outcome.infos if i not in ended]  # multi-turn slots still running
-        infos = self._batch_infos(continuing, [outcome.infos[i] for i in continuing], infos)
+        infos = self._engine_infos(continuing, [outcome.infos[i] for i in continuing], infos)
         if ended:
-            final_obs = {k: v.cpu().numpy() for k, v in self.engine.observation().items()}
-            finals = [{"final_obs": {k: v[i] for k, v in final_obs.items()}, "final_info": outcome.infos[i]}
-                      for i in ended]
+            infos["final_obs"] = {k: v.cpu().numpy() for k, v in self.engine.observation().items()}
+            infos["_final_obs"] = (outcome.terminated | outcome.truncated).cpu().numpy()
+            finals = [{"final_info": self._array_info(i, outcome.infos[i])} for i in ended]
             infos = self._batch_infos(ended, finals, infos)
-            infos = self._batch_infos(ended, self.engine.reset(ended), infos)
-        return self.engine.observation(), outcome.reward, outcome.terminated, outcome.truncated, infos
+            infos = self._engine_infos(ended, self.engine.reset(ended), infos)
+        return self._out(self.engine.observation(), outcome.reward, outcome.terminated, outcome.truncated) + (infos,)
+
+    def _array_info(self, i: int, info: dict[str, Any]) -> dict[str, Any]:
+        """One slot's engine info as numbers and fixed-shape arrays; its texts go to ``turn_*``."""
+        info = dict(info)
+        prompt = info.pop("prompt")
+        if "completion" in info:  # a turn ended (else a reset, whose prompt is ``self.prompts[i]``)
+            self.turn_prompts[i], self.turn_completions[i] = prompt, info.pop("completion")
+        if "completion_ids" in info:
+            ids = info.pop("completion_ids")
+            row = np.full(self.problem.max_new_tokens, self.problem.pad_token_id, dtype=np.int64)
+            row[: len(ids)] = ids
+            info["completion_ids"], info["completion_length"] = row, len(ids)
+        return info
+
+    def _engine_infos(self, indices: list[int], infos: list[dict[str, Any]], into: dict | None = None) -> dict:
+        return self._batch_infos(indices, [self._array_info(i, info) for i, info in zip(indices, infos)], into)
 
     def _batch_infos(self, indices: list[int], infos: list[dict[str, Any]], into: dict | None = None) -> dict:
-        """Gymnasium's vector-info layout (``info[key]`` + ``info["_key"]`` mask), one array per key.
+        """Gymnasium's vector-info layout (``info[key]`` + ``info["_key"]`` mask), one numeric array per key.
 
         Same result as calling ``_add_info`` per slot, without reallocating every mask per slot.
         """
@@ -107,12 +152,12 @@ class LLMVectorEnv(VectorEnv):
             rows = [(i, info[key]) for i, info in zip(indices, infos) if key in info]
             slots = [i for i, _ in rows]
             first = rows[0][1]
-            if isinstance(first, dict) and key != "final_obs":
+            if isinstance(first, dict):
                 into[key] = self._batch_infos(slots, [value for _, value in rows], into.get(key))
             else:
                 if key not in into:
-                    numeric = type(first) in (bool, int, float) or isinstance(first, np.number)
-                    into[key] = np.zeros(self.num_envs, type(first)) if numeric else np.full(self.num_envs, None, object)
+                    first = np.asarray(first)
+                    into[key] = np.zeros((self.num_envs, *first.shape), dtype=first.dtype)
                 for i, value in rows:
                     into[key][i] = value
             mask = into.setdefault(f"_{key}", np.zeros(self.num_envs, dtype=np.bool_))

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from llm_gym.models import ensure_pad_token
 from llm_gym.rewards.base import RewardModel
 from llm_gym.tokenization import encode_prompts
 
@@ -48,11 +49,25 @@ class LearnedReward(RewardModel):
         self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.model.config.num_labels != 1:
             raise ValueError(f"reward model at {path} has num_labels={self.model.config.num_labels}; expected 1")
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self._match_pad_tokens(path)
         self.model.to(self.device).eval()
         window = getattr(self.model.config, "max_position_embeddings", None) or self.tokenizer.model_max_length
         self.max_length = min(max_length or window, window)
+
+    def _match_pad_tokens(self, path: Path) -> None:
+        """Pad with the id the model skips when it looks for the last token (``config.pad_token_id``);
+        without one, with eos, as ``load_tokenizer`` does for the policy."""
+        config, tokenizer = self.model.config, self.tokenizer
+        if tokenizer.pad_token_id is None and config.pad_token_id is not None:
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(config.pad_token_id)
+        ensure_pad_token(tokenizer, f"reward model tokenizer at {path}")
+        if config.pad_token_id is None:
+            config.pad_token_id = tokenizer.pad_token_id
+        elif config.pad_token_id != tokenizer.pad_token_id:
+            raise ValueError(
+                f"reward model at {path}: its config pads with id {config.pad_token_id} but its tokenizer with "
+                f"{tokenizer.pad_token_id}; scores would read padding as text. Save them with the same pad token"
+            )
 
     @torch.inference_mode()
     def __call__(self, prompts, completions, metadata) -> np.ndarray:

@@ -75,24 +75,38 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _accepted(factory: Callable[..., Any]) -> list[str]:
+    return [name for name in inspect.signature(factory).parameters if name != "task"]
+
+
 def _make_one(spec: str, task: HasVerifier | None) -> RewardModel:
     name, _, arg_text = spec.strip().partition(":")
     name = name.strip()
     if name not in REWARDS:
         _load_plugins()
     if name not in REWARDS:
-        raise KeyError(f"unknown reward spec {name!r}; known: {', '.join(sorted(REWARDS))}")
+        raise KeyError(f"unknown reward spec {name!r} (in {spec!r}); known: {', '.join(sorted(REWARDS))}")
+    factory = REWARDS[name]
+    accepted = f"{name!r} accepts: {', '.join(_accepted(factory)) or 'no arguments'}"
     kwargs = {}
     for item in filter(None, (part.strip() for part in arg_text.split(","))):
         key, eq, value = item.partition("=")
         if not eq:
-            raise ValueError(f"reward spec {spec!r}: option {item!r} is not key=value")
+            raise ValueError(f"reward spec {spec!r}: option {item!r} is not key=value; {accepted}")
         kwargs[key.strip()] = _parse_value(value.strip())
-    factory = REWARDS[name]
     if "task" in inspect.signature(factory).parameters:
         if task is None:
-            raise ValueError(f"reward {name!r} needs a task (it uses the task's verifier)")
+            raise ValueError(f"reward spec {spec!r}: {name!r} needs a task (it uses the task's verifier)")
         kwargs["task"] = task
+    parameters = inspect.signature(factory).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        unknown = [key for key in kwargs if key not in parameters]
+        if unknown:
+            raise TypeError(f"reward spec {spec!r}: unknown argument {', '.join(map(repr, unknown))}; {accepted}")
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as error:
+        raise TypeError(f"reward spec {spec!r}: {error}; {accepted}") from None
     model = factory(**kwargs)
     return model if isinstance(model, RewardModel) else function_reward(model, name=name)
 
@@ -116,13 +130,30 @@ def make_reward(spec: RewardSpec, task: HasVerifier | None = None) -> RewardMode
     terms = [term.strip() for term in re.split(r"\s\+\s", spec)]
     if len(terms) == 1 and not re.match(r"^[\d.]+\*", terms[0]):
         return _make_one(terms[0], task)
-    components: dict[str, tuple[float, RewardModel]] = {}
+    built: list[tuple[str, float, RewardModel]] = []
     for term in terms:
         weight_text, star, body = term.partition("*")
-        weight, body = (float(weight_text), body) if star else (1.0, term)
-        model = _make_one(body, task)
-        components[model.name] = (weight, model)
-    return CompositeReward(components)
+        try:
+            weight, body = (float(weight_text), body.strip()) if star else (1.0, term)
+        except ValueError:
+            raise ValueError(f"reward spec {spec!r}: weight {weight_text!r} of term {term!r} is not a number") from None
+        built.append((body, weight, _make_one(body, task)))
+    return CompositeReward(_component_keys(spec, built))
+
+
+def _component_keys(
+    spec: str, built: list[tuple[str, float, RewardModel]]
+) -> dict[str, tuple[float, RewardModel]]:
+    """Key each term by its model's name, or by its spec text where two terms share a name, so every
+    term is counted and reported (``length:max_chars=5`` and ``length:max_chars=10``)."""
+    names = [model.name for _, _, model in built]
+    components: dict[str, tuple[float, RewardModel]] = {}
+    for body, weight, model in built:
+        key = model.name if names.count(model.name) == 1 else body
+        if key in components:
+            raise ValueError(f"reward spec {spec!r}: term {body!r} appears twice; add the weights into one term")
+        components[key] = (weight, model)
+    return components
 
 
 def available_rewards() -> list[str]:
