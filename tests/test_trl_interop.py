@@ -9,6 +9,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 from transformers import AutoModelForSequenceClassification
 
 import llm_gym  # noqa: F401  (registers env ids)
@@ -89,7 +90,10 @@ def test_grpo_trainer_runs_with_llm_gym_task_and_rewards(tiny_model_dir, learned
     trainer = GRPOTrainer(model=model, processing_class=tokenizer, args=args, reward_funcs=reward_funcs,
                           train_dataset=task_to_dataset(task, size=16))
     before = [p.detach().clone() for p in model.parameters()]
-    trainer.train()
+    try:
+        trainer.train()
+    finally:  # the Trainer's accelerate state (its mixed precision) would outlive the test and refuse ours
+        AcceleratorState._reset_state(reset_partial_state=True)
     assert trainer.state.global_step == 2
     logged = trainer.state.log_history[0]
     for name in ("verifier", "shaped", "learned", "accuracy"):

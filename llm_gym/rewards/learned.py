@@ -43,8 +43,6 @@ class LearnedReward(RewardModel):
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.tokenizer.truncation_side = "left"
         self.tokenizer.padding_side = "right"
-        if self.tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; the pad ids are masked anyway
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.path = path
         self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.model.config.num_labels != 1:
