@@ -11,6 +11,7 @@ strings longer than the window.
 
 from __future__ import annotations
 
+import json
 import time
 
 import gymnasium as gym
@@ -84,8 +85,8 @@ def _refuses(env, action, words: str) -> None:
         env.step(action)
 
 
-def fuzz_single(env_id: str, granularity: str, episodes: int, seed: int) -> int:
-    env = gym.make(env_id, granularity=granularity)
+def fuzz_single(env_id: str, granularity: str, episodes: int, seed: int, **kwargs) -> int:
+    env = gym.make(env_id, granularity=granularity, **kwargs)
     problem, space = env.unwrapped.problem, env.observation_space
     adversary = Adversary(problem, np.random.default_rng(seed))
     steps = 0
@@ -105,8 +106,9 @@ def fuzz_single(env_id: str, granularity: str, episodes: int, seed: int) -> int:
     return steps
 
 
-def fuzz_vector(env_id: str, granularity: str, episodes: int, seed: int) -> int:
-    env = gym.make_vec(env_id, num_envs=NUM_ENVS, vectorization_mode="vector_entry_point", granularity=granularity)
+def fuzz_vector(env_id: str, granularity: str, episodes: int, seed: int, **kwargs) -> int:
+    env = gym.make_vec(env_id, num_envs=NUM_ENVS, vectorization_mode="vector_entry_point", granularity=granularity,
+                       **kwargs)
     problem, space = env.unwrapped.problem, env.observation_space
     adversary = Adversary(problem, np.random.default_rng(seed))
     obs, info = env.reset(seed=seed)
@@ -136,13 +138,13 @@ def fuzz_vector(env_id: str, granularity: str, episodes: int, seed: int) -> int:
     return steps
 
 
-def fuzz(env_id: str, episodes: int, seed: int = 0) -> dict[str, float]:
+def fuzz(env_id: str, episodes: int, seed: int = 0, **kwargs) -> dict[str, float]:
     """``episodes`` split evenly over the four views; returns the seconds each view took."""
     seconds = {}
     for view, granularity in VIEWS:
         start = time.perf_counter()
         run = fuzz_single if view == "single" else fuzz_vector
-        run(env_id, granularity, episodes // len(VIEWS), seed)
+        run(env_id, granularity, episodes // len(VIEWS), seed, **kwargs)
         seconds[f"{view}/{granularity}"] = round(time.perf_counter() - start, 2)
     return seconds
 
@@ -156,3 +158,18 @@ def test_fuzz_every_builtin_env(env_id):
 @pytest.mark.parametrize("env_id", IDS)
 def test_fuzz_every_builtin_env_long(env_id):
     print(env_id, 10_000, "episodes", fuzz(env_id, 10_000, seed=1))
+
+
+def test_fuzz_the_dataset_env(tmp_path):
+    rows = [{"prompt": f"q{i}:", "completion": f"a{i % 7}"} for i in range(40)]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    print("llm_gym/Dataset-v0", EPISODES, "episodes", fuzz("llm_gym/Dataset-v0", EPISODES, data_files=str(path)))
+
+
+@pytest.mark.parametrize("generator", ["chain_sum", "lcm"])
+def test_fuzz_reasoning_gym_envs(generator):
+    """Byte-level tokenizer (any text encodes) and long windows."""
+    pytest.importorskip("reasoning_gym")
+    env_id = f"llm_gym/RG-{generator}-v0"
+    print(env_id, EPISODES, "episodes", fuzz(env_id, EPISODES))
