@@ -301,3 +301,12 @@ def test_render_ansi_shows_prompt_and_completion():
     _, info = env.reset(seed=0)
     env.step(env.unwrapped.problem.tokenizer.convert_tokens_to_ids("d"))
     assert env.render() == info["prompt"] + "d"
+
+
+def test_task_options_pass_through_make_and_a_misspelt_one_names_both_option_lists():
+    env = gym.make("llm_gym/Arithmetic-v0", digits=3)
+    _, info = env.reset(seed=0)
+    assert len(info["prompt"].split("+")[0]) <= 3 and env.unwrapped.problem.task.digits == 3
+    with pytest.raises(TypeError, match=r"task 'arithmetic': .*'digit'; its options: digits, ops; "
+                                        r"the env's own options: task, tokenizer, reward"):
+        gym.make("llm_gym/Arithmetic-v0", digit=3)

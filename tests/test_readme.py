@@ -1,28 +1,158 @@
-"""The README's set-up commands are the ones CI runs, and its quickstart code runs."""
+"""The README is executable documentation: its set-up commands are the ones CI runs, and every other
+snippet runs as written.
+
+Python blocks run in order in one namespace, in a temporary directory where a small version of the
+demo's artefacts exists (``runs/demo/sft`` and ``runs/demo/reward_model``, the paths ``llm-gym
+demo`` writes); a ``print(...)`` line with a trailing comment must print exactly that comment.
+Shell blocks (```bash, ```sh, ```shell) other than the set-up commands run with ``bash -e`` in the
+same directory, in order, with this checkout's ``llm-gym`` and ``python`` first on the path; each
+must exit 0. Inline code spans are prose and are not run.
+"""
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
+import os
 import re
+import subprocess
+import sys
+import tokenize
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SHELL = ("bash", "sh", "shell")
+SETUP_SECTION = "Set up"
+SHELL_TIMEOUT_S = 900
 
 
-def _bash_blocks(text: str) -> list[str]:
-    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)]
+@dataclass
+class Snippet:
+    language: str
+    code: str
+    line: int  # README line of the snippet's first code line
+    section: str
+
+
+def snippets(text: str) -> list[Snippet]:
+    found, section = [], ""
+    lines = text.splitlines()
+    number = 0
+    while number < len(lines):
+        line = lines[number]
+        if line.startswith("## "):
+            section = line[3:].strip()
+        fence = re.match(r"^```(\w+)\s*$", line)
+        if fence:
+            end = lines.index("```", number + 1)
+            found.append(Snippet(fence.group(1), "\n".join(lines[number + 1 : end]) + "\n", number + 2, section))
+            number = end
+        number += 1
+    return found
+
+
+def setup_commands() -> list[Snippet]:
+    return [s for s in snippets(README.read_text()) if s.language in SHELL and s.section == SETUP_SECTION]
 
 
 def test_ci_runs_the_readme_setup_commands():
-    readme_commands = _bash_blocks((ROOT / "README.md").read_text())
-    assert len(readme_commands) == 2, "README must have exactly two set-up commands"
+    readme_commands = [s.code.strip() for s in setup_commands()]
+    assert len(readme_commands) == 2, "README's set-up section must have exactly two commands"
     ci_lines = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line.startswith("python3 ")]
     assert sorted(ci_lines) == sorted(readme_commands)
 
 
-def test_readme_python_blocks_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    namespace: dict = {}
+def test_snippet_parser_finds_blocks_and_sections():
+    text = "## A\n```python\nx = 1\n```\n## Set up\n```bash\necho hi\n```\n"
+    assert [(s.language, s.code, s.line, s.section) for s in snippets(text)] == [
+        ("python", "x = 1\n", 3, "A"), ("bash", "echo hi\n", 7, "Set up"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def demo_workdir(tmp_path_factory) -> Path:
+    """A directory holding small versions of what ``llm-gym demo`` writes: runs/demo/{sft,reward_model}."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from llm_gym.models import TinyModelConfig, save_tiny
+    from llm_gym.tasks import make_task
+
+    workdir = tmp_path_factory.mktemp("readme")
+    task = make_task("count")  # the demo's task
+    texts = [s.prompt + s.reference for s in task.dataset("train", 500, seed=0)]
+    sft = save_tiny(workdir / "runs/demo/sft", texts, "char", TinyModelConfig(n_layer=1, n_embd=32, n_head=2))
+    from llm_gym.models import load_tokenizer
+
+    tokenizer = load_tokenizer(sft)
+    config = GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=16, n_head=2, n_positions=64, num_labels=1,
+                        pad_token_id=tokenizer.pad_token_id)
+    GPT2ForSequenceClassification(config).save_pretrained(workdir / "runs/demo/reward_model")
+    tokenizer.save_pretrained(workdir / "runs/demo/reward_model")
+    return workdir
+
+
+def _trailing_comments(code: str) -> dict[int, str]:
+    """Line (1-based, within the block) -> text of the comment that ends it."""
+    comments = {}
+    for token in tokenize.generate_tokens(io.StringIO(code).readline):
+        if token.type == tokenize.COMMENT:
+            comments[token.start[0]] = token.string[1:].strip()
+    return comments
+
+
+def _is_print(statement: ast.stmt) -> bool:
+    return (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)
+            and isinstance(statement.value.func, ast.Name) and statement.value.func.id == "print")
+
+
+def run_python(snippet: Snippet, namespace: dict) -> list[tuple[int, str, str]]:
+    """Run one block statement by statement; ``(README line, printed, expected)`` for each commented print."""
+    tree = ast.parse(snippet.code)
+    comments = _trailing_comments(snippet.code)
+    checked = []
+    for statement in tree.body:
+        expected = comments.get(statement.end_lineno) if _is_print(statement) else None
+        module = ast.Module(body=[statement], type_ignores=[])
+        ast.increment_lineno(module, snippet.line - 1)  # tracebacks point at README lines
+        code = compile(module, str(README), "exec")
+        if expected is None:
+            exec(code, namespace)
+            continue
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(code, namespace)
+        checked.append((statement.end_lineno, out.getvalue().strip(), expected))
+    return checked
+
+
+def test_readme_python_blocks_run_and_print_what_they_show(demo_workdir, monkeypatch):
+    monkeypatch.chdir(demo_workdir)
+    blocks = [s for s in snippets(README.read_text()) if s.language == "python"]
+    assert blocks, "README has no python block"
+    namespace: dict = {"__name__": "__readme__"}
+    checked = [result for block in blocks for result in run_python(block, namespace)]
+    assert checked, "no print(...) line with the value it prints in a comment"
+    for line, printed, expected in checked:
+        assert printed == expected, f"README.md line {line}: printed {printed!r}, the README shows {expected!r}"
+
+
+def test_readme_shell_blocks_run(demo_workdir):
+    setup = {s.line for s in setup_commands()}
+    blocks = [s for s in snippets(README.read_text()) if s.language in SHELL and s.line not in setup]
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     for block in blocks:
-        block = block.replace('reward="learned:path=runs/rm,device=cpu"', "reward=brevity")  # no RM trained here
-        exec(compile(block, "README.md", "exec"), namespace)
+        done = subprocess.run(["bash", "-e", "-c", block.code], cwd=demo_workdir, env=env, capture_output=True,
+                              text=True, timeout=SHELL_TIMEOUT_S)
+        assert done.returncode == 0, f"README.md line {block.line}:\n{block.code}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+
+
+def test_a_print_that_differs_from_its_comment_is_reported_with_its_readme_line():
+    snippet = Snippet("python", 'x = 2\nprint(x + 1)   # 4\nprint("a # b")  # a # b\n', 10, "S")
+    assert run_python(snippet, {}) == [(11, "3", "4"), (12, "a # b", "a # b")]

@@ -14,6 +14,11 @@ from llm_gym.tasks import Split, Task, make_task, task_options
 from llm_gym.tokenization import check_reads_special_tokens, stop_token_ids
 
 
+PROBLEM_OPTIONS = (
+    "task", "tokenizer", "reward", "gold_reward", "max_prompt_tokens", "max_new_tokens", "split", "task_kwargs"
+)
+
+
 class TextGenProblem:
     """Resolves an env's keyword arguments once, for the token, sequence and vector views alike.
 
@@ -47,7 +52,10 @@ class TextGenProblem:
         given = load_tokenizer(tokenizer) if tokenizer is not None else None
         if isinstance(task, str) and given is not None and "tokenizer" in task_options(task):
             options.setdefault("tokenizer", given)
-        self.task = make_task(task, **options)
+        try:
+            self.task = make_task(task, **options)
+        except TypeError as error:  # a misspelt option reaches the task: say what else the env takes
+            raise TypeError(f"{error}; the env's own options: {', '.join(PROBLEM_OPTIONS)}") from None
         self.tokenizer = given if given is not None else load_tokenizer(self.task.default_tokenizer())
         self.reward: RewardModel = make_reward(reward if reward is not None else self.task.default_reward, self.task)
         self.gold_reward: RewardModel | None = make_reward(gold_reward, self.task)
