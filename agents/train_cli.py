@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from agents.pg_baselines import BestOfN, PGConfig, PolicyGradient
-from agents.ppo import PPO, PPOConfig
+from agents.rl.policy_gradient import BestOfN, PGConfig, PolicyGradient
+from agents.rl.ppo import PPO, PPOConfig
 from agents.run_config import add_config_args, load_config
 
 ALGOS = ("ppo", "grpo", "rloo", "reinforce", "best-of-n", "sb3-ppo")
@@ -31,7 +31,7 @@ TRAINER_FIELDS = {"env_id", "budget", "seed", "out_dir", "env_kwargs", "algo", "
 
 
 def _sb3_available() -> bool:
-    return importlib.util.find_spec("agents.sb3") is not None
+    return importlib.util.find_spec("agents.rl.sb3") is not None
 
 
 def _union_config() -> type:
@@ -39,7 +39,7 @@ def _union_config() -> type:
     is known; each algorithm then reads only its own fields (an unknown one is an error)."""
     classes: list[type] = [PPOConfig, PGConfig]
     if _sb3_available():
-        from agents.sb3 import SB3Config
+        from agents.rl.sb3 import SB3Config
 
         classes.append(SB3Config)
     fields: dict[str, tuple[str, Any, dataclasses.Field]] = {}

@@ -24,8 +24,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from agents.data import generate_completions, sample_metadata  # noqa: E402
-from agents.ppo import PPO, PPOConfig  # noqa: E402
-from agents.rl_utils import evaluate  # noqa: E402
+from agents.rl.ppo import PPO, PPOConfig  # noqa: E402
+from agents.rl.evaluation import evaluate  # noqa: E402
 from benchmarks.suite import SuiteConfig, prepare_env  # noqa: E402
 from llm_gym.models import load_causal_lm  # noqa: E402
 from llm_gym.registration import env_id as env_id_of  # noqa: E402

@@ -33,7 +33,7 @@ import gymnasium
 import torch
 
 import llm_gym  # noqa: F401
-from agents.sampling import sample_completions
+from agents.rl.sampling import sample_completions
 from llm_gym.models import TinyModelConfig, load_causal_lm, load_tokenizer, save_tiny
 from llm_gym.tasks import make_task
 from benchmarks.peak_memory import peak_rss_mb
@@ -128,7 +128,7 @@ def sampler_vs_generate(policy: Path, batch: int, new_tokens: int, temperature: 
 
 def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
     """Our PPO on the same layout as TRL's run: batch, minibatch, epochs, response length 8, learned RM."""
-    from agents.ppo import PPO, PPOConfig
+    from agents.rl.ppo import PPO, PPOConfig
 
     torch.set_num_threads(config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -156,7 +156,7 @@ def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
 def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, float]:
     """Our GRPO or RLOO on TRL's layout: every step samples num_prompts x group_size completions and takes
     one optimizer step on all of them (epochs 1, one minibatch), exact-match reward, KL coefficient as TRL's beta."""
-    from agents.pg_baselines import PGConfig, PolicyGradient
+    from agents.rl.policy_gradient import PGConfig, PolicyGradient
 
     torch.set_num_threads(config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

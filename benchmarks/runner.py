@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from agents.base import Algorithm
+from agents.rl.algorithm import Algorithm
 from benchmarks.records import (
     RunRecord,
     append_record,
@@ -53,12 +53,12 @@ class AlgorithmEntry:
 
 
 ALGORITHMS: dict[str, AlgorithmEntry] = {
-    "ppo": AlgorithmEntry("agents.ppo:PPO"),
-    "grpo": AlgorithmEntry("agents.pg_baselines:PolicyGradient", {"algo": "grpo"}),
-    "rloo": AlgorithmEntry("agents.pg_baselines:PolicyGradient", {"algo": "rloo"}),
-    "reinforce": AlgorithmEntry("agents.pg_baselines:PolicyGradient", {"algo": "reinforce"}),
-    "best-of-n": AlgorithmEntry("agents.pg_baselines:BestOfN"),
-    "sb3-ppo": AlgorithmEntry("agents.sb3:SB3Agent", {"algo": "ppo"}),
+    "ppo": AlgorithmEntry("agents.rl.ppo:PPO"),
+    "grpo": AlgorithmEntry("agents.rl.policy_gradient:PolicyGradient", {"algo": "grpo"}),
+    "rloo": AlgorithmEntry("agents.rl.policy_gradient:PolicyGradient", {"algo": "rloo"}),
+    "reinforce": AlgorithmEntry("agents.rl.policy_gradient:PolicyGradient", {"algo": "reinforce"}),
+    "best-of-n": AlgorithmEntry("agents.rl.policy_gradient:BestOfN"),
+    "sb3-ppo": AlgorithmEntry("agents.rl.sb3:SB3Agent", {"algo": "ppo"}),
 }
 
 

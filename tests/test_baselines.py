@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 from rl_helpers import quick_sft, sft_dir  # noqa: F401  (fixture)
 
-from agents.pg_baselines import BestOfN, MovingBaseline, PGConfig, PolicyGradient, advantages
-from agents.rl_utils import evaluate
-from agents.rollout import iteration_seeds
+from agents.rl.policy_gradient import BestOfN, MovingBaseline, PGConfig, PolicyGradient, advantages
+from agents.rl.evaluation import evaluate
+from agents.rl.rollout import iteration_seeds
 
 ENV = "llm_gym/Arithmetic-v0"
 

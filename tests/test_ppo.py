@@ -10,9 +10,10 @@ import pytest
 import torch
 from rl_helpers import quick_sft, sft_dir  # noqa: F401  (fixture)
 
-from agents.ppo import PPO, PPOConfig
-from agents.rl_utils import KLController, distinct_n, evaluate, gae, kl_penalty, masked_mean, masked_whiten
-from agents.runner import TrainingDiverged
+from agents.rl.ppo import PPO, PPOConfig
+from agents.rl.estimators import KLController, gae, kl_penalty, masked_mean, masked_whiten
+from agents.rl.evaluation import distinct_n, evaluate
+from agents.rl.loop import TrainingDiverged
 from llm_gym.models import TinyModelConfig, save_tiny
 
 ENV = "llm_gym/Arithmetic-v0"
@@ -233,7 +234,7 @@ def test_ppo_on_a_learned_reward_model(tmp_path):
     while best-of-4 raises it to 0.375). The test pins that measured behaviour: the proxy rises by a wide
     margin, the KL stays bounded, and best-of-4 on the learned reward beats the start on gold.
     """
-    from agents.pg_baselines import BestOfN, PGConfig
+    from agents.rl.policy_gradient import BestOfN, PGConfig
     from rl_helpers import sft_and_learned_reward
 
     sft, rm = sft_and_learned_reward(tmp_path / "start", sft_steps=500, rm_steps=1000, feedback_prompts=2048)

@@ -12,8 +12,8 @@ import pytest
 from rl_helpers import sft_dir  # noqa: F401  (fixture)
 from safetensors.torch import load_file
 
-from agents.pg_baselines import PGConfig, PolicyGradient
-from agents.ppo import PPO, PPOConfig
+from agents.rl.policy_gradient import PGConfig, PolicyGradient
+from agents.rl.ppo import PPO, PPOConfig
 from llm_gym.cli import main as llm_gym_main
 from llm_gym.tasks import make_task
 
@@ -92,7 +92,7 @@ def test_two_processes_under_torchrun(sft_dir, tmp_path):
 
 
 def test_cli_dispatches_sb3_ppo_to_the_sb3_adapter(tmp_path):
-    pytest.importorskip("agents.sb3")
+    pytest.importorskip("agents.rl.sb3")
     out = tmp_path / "sb3"
     assert llm_gym_main(["train", "--algo", "sb3-ppo", "--budget", "16", "--out-dir", str(out), "--num-envs", "4",
                          "--n-steps", "8", "--batch-size", "16", "--eval-episodes", "8", "--log-every", "8",

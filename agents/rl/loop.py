@@ -24,10 +24,10 @@ from accelerate.utils import set_seed
 from torch.utils.tensorboard import SummaryWriter
 from transformers import PreTrainedTokenizerBase
 
-from agents.base import TrainResult
+from agents.rl.algorithm import TrainResult
 from agents.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from agents.policy import ActorCritic, Reference, ValueModel, export_policy, load_actor_critic
-from agents.rollout import RolloutEnv
+from agents.rl.policy import ActorCritic, Reference, ValueModel, export_policy, load_actor_critic
+from agents.rl.rollout import RolloutEnv
 from agents.run_config import save_config
 
 

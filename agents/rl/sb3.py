@@ -8,7 +8,7 @@ from scratch; it may be slow, it must be correct.
 
 Pieces: ``SB3VecEnv`` steps an ``LLMVectorEnv`` for SB3 (one batched call for all envs, SB3's
 autoreset conventions), ``TokenTransformer`` is the features extractor, ``SB3Agent`` implements
-``agents.base.Algorithm`` ("sb3-ppo", "sb3-a2c"). ``train_command(args)`` is what a
+``agents.rl.algorithm.Algorithm`` ("sb3-ppo", "sb3-a2c"). ``train_command(args)`` is what a
 ``llm-gym train --algo sb3-ppo`` dispatcher calls.
 """
 
@@ -38,8 +38,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from agents.base import TrainResult
-from agents.rl_utils import distinct_n
+from agents.rl.algorithm import TrainResult
+from agents.rl.evaluation import distinct_n
 from agents.run_config import add_config_args, load_config, save_config
 
 POLICY_FILE, REFERENCE_FILE, CONFIG_FILE = "policy.safetensors", "reference.safetensors", "sb3_config.json"
@@ -252,7 +252,7 @@ class EpisodeLog(BaseCallback):
 
 
 class SB3Agent:
-    """``agents.base.Algorithm`` for SB3 PPO/A2C on the token-level env (see the module docstring).
+    """``agents.rl.algorithm.Algorithm`` for SB3 PPO/A2C on the token-level env (see the module docstring).
 
     ``train`` writes ``config.yaml``, ``metrics.jsonl``, ``tb/`` and ``policy/`` (weights as
     safetensors, the untrained initial policy beside them as the KL reference: SB3 starts from

@@ -20,13 +20,13 @@ from typing import Any, Literal
 
 import torch
 
-from agents.base import TrainResult
-from agents.policy import autocast, entropy_from_logits, token_logprobs
-from agents.rl_utils import (
-    KLController, evaluate, explained_variance, gae, kl_penalty, masked_mean, masked_whiten,
-)
-from agents.rollout import iteration_seeds
-from agents.runner import Run, Timer, build_learner, finish, iteration_generator
+from agents.rl.algorithm import TrainResult
+from agents.rl.estimators import KLController, explained_variance, gae, kl_penalty, masked_mean, masked_whiten
+from agents.rl.evaluation import evaluate
+from agents.rl.logprobs import entropy_from_logits, token_logprobs
+from agents.rl.policy import autocast
+from agents.rl.rollout import iteration_seeds
+from agents.rl.loop import Run, Timer, build_learner, finish, iteration_generator
 
 
 @dataclass
@@ -63,7 +63,7 @@ class PPOConfig:
 
 
 class PPO:
-    """The ``Algorithm`` for PPO (see ``agents.base``)."""
+    """The ``Algorithm`` for PPO (see ``agents.rl.algorithm``)."""
 
     name = "ppo"
 

@@ -27,11 +27,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from agents.base import TrainResult
-from agents.policy import autocast, token_logprobs
-from agents.rl_utils import distinct_n, evaluate, kl_penalty, masked_mean
-from agents.rollout import RolloutEnv, iteration_seeds
-from agents.runner import Run, Timer, build_learner, finish, iteration_generator
+from agents.rl.algorithm import TrainResult
+from agents.rl.estimators import kl_penalty, masked_mean
+from agents.rl.evaluation import distinct_n, evaluate
+from agents.rl.logprobs import token_logprobs
+from agents.rl.policy import autocast
+from agents.rl.rollout import RolloutEnv, iteration_seeds
+from agents.rl.loop import Run, Timer, build_learner, finish, iteration_generator
 from llm_gym.models import load_causal_lm
 
 PGAlgo = Literal["reinforce", "rloo", "grpo"]
@@ -103,7 +105,7 @@ def advantages(algo: PGAlgo, score: torch.Tensor, kl_seq: torch.Tensor, group_si
 
 
 class PolicyGradient:
-    """The ``Algorithm`` for REINFORCE / RLOO / GRPO (see ``agents.base``); ``algo`` picks which."""
+    """The ``Algorithm`` for REINFORCE / RLOO / GRPO (see ``agents.rl.algorithm``); ``algo`` picks which."""
 
     def __init__(self, algo: PGAlgo, config: PGConfig):
         if algo not in ("reinforce", "rloo", "grpo"):

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import llm_gym  # noqa: F401  (registers the llm_gym/* env ids)
-from agents.policy import check_same_tokenizer
-from agents.sampling import Completions, sample_completions
+from agents.rl.policy import check_same_tokenizer
+from agents.rl.sampling import Completions, sample_completions
 from llm_gym.models import load_tokenizer
 
 
