@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from agents.sampling import sample_completions
+from agents.rl.sampling import sample_completions
 from llm_gym.rewards import reward_model_text
 from llm_gym.tasks import Sample
 from llm_gym.tokenization import encode_completions, encode_prompts, stop_token_ids

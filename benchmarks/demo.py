@@ -24,8 +24,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from agents.data import generate_completions, sample_metadata  # noqa: E402
-from agents.ppo import PPO, PPOConfig  # noqa: E402
-from agents.rl_utils import evaluate  # noqa: E402
+from agents.rl.ppo import PPO, PPOConfig  # noqa: E402
+from agents.rl.evaluation import evaluate  # noqa: E402
 from benchmarks.suite import SuiteConfig, prepare_env  # noqa: E402
 from llm_gym.models import load_causal_lm  # noqa: E402
 from llm_gym.registration import env_id as env_id_of  # noqa: E402
@@ -94,8 +94,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, di
 
     stage("5. PPO against the learned reward model")
     env_kwargs = {"tokenizer": str(sft_dir), "reward": f"learned:path={rm_dir}"}
-    ppo = PPO(PPOConfig(policy_dir=str(sft_dir), batch_size=config.ppo_batch_size, kl_coef=config.ppo_kl_coef,
-                        lr=config.ppo_lr, checkpoint_every=0))
+    ppo = PPO(PPOConfig(model_name_or_path=str(sft_dir), batch_size=config.ppo_batch_size, kl_coef=config.ppo_kl_coef,
+                        learning_rate=config.ppo_lr, save_steps=0))
     result = ppo.train(env_id, config.ppo_budget, config.seed, out / "ppo", env_kwargs)
     done("5. PPO against the learned reward model")
 

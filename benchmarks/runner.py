@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 import yaml
 
-from agents.base import Algorithm
+from agents.rl.algorithm import Algorithm
+from agents.rl.registry import ALGORITHMS as RL_ALGORITHMS
 from benchmarks.records import (
     RunRecord,
     append_record,
@@ -52,19 +53,10 @@ class AlgorithmEntry:
     preset: dict[str, Any] = field(default_factory=dict)
 
 
-ALGORITHMS: dict[str, AlgorithmEntry] = {
-    "ppo": AlgorithmEntry("agents.ppo:PPO"),
-    "grpo": AlgorithmEntry("agents.pg_baselines:PolicyGradient", {"algo": "grpo"}),
-    "rloo": AlgorithmEntry("agents.pg_baselines:PolicyGradient", {"algo": "rloo"}),
-    "reinforce": AlgorithmEntry("agents.pg_baselines:PolicyGradient", {"algo": "reinforce"}),
-    "best-of-n": AlgorithmEntry("agents.pg_baselines:BestOfN"),
-    "sb3-ppo": AlgorithmEntry("agents.sb3:SB3Agent", {"algo": "ppo"}),
+ALGORITHMS: dict[str, AlgorithmEntry] = {  # the names of ``agents.rl.registry``, the one list of algorithms
+    name: AlgorithmEntry(f"{entry.factory.__module__}:{entry.factory.__qualname__}")
+    for name, entry in RL_ALGORITHMS.items()
 }
-
-
-def register_algorithm(name: str, target: str, preset: dict[str, Any] | None = None) -> None:
-    """Make ``name`` usable in grid configs (a config's ``registry:`` section does the same)."""
-    ALGORITHMS[name] = _registry_entry(name, {"target": target, "preset": preset or {}})
 
 
 def _registry_entry(name: str, entry: Any) -> AlgorithmEntry:
@@ -105,13 +97,15 @@ def _config_class(hint: Any) -> type | None:
 def build_algorithm(target: str, kwargs: dict[str, Any]) -> Algorithm:
     """Construct an algorithm from flat keyword arguments, the way a grid config writes them.
 
-    Arguments named in the constructor go to it directly (``algo`` of ``PolicyGradient``); the rest
-    fill its config dataclass (``PPO(config: PPOConfig)``), so ``{lr: 1e-4, policy_dir: ...}``
+    Arguments named in the constructor go to it directly; the rest
+    fill its config dataclass (``PPO(config: PPOConfig)``), so ``{learning_rate: 1e-4, model_name_or_path: ...}``
     works for every learner. Unknown or missing fields are errors naming the class and field.
     """
     cls = resolve_algorithm(target)
     params = inspect.signature(cls).parameters
     hints = typing.get_type_hints(cls.__init__)
+    if "config" in params and dataclasses.is_dataclass(getattr(cls, "config_class", None)):
+        hints["config"] = cls.config_class  # a registered algorithm names its config (subclasses included)
     configs = {name: _config_class(hints.get(name)) for name in params if _config_class(hints.get(name))}
     direct = {k: v for k, v in kwargs.items() if k in params and k not in configs}
     rest = {k: v for k, v in kwargs.items() if k not in direct}
@@ -140,7 +134,7 @@ class BenchConfig:
     adds names (``name: "module:Class"`` or ``{target, preset}``) to ``ALGORITHMS``. ``envs`` lists
     env ids or ``{id, kwargs}``; ``env_kwargs`` apply to every env (per-env kwargs win). In
     algorithm and env kwargs, ``{env}`` in a string value becomes the env's short name
-    (``llm_gym/Arithmetic-v0`` -> ``arithmetic``), so one line can say ``policy_dir:
+    (``llm_gym/Arithmetic-v0`` -> ``arithmetic``), so one line can say ``model_name_or_path:
     runs/sft-{env}`` for every env. The final evaluation uses ``eval_episodes`` episodes
     from ``eval_seed`` with ``eval_env_kwargs`` on top of the env kwargs (the test split by default).
     """

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.base import TrainResult
+from agents.rl.algorithm import TrainResult
 from llm_gym.cli import main as cli_main
 from benchmarks.records import append_record, read_records
 from benchmarks.runner import build_algorithm, execute_run, load_bench_config, pending_runs, plan_runs, run_benchmark
@@ -204,9 +204,9 @@ def test_builtin_registry_builds_the_agents(tiny_model_dir):
     """Every registry name constructs its class from flat kwargs (skipped for agents not in this checkout)."""
     from benchmarks.runner import ALGORITHMS
 
-    extra = {"sb3-ppo": {}, "reinforce": {"num_prompts": 32, "policy_dir": str(tiny_model_dir)}}
+    extra = {"sb3-ppo": {}}
     for name, entry in ALGORITHMS.items():
-        kwargs = {**entry.preset, **extra.get(name, {"policy_dir": str(tiny_model_dir)})}
+        kwargs = {**entry.preset, **extra.get(name, {"model_name_or_path": str(tiny_model_dir)})}
         try:
             algorithm = build_algorithm(entry.target, kwargs)
         except ImportError as err:
@@ -245,7 +245,7 @@ def test_ray_backend_runs_the_grid_on_a_local_instance(tmp_path, monkeypatch):
 
 def test_a_real_algorithm_runs_through_the_grid_and_into_the_leaderboard(tmp_path):
     """SB3 PPO (a real ``Algorithm``, no SFT model needed) end to end: runner -> record -> leaderboard."""
-    pytest.importorskip("agents.sb3")
+    pytest.importorskip("agents.rl.sb3")
     config = load_bench_config(write_config(
         tmp_path, registry={}, envs=["llm_gym/Count-v0"], seeds=[0], budget=16, eval_episodes=16, workers=1,
         algorithms={"sb3-ppo": {"kwargs": {"num_envs": 8, "n_steps": 4, "batch_size": 32, "log_every": 8,

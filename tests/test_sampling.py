@@ -8,8 +8,9 @@ import torch
 from rl_helpers import sft_dir  # noqa: F401  (fixture)
 
 import llm_gym  # noqa: F401
-from agents.policy import sequence_forward, token_logprobs
-from agents.sampling import filter_top_k, sample_completions
+from agents.rl.logprobs import token_logprobs
+from agents.rl.policy import sequence_forward
+from agents.rl.sampling import filter_top_k, sample_completions
 from llm_gym.models import load_causal_lm
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import llm_gym  # noqa: F401
-from agents.sb3 import REFERENCE_FILE, SB3Agent, SB3Config, TokenTransformer, make_sb3_vec_env
+from agents.rl.sb3 import REFERENCE_FILE, SB3Agent, SB3Config, TokenTransformer, make_sb3_vec_env
 
 COUNT = {"max_new_tokens": 2, "reward": r"format:pattern=\d + exact_match"}
 

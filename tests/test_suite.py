@@ -86,7 +86,7 @@ def test_one_setting_on_several_envs_is_one_leaderboard_row():
     from benchmarks.records import RunRecord
 
     def record(algo: str, env: str, lr: float) -> RunRecord:
-        config = {"target": "agents.pg_baselines:PolicyGradient", "budget": 8,
+        config = {"target": "agents.rl.policy_gradient:PolicyGradient", "budget": 8,
                   "algo_kwargs": {"algo": "grpo", "policy_dir": f"runs/sft-{env}", "lr": lr},
                   "env_kwargs": {"tokenizer": f"runs/sft-{env}"}}
         return RunRecord(algo=algo, env_id=f"llm_gym/{env.title()}-v0", seed=0, config=config, versions={},

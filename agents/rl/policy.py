@@ -1,4 +1,4 @@
-"""The trainable policy (a causal LM plus a value head), its frozen reference, and log-prob gathering.
+"""The trainable policy (a causal LM plus a value head) and its frozen reference.
 
 Why a value head on the shared backbone by default: at the sizes we train, a second transformer
 doubles the cost of every forward for little gain; ``value_model="separate"`` gives the critic its
@@ -23,7 +23,8 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from agents.sampling import position_ids_from_mask
+from agents.rl.logprobs import token_logprobs
+from agents.rl.sampling import position_ids_from_mask
 from llm_gym.models import check_vocab_match, load_tokenizer
 
 ValueModel = Literal["shared", "separate", "none"]
@@ -42,19 +43,6 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log p(token) under ``softmax(logits / temperature)``; ``temperature == 0`` counts as 1."""
-    scaled = logits.float() / (temperature if temperature > 0 else 1.0)
-    return torch.log_softmax(scaled, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-
-
-def entropy_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Per-token entropy of the temperature-scaled distribution."""
-    scaled = logits.float() / (temperature if temperature > 0 else 1.0)
-    logp = torch.log_softmax(scaled, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
 
 
 def check_same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase, a_name: str, b_name: str) -> None:
