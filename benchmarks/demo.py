@@ -94,8 +94,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, di
 
     stage("5. PPO against the learned reward model")
     env_kwargs = {"tokenizer": str(sft_dir), "reward": f"learned:path={rm_dir}"}
-    ppo = PPO(PPOConfig(policy_dir=str(sft_dir), batch_size=config.ppo_batch_size, kl_coef=config.ppo_kl_coef,
-                        lr=config.ppo_lr, checkpoint_every=0))
+    ppo = PPO(PPOConfig(model_name_or_path=str(sft_dir), batch_size=config.ppo_batch_size, kl_coef=config.ppo_kl_coef,
+                        learning_rate=config.ppo_lr, save_steps=0))
     result = ppo.train(env_id, config.ppo_budget, config.seed, out / "ppo", env_kwargs)
     done("5. PPO against the learned reward model")
 

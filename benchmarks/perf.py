@@ -161,9 +161,9 @@ def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    ppo_config = PPOConfig(policy_dir=policy, batch_size=config.ppo_batch_size,
-                           mini_batch_size=config.ppo_mini_batch_size, ppo_epochs=config.ppo_epochs,
-                           checkpoint_every=0, eval_episodes=8)
+    ppo_config = PPOConfig(model_name_or_path=policy, batch_size=config.ppo_batch_size,
+                           num_mini_batches=config.ppo_batch_size // config.ppo_mini_batch_size,
+                           num_ppo_epochs=config.ppo_epochs, save_steps=0, eval_episodes=8)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         result = PPO(ppo_config).train(ENV, config.ppo_batch_size * config.ppo_iterations, 0, Path(out),
@@ -183,20 +183,20 @@ def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
 def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, float]:
     """Our GRPO or RLOO on TRL's layout: every step samples num_prompts x group_size completions and takes
     one optimizer step on all of them (epochs 1, one minibatch), exact-match reward, KL coefficient as TRL's beta."""
-    from agents.rl.policy_gradient import PGConfig, PolicyGradient
+    from agents.rl.registry import make_algorithm
 
     torch.set_num_threads(config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     batch = config.pg_num_prompts * config.pg_group_size
-    pg_config = PGConfig(policy_dir=policy, num_prompts=config.pg_num_prompts, group_size=config.pg_group_size,
-                         mini_batch_size=batch, epochs=1, kl_coef=config.pg_kl_coef, checkpoint_every=0,
-                         eval_episodes=min(8, batch))
+    kl = {"beta": config.pg_kl_coef} if algo == "grpo" else {"kl_coef": config.pg_kl_coef}
+    agent = make_algorithm(algo, model_name_or_path=policy, batch_size=batch, num_generations=config.pg_group_size,
+                           num_mini_batches=1, num_ppo_epochs=1, save_steps=0, eval_episodes=min(8, batch), **kl)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        result = PolicyGradient(algo, pg_config).train(ENV, batch * config.pg_steps, 0, Path(out),
-                                                       {"reward": "exact_match", "max_new_tokens": config.pg_new_tokens})
+        result = agent.train(ENV, batch * config.pg_steps, 0, Path(out),
+                             {"reward": "exact_match", "max_new_tokens": config.pg_new_tokens})
         total = time.perf_counter() - start
     step_s = statistics.median(batch / row["perf/samples_per_s"] for row in result.curve[1:])
     metrics = {"samples_per_s": batch / step_s, "step_s": step_s, "steps_timed": len(result.curve) - 1,

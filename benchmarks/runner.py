@@ -30,6 +30,7 @@ from typing import Any, Literal
 import yaml
 
 from agents.rl.algorithm import Algorithm
+from agents.rl.registry import ALGORITHMS as RL_ALGORITHMS
 from benchmarks.records import (
     RunRecord,
     append_record,
@@ -52,19 +53,10 @@ class AlgorithmEntry:
     preset: dict[str, Any] = field(default_factory=dict)
 
 
-ALGORITHMS: dict[str, AlgorithmEntry] = {
-    "ppo": AlgorithmEntry("agents.rl.ppo:PPO"),
-    "grpo": AlgorithmEntry("agents.rl.policy_gradient:PolicyGradient", {"algo": "grpo"}),
-    "rloo": AlgorithmEntry("agents.rl.policy_gradient:PolicyGradient", {"algo": "rloo"}),
-    "reinforce": AlgorithmEntry("agents.rl.policy_gradient:PolicyGradient", {"algo": "reinforce"}),
-    "best-of-n": AlgorithmEntry("agents.rl.policy_gradient:BestOfN"),
-    "sb3-ppo": AlgorithmEntry("agents.rl.sb3:SB3Agent", {"algo": "ppo"}),
+ALGORITHMS: dict[str, AlgorithmEntry] = {  # the names of ``agents.rl.registry``, the one list of algorithms
+    name: AlgorithmEntry(f"{entry.factory.__module__}:{entry.factory.__qualname__}")
+    for name, entry in RL_ALGORITHMS.items()
 }
-
-
-def register_algorithm(name: str, target: str, preset: dict[str, Any] | None = None) -> None:
-    """Make ``name`` usable in grid configs (a config's ``registry:`` section does the same)."""
-    ALGORITHMS[name] = _registry_entry(name, {"target": target, "preset": preset or {}})
 
 
 def _registry_entry(name: str, entry: Any) -> AlgorithmEntry:
@@ -112,6 +104,8 @@ def build_algorithm(target: str, kwargs: dict[str, Any]) -> Algorithm:
     cls = resolve_algorithm(target)
     params = inspect.signature(cls).parameters
     hints = typing.get_type_hints(cls.__init__)
+    if "config" in params and dataclasses.is_dataclass(getattr(cls, "config_class", None)):
+        hints["config"] = cls.config_class  # a registered algorithm names its config (subclasses included)
     configs = {name: _config_class(hints.get(name)) for name in params if _config_class(hints.get(name))}
     direct = {k: v for k, v in kwargs.items() if k in params and k not in configs}
     rest = {k: v for k, v in kwargs.items() if k not in direct}

@@ -1,43 +1,27 @@
-"""REINFORCE, RLOO, GRPO and best-of-n: their advantages, short real runs, and (slow) learning."""
+"""Every registered on-policy algorithm through the one loop, best-of-n, DPO, and (slow) learning."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from rl_helpers import quick_sft, sft_dir  # noqa: F401  (fixture)
+from safetensors.torch import load_file
 
-from agents.rl.policy_gradient import BestOfN, MovingBaseline, PGConfig, PolicyGradient, advantages
+from agents.rl.best_of_n import BestOfN, BestOfNConfig
 from agents.rl.evaluation import evaluate
+from agents.rl.registry import make_algorithm
 from agents.rl.rollout import iteration_seeds
 
 ENV = "llm_gym/Arithmetic-v0"
+ON_POLICY = ["reinforce", "rloo", "grpo", "dapo", "gspo", "reinforce++"]
 
 
-def small(policy_dir, **kw) -> PGConfig:
-    return PGConfig(policy_dir=str(policy_dir), **{"num_prompts": 4, "group_size": 4, "mini_batch_size": 8,
-                                                    "eval_episodes": 16, "checkpoint_every": 1, **kw})
-
-
-def test_advantages_of_each_algorithm():
-    score = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
-    kl = torch.zeros(8)
-    rloo = advantages("rloo", score, kl, 4, 0.1, MovingBaseline(0.9))
-    assert rloo[0] == pytest.approx(1.0) and rloo[1] == pytest.approx(-1 / 3)  # leave-one-out mean
-    assert float(rloo.sum()) == pytest.approx(0.0, abs=1e-6)
-    grpo = advantages("grpo", score, kl, 4, 0.1, MovingBaseline(0.9))
-    assert float(grpo[:4].mean()) == pytest.approx(0.0, abs=1e-6) and float(grpo[:4].std()) == pytest.approx(1.0, abs=1e-3)
-    # the KL penalty enters RLOO/REINFORCE returns, not GRPO's advantages
-    kl_penalised = advantages("rloo", score, torch.tensor([10.0, 0, 0, 0, 0, 0, 0, 0]), 4, 0.1, MovingBaseline(0.9))
-    assert kl_penalised[0] == pytest.approx(0.0)
-    assert torch.equal(advantages("grpo", score, torch.full((8,), 10.0), 4, 0.1, MovingBaseline(0.9)), grpo)
-    baseline = MovingBaseline(0.5)
-    first = advantages("reinforce", score, kl, 1, 0.1, baseline)
-    assert float(first.mean()) == pytest.approx(0.0) and baseline.value == pytest.approx(0.375)
-    second = advantages("reinforce", torch.ones(8), kl, 1, 0.1, baseline)
-    assert second[0] == pytest.approx(1 - 0.375) and baseline.value == pytest.approx(0.6875)
+def small(sft_dir, **kw) -> dict:
+    return {"model_name_or_path": str(sft_dir), "batch_size": 16, "num_mini_batches": 2, "eval_episodes": 16,
+            "save_steps": 1, **kw}
 
 
 def test_groups_share_a_prompt():
@@ -46,33 +30,59 @@ def test_groups_share_a_prompt():
     assert iteration_seeds(0, 3, 1, 3, 2)[0] != seeds[0]  # other processes see other prompts
 
 
-@pytest.mark.parametrize("algo", ["reinforce", "rloo", "grpo"])
-def test_policy_gradient_runs(algo, sft_dir, tmp_path):
-    config = small(sft_dir, epochs=2 if algo == "grpo" else 1, num_prompts=16 if algo == "reinforce" else 4)
-    result = PolicyGradient(algo, config).train(ENV, 32, 0, tmp_path)
-    assert [row["step"] for row in result.curve] == [16, 32]  # REINFORCE: 16 prompts x 1, others: 4 x 4
-    for name in ("objective/reward", "objective/gold_reward", "objective/kl", "policy/entropy", "policy/clipfrac",
+@pytest.mark.parametrize("algo", ON_POLICY)
+def test_on_policy_algorithm_runs(algo, sft_dir, tmp_path):
+    agent = make_algorithm(algo, **small(sft_dir, num_ppo_epochs=2 if algo == "grpo" else 1))
+    result = agent.train(ENV, 32, 0, tmp_path)
+    assert [row["step"] for row in result.curve] == [16, 32]
+    for name in ("objective/reward", "objective/gold_reward", "policy/entropy", "policy/clipfrac",
                  "loss/policy", "episode/length", "perf/tokens_per_s", "perf/samples_per_s"):
-        assert all(math.isfinite(row[name]) for row in result.curve), name
+        trained_rows = [r for r in result.curve if r.get("policy/kept_fraction", 1.0) > 0]  # DAPO may skip a batch
+        assert all(math.isfinite(row[name]) for row in trained_rows), name
     trained, start = load_file(result.checkpoint_dir / "model.safetensors"), load_file(sft_dir / "model.safetensors")
     assert any(not torch.equal(trained[k], start[k]) for k in start)  # the policy was updated
     assert (tmp_path / "checkpoints").is_dir() and (result.checkpoint_dir / "reference.json").is_file()
 
 
+def test_single_use_batches_skip_the_old_logprob_forward(sft_dir, tmp_path, monkeypatch):
+    """One epoch, one minibatch: the policy forwards are the update's only (no no-grad pass before it)."""
+    from agents.rl.policy import ActorCritic
+
+    calls = []
+    original = ActorCritic.forward
+    monkeypatch.setattr(ActorCritic, "forward", lambda self, *a: calls.append(torch.is_grad_enabled()) or original(self, *a))
+    make_algorithm("grpo", **small(sft_dir, num_mini_batches=1, save_steps=0)).train(ENV, 16, 0, tmp_path / "once")
+    assert calls == [True]
+    calls.clear()
+    make_algorithm("grpo", **small(sft_dir, num_mini_batches=2, save_steps=0)).train(ENV, 16, 0, tmp_path / "twice")
+    assert calls.count(False) >= 1 and calls.count(True) == 2
+
+
+def test_dynamic_sampling_drops_groups_that_all_score_alike(sft_dir, tmp_path):
+    const = lambda prompts, completions, metadata: [1.0] * len(prompts)  # noqa: E731
+    result = make_algorithm("dapo", **small(sft_dir)).train(ENV, 16, 0, tmp_path, {"reward": const})
+    assert result.curve[0]["policy/kept_fraction"] == 0.0
+    trained, start = load_file(result.checkpoint_dir / "model.safetensors"), load_file(sft_dir / "model.safetensors")
+    assert all(torch.equal(trained[k], start[k]) for k in start)  # nothing informative: no update
+
+
 def test_bad_configs_are_refused(sft_dir, tmp_path):
-    with pytest.raises(ValueError, match="rloo needs group_size >= 2"):
-        PolicyGradient("rloo", small(sft_dir, group_size=1))
-    with pytest.raises(ValueError, match="unknown policy-gradient algorithm 'ppo2'"):
-        PolicyGradient("ppo2", small(sft_dir))
+    with pytest.raises(ValueError, match="rloo needs num_generations >= 2"):
+        make_algorithm("rloo", **small(sft_dir, num_generations=1))
+    with pytest.raises(ValueError, match=r"batch_size \(10\) must be a positive multiple of num_generations \(4\)"):
+        make_algorithm("grpo", **small(sft_dir, batch_size=10))
     with pytest.raises(ValueError, match="budget of 8 samples is smaller than one batch of 16 samples"):
-        PolicyGradient("grpo", small(sft_dir)).train(ENV, 8, 0, tmp_path)
-    PolicyGradient("grpo", small(sft_dir)).train(ENV, 16, 0, tmp_path / "run")
-    with pytest.raises(ValueError, match="cannot resume from incompatible checkpoint .*algo was 'grpo' there but is 'rloo'"):
-        PolicyGradient("rloo", small(sft_dir)).train(ENV, 32, 0, tmp_path / "run")
+        make_algorithm("grpo", **small(sft_dir)).train(ENV, 8, 0, tmp_path)
+    with pytest.raises(ValueError, match="grpo: model_name_or_path is not set"):
+        make_algorithm("grpo").train(ENV, 16, 0, tmp_path / "none")
+    make_algorithm("grpo", **small(sft_dir)).train(ENV, 16, 0, tmp_path / "run")
+    with pytest.raises(ValueError, match="cannot resume from incompatible checkpoint .*algo was 'grpo' there but is 'dapo'"):
+        make_algorithm("dapo", **small(sft_dir)).train(ENV, 32, 0, tmp_path / "run")
 
 
 def test_best_of_n_selects_by_proxy_reward(sft_dir, tmp_path):
-    result = BestOfN(small(sft_dir, group_size=8, num_prompts=8)).train(ENV, 128, 0, tmp_path)
+    config = BestOfNConfig(model_name_or_path=str(sft_dir), num_generations=8, batch_size=64, eval_episodes=16)
+    result = BestOfN(config).train(ENV, 128, 0, tmp_path)
     assert len(result.curve) == 2
     assert result.final["objective/kl"] == pytest.approx(math.log(8) - 7 / 8)
     base = evaluate(sft_dir, ENV, 16, 0)
@@ -80,19 +90,45 @@ def test_best_of_n_selects_by_proxy_reward(sft_dir, tmp_path):
     assert result.final["eval/perplexity"] == pytest.approx(base["eval/perplexity"])
 
 
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_dpo_trains_on_pairwise_feedback_and_resumes(loss_type, sft_dir, tmp_path):
+    """DPO raises the implicit-reward margin of chosen over rejected on a feedback file, and resumes exactly.
+
+    20 steps of 8 pairs: the mean margin of the last 5 steps minus that of the first 5 measured +0.074 and
+    +0.058 (DPO, lr 1e-3 and 3e-3) and +0.036 (IPO, lr 3e-3); the +0.02 margin is below the smallest."""
+    rows = [{"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1)} for a in range(8) for b in range(4)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    options = {"model_name_or_path": str(sft_dir), "dataset_name": str(data), "batch_size": 8, "loss_type": loss_type,
+               "learning_rate": 3e-3, "eval_episodes": 8, "save_steps": 5}
+    full = make_algorithm("dpo", **options).train(ENV, 160, 0, tmp_path / "full")
+    margins = [row["rewards/margins"] for row in full.curve]
+    assert len(margins) == 20 and sum(margins[-5:]) / 5 > sum(margins[:5]) / 5 + 0.02
+    make_algorithm("dpo", **options).train(ENV, 80, 0, tmp_path / "cut")  # half, then continue in the same folder
+    resumed = make_algorithm("dpo", **options).train(ENV, 160, 0, tmp_path / "cut")
+    drop = lambda curve: [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in curve]  # noqa: E731
+    assert drop(resumed.curve) == drop(full.curve)
+    bad = tmp_path / "ratings.jsonl"
+    bad.write_text(json.dumps({"prompt": "1+1=", "completion": "2", "label": 1.0}) + "\n")
+    with pytest.raises(ValueError, match="dpo: .*ratings.jsonl holds no preference pairs"):
+        make_algorithm("dpo", **{**options, "dataset_name": str(bad)}).train(ENV, 8, 0, tmp_path / "bad")
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
-@pytest.mark.parametrize("algo", ["reinforce", "rloo", "grpo", "best-of-n"])
-def test_baseline_improves_gold_reward(algo, tmp_path):
-    """Verifier reward as the proxy, the fast PPO test's start (SFT seed 0, 31% on 256 held-out prompts),
-    budget 3200 samples (best-of-4: 1024). Measured with seed 0: REINFORCE 0.309 -> 0.484, RLOO 0.309 -> 0.461,
-    GRPO 0.309 -> 0.453, best-of-4 0.309 -> 0.684 (~15 s each). One seed per algorithm only: the +0.05
-    margin is a third of the smallest gain seen, not a spread from repeated runs."""
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("algo", [*ON_POLICY, "best-of-n"])
+def test_algorithm_improves_gold_reward(algo, tmp_path):
+    """Verifier reward as the proxy, the fast PPO test's start (SFT seed 0, ~31% on 256 held-out prompts),
+    budget 3200 samples (best-of-4: 1024), seed 0. The +0.05 margin was set from the earlier single-seed
+    measurements of REINFORCE/RLOO/GRPO/best-of-4 (gains +0.14 to +0.37); it is not a spread from repeated
+    runs, and DAPO, GSPO and REINFORCE++ were not measured with it."""
     start_dir = quick_sft(tmp_path / "sft", steps=500, seed=0)
     start = evaluate(start_dir, ENV, 256, seed=123)
-    config = PGConfig(policy_dir=str(start_dir), lr=3e-4, checkpoint_every=0, eval_episodes=256,
-                      num_prompts=16 if algo != "reinforce" else 64)
-    agent = BestOfN(config) if algo == "best-of-n" else PolicyGradient(algo, config)
+    if algo == "best-of-n":
+        agent = make_algorithm(algo, model_name_or_path=str(start_dir), eval_episodes=256)
+    else:
+        agent = make_algorithm(algo, model_name_or_path=str(start_dir), learning_rate=3e-4, save_steps=0,
+                               eval_episodes=256, batch_size=64, num_mini_batches=2)
     result = agent.train(ENV, budget=3200 if algo != "best-of-n" else 1024, seed=0, out_dir=tmp_path / algo)
     final = agent.evaluate(result.checkpoint_dir, ENV, 256, 123)
     assert final["objective/gold_reward"] > start["objective/gold_reward"] + 0.05

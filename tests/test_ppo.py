@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from rl_helpers import quick_sft, sft_dir  # noqa: F401  (fixture)
 from agents.rl.ppo import PPO, PPOConfig
 from agents.rl.estimators import KLController, gae, kl_penalty, masked_mean, masked_whiten
 from agents.rl.evaluation import distinct_n, evaluate
-from agents.rl.loop import TrainingDiverged
+from agents.rl.run import TrainingDiverged
 from llm_gym.models import TinyModelConfig, save_tiny
 
 ENV = "llm_gym/Arithmetic-v0"
@@ -27,8 +28,8 @@ EVAL_METRICS = ["objective/reward", "objective/gold_reward", "objective/kl", "ev
 
 
 def small(policy_dir, **kw) -> PPOConfig:
-    return PPOConfig(policy_dir=str(policy_dir), **{"batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 2,
-                                                     "eval_episodes": 32, "checkpoint_every": 1, **kw})
+    return PPOConfig(model_name_or_path=str(policy_dir), **{"batch_size": 16, "num_mini_batches": 2, "num_ppo_epochs": 2,
+                                                             "eval_episodes": 32, "save_steps": 1, **kw})
 
 
 # ----------------------------------------------------------------------------------- RL math
@@ -95,7 +96,7 @@ def test_ppo_run_logs_every_metric_and_exports_a_policy(sft_dir, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines == result.curve
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
-    assert (tmp_path / "config.yaml").is_file() and "ppo_epochs: 2" in (tmp_path / "config.yaml").read_text()
+    assert (tmp_path / "config.yaml").is_file() and "num_ppo_epochs: 2" in (tmp_path / "config.yaml").read_text()
     assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == ["step-00000001", "step-00000002"]
     assert result.checkpoint_dir == tmp_path / "policy"
     assert (result.checkpoint_dir / "value_head.safetensors").is_file()
@@ -113,10 +114,10 @@ def test_evaluate_an_untrained_model_has_zero_kl(sft_dir):
 
 def test_lora_reference_is_the_adapter_disabled_and_separate_critic(sft_dir, tmp_path):
     pytest.importorskip("peft")
-    lora = PPO(small(sft_dir, lora_r=4, checkpoint_every=0, eval_episodes=8)).train(ENV, 16, 0, tmp_path / "lora")
+    lora = PPO(small(sft_dir, lora_r=4, save_steps=0, eval_episodes=8)).train(ENV, 16, 0, tmp_path / "lora")
     assert lora.curve[0]["objective/kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero
     assert (lora.checkpoint_dir / "model.safetensors").is_file()  # merged, loadable without peft
-    critic = PPO(small(sft_dir, value_model="separate", checkpoint_every=0, eval_episodes=8))
+    critic = PPO(small(sft_dir, value_model="separate", save_steps=0, eval_episodes=8))
     result = critic.train(ENV, 16, 0, tmp_path / "critic")
     assert math.isfinite(result.curve[0]["loss/value"])
 
@@ -130,7 +131,7 @@ def test_budget_smaller_than_one_batch(sft_dir, tmp_path):
 def test_policy_and_reference_tokenizers_must_match(sft_dir, tmp_path):
     other = save_tiny(tmp_path / "other", ["xyz+-=0123"], "char", TinyModelConfig(n_layer=1, n_embd=16, n_head=2))
     with pytest.raises(ValueError, match="policy and reference tokenizers differ"):
-        PPO(small(sft_dir, reference_dir=str(other))).train(ENV, 16, 0, tmp_path / "run")
+        PPO(small(sft_dir, ref_model_name_or_path=str(other))).train(ENV, 16, 0, tmp_path / "run")
     with pytest.raises(ValueError, match="policy and env tokenizers differ"):
         PPO(small(sft_dir)).train(ENV, 16, 0, tmp_path / "run2", {"tokenizer": str(other)})
 
@@ -151,7 +152,7 @@ def test_nan_reward_stops_with_iteration_and_keeps_last_good_checkpoint(sft_dir,
 
 def test_inf_loss_stops_with_iteration_and_cause(sft_dir, tmp_path):
     huge = lambda prompts, completions, metadata: np.full(len(prompts), 3e38)  # noqa: E731  finite, but its square is not
-    with pytest.raises(TrainingDiverged, match="iteration 1: loss is (nan|inf) .*no checkpoint was written yet"):
+    with pytest.raises(TrainingDiverged, match="iteration 1: (advantages|loss) is (nan|inf) .*no checkpoint was written yet"):
         PPO(small(sft_dir)).train(ENV, 32, 0, tmp_path, {"reward": huge})
 
 
@@ -161,6 +162,16 @@ def test_incompatible_checkpoint_is_refused(sft_dir, tmp_path):
         PPO(small(sft_dir, batch_size=32)).train(ENV, 64, 0, tmp_path)
     with pytest.raises(ValueError, match="cannot resume from incompatible checkpoint .*value_model was 'shared'"):
         PPO(small(sft_dir, value_model="separate")).train(ENV, 32, 0, tmp_path)
+    with pytest.raises(ValueError, match="incompatible checkpoint .*env_id was 'llm_gym/Arithmetic-v0' there but is "
+                                         "'llm_gym/Count-v0'"):
+        PPO(small(sft_dir)).train("llm_gym/Count-v0", 32, 0, tmp_path)
+    with pytest.raises(ValueError, match="incompatible checkpoint .*env_kwargs was {} there but is {'reward': 'exact_match'}"):
+        PPO(small(sft_dir)).train(ENV, 32, 0, tmp_path, {"reward": "exact_match"})
+    other = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(sft_dir, other)
+    with pytest.raises(ValueError, match=f"incompatible checkpoint .*model_name_or_path was '{sft_dir.resolve()}' there "
+                                         f"but is '{other.resolve()}'"):
+        PPO(small(other)).train(ENV, 32, 0, tmp_path)
 
 
 # ------------------------------------------------------------------------------------ learning
@@ -173,7 +184,7 @@ def test_ppo_learns_with_the_verifier_as_reward(tmp_path):
     """
     start_dir = quick_sft(tmp_path / "sft", steps=500, seed=0)
     start = evaluate(start_dir, ENV, 256, seed=123)
-    config = PPOConfig(policy_dir=str(start_dir), lr=3e-4, checkpoint_every=0, eval_episodes=256)
+    config = PPOConfig(model_name_or_path=str(start_dir), learning_rate=3e-4, save_steps=0, eval_episodes=256)
     result = PPO(config).train(ENV, budget=40 * 64, seed=0, out_dir=tmp_path / "ppo")
     final = evaluate(result.checkpoint_dir, ENV, 256, seed=123)
     assert final["objective/gold_reward"] > start["objective/gold_reward"] + 0.04
@@ -184,7 +195,7 @@ def test_ppo_learns_with_the_verifier_as_reward(tmp_path):
 def test_ppo_on_cuda_with_bf16_autocast(sft_dir, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    result = PPO(small(sft_dir, checkpoint_every=0)).train(ENV, 32, 0, tmp_path)
+    result = PPO(small(sft_dir, save_steps=0)).train(ENV, 32, 0, tmp_path)
     assert all(math.isfinite(row["loss/policy"]) for row in result.curve)
     assert result.final["objective/gold_reward"] >= 0.0
 
@@ -207,43 +218,8 @@ def test_ppo_on_a_learned_reward_model(tmp_path):
     sft, rm = sft_and_learned_reward(tmp_path / "start", sft_steps=500, rm_steps=1000, feedback_prompts=2048)
     env_kwargs = {"reward": f"learned:path={rm}"}
     start = evaluate(sft, ENV, 512, seed=123, env_kwargs=env_kwargs)
-    config = PPOConfig(policy_dir=str(sft), kl_coef=1.0, lr=1e-4, checkpoint_every=0, eval_episodes=512)
+    config = PPOConfig(model_name_or_path=str(sft), kl_coef=1.0, learning_rate=1e-4, save_steps=0, eval_episodes=512)
     result = PPO(config).train(ENV, budget=50 * 64, seed=0, out_dir=tmp_path / "ppo", env_kwargs=env_kwargs)
     final = evaluate(result.checkpoint_dir, ENV, 512, seed=123, env_kwargs=env_kwargs)
     assert final["objective/reward"] > start["objective/reward"] + 0.15
     assert max(row["objective/kl"] for row in result.curve) < 4.0
-
-
-@pytest.mark.gpu
-def test_ppo_on_cuda_with_bf16_autocast(sft_dir, tmp_path):
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    result = PPO(small(sft_dir, checkpoint_every=0)).train(ENV, 32, 0, tmp_path)
-    assert all(math.isfinite(row["loss/policy"]) for row in result.curve)
-    assert result.final["objective/gold_reward"] >= 0.0
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)  # the SFT + feedback + reward-model pipeline alone takes 2-4 CPU minutes
-def test_ppo_on_a_learned_reward_model(tmp_path):
-    """The issue's setting: agents.sft start (2-digit addition), simulated feedback, a Bradley-Terry reward
-    model (~70% held-out pairwise accuracy), PPO on that learned reward with kl_coef 1.0.
-
-    Measured (seed 0, 50 iterations x 64): proxy reward -0.62 -> +0.48 on held-out prompts, KL <= 2.4 nats,
-    but gold 0.26 -> 0.20: this reward model is exploited (best-of-16 on it also drops gold, 0.26 -> 0.22,
-    while best-of-4 raises it to 0.375). The test pins that measured behaviour: the proxy rises by a wide
-    margin, the KL stays bounded, and best-of-4 on the learned reward beats the start on gold.
-    """
-    from agents.rl.policy_gradient import BestOfN, PGConfig
-    from rl_helpers import sft_and_learned_reward
-
-    sft, rm = sft_and_learned_reward(tmp_path / "start", sft_steps=500, rm_steps=1000, feedback_prompts=2048)
-    env_kwargs = {"reward": f"learned:path={rm}"}
-    start = evaluate(sft, ENV, 512, seed=123, env_kwargs=env_kwargs)
-    config = PPOConfig(policy_dir=str(sft), kl_coef=1.0, lr=1e-4, checkpoint_every=0, eval_episodes=512)
-    result = PPO(config).train(ENV, budget=50 * 64, seed=0, out_dir=tmp_path / "ppo", env_kwargs=env_kwargs)
-    final = evaluate(result.checkpoint_dir, ENV, 512, seed=123, env_kwargs=env_kwargs)
-    assert final["objective/reward"] > start["objective/reward"] + 0.5
-    assert max(row["objective/kl"] for row in result.curve) < 4.0
-    best_of_4 = BestOfN(PGConfig(policy_dir=str(sft), group_size=4)).evaluate(sft, ENV, 256, 123, env_kwargs)
-    assert best_of_4["objective/gold_reward"] > start["objective/gold_reward"] + 0.05

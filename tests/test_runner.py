@@ -204,9 +204,9 @@ def test_builtin_registry_builds_the_agents(tiny_model_dir):
     """Every registry name constructs its class from flat kwargs (skipped for agents not in this checkout)."""
     from benchmarks.runner import ALGORITHMS
 
-    extra = {"sb3-ppo": {}, "reinforce": {"num_prompts": 32, "policy_dir": str(tiny_model_dir)}}
+    extra = {"sb3-ppo": {}}
     for name, entry in ALGORITHMS.items():
-        kwargs = {**entry.preset, **extra.get(name, {"policy_dir": str(tiny_model_dir)})}
+        kwargs = {**entry.preset, **extra.get(name, {"model_name_or_path": str(tiny_model_dir)})}
         try:
             algorithm = build_algorithm(entry.target, kwargs)
         except ImportError as err:

@@ -12,8 +12,7 @@ import pytest
 from rl_helpers import sft_dir  # noqa: F401  (fixture)
 from safetensors.torch import load_file
 
-from agents.rl.policy_gradient import PGConfig, PolicyGradient
-from agents.rl.ppo import PPO, PPOConfig
+from agents.rl.registry import make_algorithm
 from llm_gym.cli import main as llm_gym_main
 from llm_gym.tasks import make_task
 
@@ -22,34 +21,38 @@ VERIFY = make_task("arithmetic").verify
 
 
 def make_agent(algo: str, policy_dir: Path):
+    options = {"model_name_or_path": str(policy_dir), "batch_size": 16, "num_mini_batches": 2, "num_ppo_epochs": 2,
+               "eval_episodes": 16, "save_steps": 1}
     if algo == "ppo":
-        return PPO(PPOConfig(policy_dir=str(policy_dir), batch_size=16, mini_batch_size=8, ppo_epochs=2,
-                             kl_target=0.5, eval_episodes=16, checkpoint_every=1))
-    return PolicyGradient(algo, PGConfig(policy_dir=str(policy_dir), num_prompts=4, group_size=4, mini_batch_size=8,
-                                         epochs=2, eval_episodes=16, checkpoint_every=1))
+        options["kl_target"] = 0.5  # the adaptive KL controller's state must resume too
+    return make_algorithm(algo, **options)
+
+
+def verifier(crash_on_call: int | None = None):
+    """The task verifier as the reward; raises KeyboardInterrupt on call ``crash_on_call`` (a kill mid-run).
+    Both versions are the same function by name, as a resumed run's env_kwargs must be."""
+    calls = []
+
+    def reward(prompts, completions, metadata):
+        calls.append(1)
+        if len(calls) == crash_on_call:
+            raise KeyboardInterrupt
+        return VERIFY(prompts, completions, metadata)
+
+    return reward
 
 
 def timing_free(curve):
     return [{k: v for k, v in row.items() if not k.startswith("perf/")} for row in curve]
 
 
-@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+@pytest.mark.parametrize("algo", ["ppo", "grpo", "reinforce", "rloo", "dapo", "gspo", "reinforce++"])
 def test_interrupted_run_resumes_to_the_same_metrics(algo, sft_dir, tmp_path):
-    reward = lambda prompts, completions, metadata: VERIFY(prompts, completions, metadata)  # noqa: E731
-    full = make_agent(algo, sft_dir).train(ENV, 64, 0, tmp_path / "full", {"reward": reward})
-
-    calls = []
-
-    def crashing(prompts, completions, metadata):
-        calls.append(1)
-        if len(calls) == 3:  # the third rollout: after the iteration-2 checkpoint
-            raise KeyboardInterrupt
-        return VERIFY(prompts, completions, metadata)
-
-    with pytest.raises(KeyboardInterrupt):
-        make_agent(algo, sft_dir).train(ENV, 64, 0, tmp_path / "cut", {"reward": crashing})
+    full = make_agent(algo, sft_dir).train(ENV, 64, 0, tmp_path / "full", {"reward": verifier()})
+    with pytest.raises(KeyboardInterrupt):  # the third rollout: after the iteration-2 checkpoint
+        make_agent(algo, sft_dir).train(ENV, 64, 0, tmp_path / "cut", {"reward": verifier(crash_on_call=3)})
     assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 2
-    resumed = make_agent(algo, sft_dir).train(ENV, 64, 0, tmp_path / "cut", {"reward": reward})
+    resumed = make_agent(algo, sft_dir).train(ENV, 64, 0, tmp_path / "cut", {"reward": verifier()})
 
     assert len(resumed.curve) == 4
     assert timing_free(resumed.curve) == timing_free(full.curve)  # exactly, not approximately
@@ -62,27 +65,27 @@ def test_interrupted_run_resumes_to_the_same_metrics(algo, sft_dir, tmp_path):
 
 def test_cli_trains_saves_config_and_resumes(sft_dir, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--algo", "rloo", "--env-id", ENV, "--out-dir", str(out), "--policy-dir", str(sft_dir),
-            "--num-prompts", "4", "--group-size", "2", "--mini-batch-size", "8", "--eval-episodes", "8",
-            "--checkpoint-every", "1", "--env-kwargs", "{reward: exact_match}"]
+    args = ["train", "--algo", "rloo", "--env-id", ENV, "--output-dir", str(out), "--model-name-or-path", str(sft_dir),
+            "--batch-size", "8", "--num-generations", "2", "--eval-episodes", "8",
+            "--save-steps", "1", "--env-kwargs", "{reward: exact_match}"]
     assert llm_gym_main([*args, "--budget", "8"]) == 0
     config = (out / "config.yaml").read_text()
-    assert "group_size: 2" in config and "num_prompts: 4" in config
+    assert "num_generations: 2" in config and "batch_size: 8" in config
     first = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert llm_gym_main([*args, "--budget", "24"]) == 0  # same folder, larger budget: continues
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [8, 16, 24] and rows[0] == first[0]
-    with pytest.raises(SystemExit, match="--algo rloo has no option.* --ppo-epochs"):
-        llm_gym_main([*args, "--budget", "8", "--ppo-epochs", "2"])
+    with pytest.raises(SystemExit, match="algorithm 'rloo' has no option.* vf_coef"):
+        llm_gym_main([*args, "--budget", "8", "--vf-coef", "2"])
 
 
 def test_two_processes_under_torchrun(sft_dir, tmp_path):
     """accelerate picks up the torchrun process group (gloo on CPU); each process samples its own prompts."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "agents.train_cli", "--algo", "ppo", "--env-id", ENV, "--budget", "32", "--out-dir", str(out),
-           "--policy-dir", str(sft_dir), "--batch-size", "8", "--mini-batch-size", "4", "--ppo-epochs", "1",
-           "--eval-episodes", "8", "--checkpoint-every", "1"]
+           "-m", "agents.train_cli", "--algo", "ppo", "--env-id", ENV, "--budget", "32", "--output-dir", str(out),
+           "--model-name-or-path", str(sft_dir), "--batch-size", "8", "--num-mini-batches", "2", "--num-ppo-epochs", "1",
+           "--eval-episodes", "8", "--save-steps", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -94,7 +97,7 @@ def test_two_processes_under_torchrun(sft_dir, tmp_path):
 def test_cli_dispatches_sb3_ppo_to_the_sb3_adapter(tmp_path):
     pytest.importorskip("agents.rl.sb3")
     out = tmp_path / "sb3"
-    assert llm_gym_main(["train", "--algo", "sb3-ppo", "--budget", "16", "--out-dir", str(out), "--num-envs", "4",
+    assert llm_gym_main(["train", "--algo", "sb3-ppo", "--budget", "16", "--output-dir", str(out), "--num-envs", "4",
                          "--n-steps", "8", "--batch-size", "16", "--eval-episodes", "8", "--log-every", "8",
                          "--env-kwargs", "{reward: exact_match}"]) == 0
     assert (out / "policy").is_dir()

@@ -102,3 +102,55 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     """1 - Var[returns - values] / Var[returns]: 1 is a perfect critic, 0 a constant one."""
     var_returns = masked_var(returns, mask)
     return float(1 - masked_var(returns - values, mask) / var_returns) if var_returns > 0 else float("nan")
+
+
+def missing_eos_penalty(score: torch.Tensor, ended: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Subtract ``penalty`` from the score of every completion that never emitted EOS (Huang et al. 2024, #11).
+
+    TRL replaces such scores; we subtract, so a learned reward's ranking among truncated answers survives.
+    """
+    return score - penalty * (~ended.bool()).float()
+
+
+def token_rewards(score: torch.Tensor, kl: torch.Tensor, kl_coef: float, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token rewards (B, T): ``-kl_coef * kl`` at every real token, plus the score at the last one."""
+    rewards = -kl_coef * kl * mask
+    last = (mask.sum(1).long() - 1).clamp(min=0)
+    rewards[torch.arange(len(last), device=rewards.device), last] += score
+    return rewards
+
+
+def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Undiscounted return from each token to the end of its completion: G_t = sum_{s >= t} r_s."""
+    rewards = rewards * mask
+    return (rewards.flip(1).cumsum(1).flip(1)) * mask
+
+
+def group_advantages(scores: torch.Tensor, group_size: int, scale: Literal["group", "batch", "none"]) -> torch.Tensor:
+    """GRPO's advantage: the score minus its group's mean, divided by the group's std (``"group"``, Shao et
+    al. 2024), the whole batch's std (``"batch"``) or nothing (``"none"``, Dr. GRPO, Liu et al. 2025).
+    Completions of one prompt are ``group_size`` consecutive rows."""
+    groups = scores.view(-1, group_size)
+    centred = groups - groups.mean(1, keepdim=True)
+    if scale == "group":
+        centred = centred / (groups.std(1, keepdim=True) + 1e-4)
+    elif scale == "batch":
+        centred = centred / (scores.std() + 1e-4)
+    elif scale != "none":
+        raise ValueError(f"unknown scale_rewards {scale!r}; use 'group', 'batch' or 'none'")
+    return centred.flatten()
+
+
+def leave_one_out(returns: torch.Tensor, group_size: int) -> torch.Tensor:
+    """RLOO's advantage (Ahmadian et al. 2024): each return minus the mean of the other ``group_size - 1``."""
+    groups = returns.view(-1, group_size)
+    others = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - others).flatten()
+
+
+def varied_groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """DAPO's dynamic-sampling filter (Yu et al. 2025): True for every row of a group whose scores are
+    not all equal; a group that is all right or all wrong has zero advantage and only dilutes the batch."""
+    groups = scores.view(-1, group_size)
+    varied = (groups.max(1).values - groups.min(1).values) > 0
+    return varied.repeat_interleave(group_size)

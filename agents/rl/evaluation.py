@@ -6,6 +6,7 @@ from the same sampling, the same held-out split and the same KL and perplexity d
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +41,17 @@ class EvalConfig:
 def evaluate(
     policy_dir: str | Path, env_id: str, episodes: int, seed: int, env_kwargs: dict[str, Any] | None = None,
     config: EvalConfig | None = None, reference_dir: str | Path | None = None, device: str | None = None,
+    rollouts_path: Path | None = None,
 ) -> dict[str, float]:
     """Sample ``episodes`` completions from a policy directory on the env and report the standard metrics.
 
     Returns ``objective/reward`` (proxy), ``objective/gold_reward``, ``objective/kl`` (per sequence,
     k1, to the reference the policy recorded at export, or ``reference_dir``; 0 for an untrained
     model), ``eval/perplexity`` of the policy on the task's reference completions,
-    ``eval/distinct_1``/``eval/distinct_2`` and ``episode/length`` (tokens, EOS included).
+    ``eval/distinct_1``/``eval/distinct_2`` and ``episode/length`` (tokens, EOS included). With
+    ``rollouts_path`` every evaluated sample is appended there as one compact JSON line
+    ``{prompt, completion, proxy, gold, kl}`` (kl: that completion's k1 sum; 0 without a reference),
+    so the samples can be re-scored later by other rewards.
     """
     config = config or EvalConfig()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -70,10 +75,18 @@ def evaluate(
             rollout = env.rollout(model, iteration_seeds(seed, i, 0, batch), config.temperature, config.top_k, generator)
         n = min(batch, episodes - done)
         c = rollout.completions
+        kl = torch.zeros(n, device=dev)
         if reference is not None:
             out, P = sequence_forward(reference, rollout.prompt_ids, rollout.prompt_mask, c.ids, c.mask)
             ref_lp = token_logprobs(out.logits[:, P - 1 : P - 1 + c.ids.shape[1]], c.ids, config.temperature)
-            sums["kl"] += float(((c.logprobs - ref_lp) * c.mask).sum(1)[:n].sum())
+            kl = ((c.logprobs - ref_lp) * c.mask).sum(1)[:n]
+            sums["kl"] += float(kl.sum())
+        if rollouts_path is not None:
+            rows = zip(rollout.prompts[:n], rollout.texts[:n], rollout.score[:n].tolist(), rollout.gold[:n].tolist(),
+                       kl.tolist())
+            with Path(rollouts_path).open("a") as f:
+                f.writelines(json.dumps({"prompt": p, "completion": t, "proxy": r, "gold": None if math.isnan(g) else g, "kl": k},
+                                        separators=(",", ":")) + "\n" for p, t, r, g, k in rows)
         refs = tokenizer([r + tokenizer.eos_token for r in env.references()], add_special_tokens=False,
                          return_tensors="pt", padding=True)
         ref_ids, ref_mask = refs["input_ids"].to(dev), refs["attention_mask"].to(dev)

@@ -39,7 +39,9 @@ class Rollout:
     completions: Completions
     score: torch.Tensor  # proxy reward, the one optimised
     gold: torch.Tensor  # gold reward, only reported (nan when the env has none)
-    texts: list[str]
+    texts: list[str]  # the decoded completions
+    prompts: list[str]  # the prompt texts
+    metadata: list[dict[str, Any]]  # each sample's task metadata (what rewards and verifiers read)
 
 
 def iteration_seeds(seed: int, iteration: int, rank: int, num_prompts: int, group_size: int = 1) -> list[int]:
@@ -75,23 +77,30 @@ class RolloutEnv:
         """The task's reference completions for the current prompts (for perplexity in ``evaluate``)."""
         return [sample.reference for sample in self.env.unwrapped.engine.samples]
 
-    def score(self, completion_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """Step all slots with their completions: proxy reward, gold reward (nan if none), texts."""
+    def metadata(self) -> list[dict[str, Any]]:
+        """The task metadata of the current prompts."""
+        return [dict(sample.metadata) for sample in self.env.unwrapped.engine.samples]
+
+    def score(self, completion_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+        """Step all slots with their completions: proxy reward, gold reward (nan if none), completion and
+        prompt texts."""
         actions = F.pad(completion_ids, (0, self.T - completion_ids.shape[1]), value=self.pad_token_id)
         _, reward, terminated, truncated, info = self.env.step(actions)
         if not bool((terminated | truncated).all()):
             raise ValueError("multi-turn tasks are not supported by the sequence-level trainers: a turn did not end the episode")
         gold = info.get("gold_reward", np.full(self.num_envs, np.nan))
         return (torch.as_tensor(reward, dtype=torch.float32, device=self.device),
-                torch.as_tensor(np.asarray(gold, dtype=np.float32), device=self.device), list(info["completion"]))
+                torch.as_tensor(np.asarray(gold, dtype=np.float32), device=self.device), list(info["completion"]),
+                list(info["prompt"]))
 
     def rollout(self, model: PreTrainedModel, seeds: list[int], temperature: float, top_k: int,
                 generator: torch.Generator | None) -> Rollout:
         prompt_ids, prompt_mask = self.prompts(seeds)
         completions = sample_completions(model, prompt_ids, prompt_mask, self.T, self.eos_token_id,
                                          self.pad_token_id, temperature, top_k, generator)
-        score, gold, texts = self.score(completions.ids)
-        return Rollout(prompt_ids, prompt_mask, completions, score, gold, texts)
+        metadata = self.metadata()
+        score, gold, texts, prompts = self.score(completions.ids)
+        return Rollout(prompt_ids, prompt_mask, completions, score, gold, texts, prompts, metadata)
 
     def close(self) -> None:
         self.env.close()

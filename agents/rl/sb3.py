@@ -2,25 +2,23 @@
 
 Why: SB3 is the RL library most people already know; running its on-policy algorithms unchanged on
 llm_gym envs shows the envs are plain Gymnasium MDPs (one token per step, reward at the end) and
-gives a from-scratch baseline next to the LM-based PPO in ``agents/ppo.py``. SB3 cannot start from
+gives a from-scratch baseline next to the LM-based PPO in ``agents/rl/ppo.py``. SB3 cannot start from
 a pretrained causal LM, so the policy here is a small randomly initialised transformer trained
 from scratch; it may be slow, it must be correct.
 
 Pieces: ``SB3VecEnv`` steps an ``LLMVectorEnv`` for SB3 (one batched call for all envs, SB3's
 autoreset conventions), ``TokenTransformer`` is the features extractor, ``SB3Agent`` implements
-``agents.rl.algorithm.Algorithm`` ("sb3-ppo", "sb3-a2c"). ``train_command(args)`` is what a
-``llm-gym train --algo sb3-ppo`` dispatcher calls.
+``agents.rl.algorithm.Algorithm`` (registered as "sb3-ppo"; ``algo: a2c`` in its config gives A2C).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +38,7 @@ from torch import nn
 
 from agents.rl.algorithm import TrainResult
 from agents.rl.evaluation import distinct_n
-from agents.run_config import add_config_args, load_config, save_config
+from agents.run_config import save_config
 
 POLICY_FILE, REFERENCE_FILE, CONFIG_FILE = "policy.safetensors", "reference.safetensors", "sb3_config.json"
 
@@ -49,22 +47,23 @@ POLICY_FILE, REFERENCE_FILE, CONFIG_FILE = "policy.safetensors", "reference.safe
 class SB3Config:
     """SB3 hyper-parameters and the policy size; saved as ``config.yaml`` next to the run outputs."""
 
-    algo: Literal["ppo", "a2c"] = "ppo"
-    num_envs: int = 16
-    n_steps: int = 16  # steps per env per rollout (SB3's n_steps)
-    batch_size: int = 64
-    n_epochs: int = 4
-    learning_rate: float = 1e-3
-    gamma: float = 1.0  # the reward comes once, at the end of a short completion: no discounting
-    gae_lambda: float = 0.95
-    ent_coef: float = 0.01
-    clip_range: float = 0.2
-    d_model: int = 64
-    n_layer: int = 1
-    n_head: int = 4
-    log_every: int = 256  # episodes between curve points
-    eval_episodes: int = 256
-    device: str = "cpu"
+    algo: Literal["ppo", "a2c"] = field(default="ppo", metadata={"help": "the SB3 algorithm: ppo or a2c"})
+    num_envs: int = field(default=16, metadata={"help": "parallel token-level envs"})
+    n_steps: int = field(default=16, metadata={"help": "steps per env per rollout (SB3's n_steps)"})
+    batch_size: int = field(default=64, metadata={"help": "SB3 minibatch size"})
+    n_epochs: int = field(default=4, metadata={"help": "passes over each rollout (PPO)"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    gamma: float = field(default=1.0, metadata={
+        "help": "discount (1: the reward comes once, at the end of a short completion)"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    ent_coef: float = field(default=0.01, metadata={"help": "entropy bonus (SB3's name)"})
+    clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip (SB3's name)"})
+    d_model: int = field(default=64, metadata={"help": "width of the from-scratch token transformer"})
+    n_layer: int = field(default=1, metadata={"help": "layers of the token transformer"})
+    n_head: int = field(default=4, metadata={"help": "attention heads of the token transformer"})
+    log_every: int = field(default=256, metadata={"help": "episodes between curve points"})
+    eval_episodes: int = field(default=256, metadata={"help": "episodes of the final evaluation"})
+    device: str = field(default="cpu", metadata={"help": "torch device"})
 
 
 class TokenTransformer(BaseFeaturesExtractor):
@@ -382,33 +381,3 @@ class SB3Agent:
         obs_t, _ = policy.obs_to_tensor(obs)
         logp = policy.get_distribution(obs_t).log_prob(torch.as_tensor(targets, device=policy.device))
         return float(-logp.sum()), len(targets)
-
-
-RUN_FIELDS = {"env_id", "budget", "seed", "out_dir", "env_kwargs", "config", "algo", "command", "func"}
-
-
-def train_command(args: argparse.Namespace) -> int:
-    """What ``llm-gym train --algo sb3-ppo|sb3-a2c`` runs: ``args`` carries env_id, budget, seed, out_dir,
-    ``env_kwargs`` (a JSON object), ``config`` (a YAML file) and ``SB3Config`` flags (see ``add_sb3_args``)."""
-    names = {f.name for f in dataclasses.fields(SB3Config)}
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in RUN_FIELDS}
-    unknown = sorted(set(given) - names)
-    if unknown:
-        raise SystemExit(f"SB3 has no option(s) {', '.join('--' + k.replace('_', '-') for k in unknown)}")
-    config = load_config(SB3Config, getattr(args, "config", None), given)
-    if getattr(args, "algo", None) in ("sb3-ppo", "sb3-a2c"):
-        config = dataclasses.replace(config, algo=args.algo.removeprefix("sb3-"))
-    env_kwargs = json.loads(args.env_kwargs) if getattr(args, "env_kwargs", None) else {}
-    result = SB3Agent(config).train(args.env_id, args.budget, args.seed, Path(args.out_dir), env_kwargs)
-    print(json.dumps({"algo": f"sb3-{config.algo}", "policy": str(result.checkpoint_dir), "final": result.final}))
-    return 0
-
-
-def add_sb3_args(parser: argparse.ArgumentParser) -> None:
-    """The flags ``train_command`` reads (a ``train`` CLI may add its own env/budget flags instead)."""
-    parser.add_argument("--env-id", required=True)
-    parser.add_argument("--budget", type=int, required=True, help="episodes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--env-kwargs", help="JSON object passed to gymnasium.make_vec")
-    add_config_args(parser, SB3Config)

@@ -1,15 +1,17 @@
-"""The plumbing every sequence-level trainer shares: accelerate, budget, logging, checkpoints, resume.
+"""The bookkeeping of one training run: accelerate, budget, logging, checkpoints, resume.
 
-Why a separate module: an algorithm file should read as the algorithm. Everything a run needs to
-behave like real training — processes under ``accelerate``, the budget in samples, TensorBoard
-and JSONL logs with the CONVENTIONS metric names, atomic checkpoints every N iterations (through
-``agents.checkpoint``), refusing to resume from another run's checkpoint, and stopping with the
-iteration and cause on a non-finite loss or reward while keeping the last good checkpoint — is
-the same for PPO, GRPO, RLOO and REINFORCE, and lives here.
+Why a separate module: an algorithm file should read as the algorithm and the on-policy loop as the
+loop. Everything a run needs to behave like real training — processes under ``accelerate``, the
+budget in samples, TensorBoard and JSONL logs with the metric names of ``agents.metrics``, atomic
+checkpoints every N iterations (through ``agents.checkpoint``), refusing to resume from a
+checkpoint of another setup (algorithm, config, env, model), and stopping with the iteration and
+cause on a non-finite loss or reward while keeping the last good checkpoint — is the same for every
+learner, and lives here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -35,11 +37,35 @@ class TrainingDiverged(RuntimeError):
     """A loss or reward became NaN/inf; the message names the iteration, the cause and the last good checkpoint."""
 
 
-class Run:
-    """One training run in ``out_dir``: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/``.
+def _plain(value: Any) -> Any:
+    """A JSON value for comparing setups: callables by their qualified name, paths as strings."""
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
 
-    ``compat`` lists the config values a checkpoint must share to be resumed (algorithm, model,
-    batch layout); a run restarted in the same folder resumes from its newest checkpoint.
+
+def setup_of(algo: str, config: Any, env_id: str, env_kwargs: dict[str, Any] | None, seed: int,
+             ignore: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """What a checkpoint must share with a run to be resumed by it: the algorithm, every config field
+    that changes samples or weights (model paths made absolute), the env id and kwargs, and the seed."""
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in ignore}
+    for name, value in fields.items():
+        if name.endswith("name_or_path") and value and Path(value).exists():
+            fields[name] = str(Path(value).resolve())
+    return {"algo": algo, "env_id": env_id, "env_kwargs": _plain(env_kwargs or {}), "seed": seed, **_plain(fields)}
+
+
+class Run:
+    """One training run in ``out_dir``: ``config.yaml``, ``run.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/``.
+
+    ``compat`` lists the values a checkpoint must share to be resumed (see ``setup_of``); a run
+    restarted in the same folder resumes from its newest checkpoint.
     """
 
     def __init__(self, algo: str, config: Any, out_dir: str | Path, budget: int, samples_per_process: int,
@@ -81,11 +107,12 @@ class Run:
             self.reset_log()
             return 0
         meta = json.loads((path / "checkpoint.json").read_text())["extra"]
-        for key, value in self.compat.items():
-            if meta["compat"].get(key) != value:
+        saved = meta["compat"]
+        for key in [*self.compat, *(k for k in saved if k not in self.compat)]:
+            if saved.get(key) != self.compat.get(key):
                 raise ValueError(
-                    f"cannot resume from incompatible checkpoint {path}: {key} was {meta['compat'].get(key)!r} "
-                    f"there but is {value!r} now; use a new out_dir or the original config"
+                    f"cannot resume from incompatible checkpoint {path}: {key} was {saved.get(key)!r} "
+                    f"there but is {self.compat.get(key)!r} now; use a new output_dir or the original setup"
                 )
         try:
             loaded = load_checkpoint(path, self.accelerator.unwrap_model(model), optimizer)
@@ -99,9 +126,10 @@ class Run:
         return loaded.step
 
     def save(self, iteration: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             state: dict[str, Any]) -> None:
-        every = self.config.checkpoint_every
-        if not (every > 0 and (iteration % every == 0 or iteration == self.iterations)):
+             state: dict[str, Any], force: bool = False) -> None:
+        """Checkpoint every ``save_steps`` iterations and at the last one (or now, with ``force``)."""
+        every = self.config.save_steps
+        if not (force or (every > 0 and (iteration % every == 0 or iteration == self.iterations))):
             return
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
@@ -193,23 +221,26 @@ class Learner:
     model: torch.nn.Module
     policy: ActorCritic
     tokenizer: PreTrainedTokenizerBase
-    reference: Reference
+    reference: Reference | None  # None when no loss or reward term uses the KL
     env: RolloutEnv
     optimizer: torch.optim.Optimizer
 
 
 def build_learner(run: Run, config: Any, env_id: str, env_kwargs: dict[str, Any] | None, num_envs: int,
-                  value_model: ValueModel, seed: int) -> Learner:
-    """Load the policy (and its reference) from ``config.policy_dir``, make the env, prepare for accelerate.
+                  value_model: ValueModel, seed: int, needs_reference: bool = True) -> Learner:
+    """Load the policy (and its reference) from ``config.model_name_or_path``, make the env, prepare for accelerate.
 
-    Needs ``policy_dir``, ``reference_dir``, ``lr``, ``lora_r``, ``lora_alpha`` on ``config``. ``seed`` fixes
+    Needs the ``RLConfig`` model and LoRA fields on ``config``. ``seed`` fixes
     the freshly initialised parts (value head, LoRA) so two runs with one seed start identical.
     """
+    if not config.model_name_or_path:
+        raise ValueError(f"{run.algo}: model_name_or_path is not set; give the start policy (an HF model directory)")
     set_seed(seed)
-    policy, tokenizer = load_actor_critic(config.policy_dir, run.device, value_model, config.lora_r, config.lora_alpha)
-    reference = Reference(policy, config.reference_dir or config.policy_dir, run.device, tokenizer)
-    env = RolloutEnv(env_id, num_envs, run.device, tokenizer, config.policy_dir, env_kwargs)
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr, eps=1e-5)
+    policy, tokenizer = load_actor_critic(config.model_name_or_path, run.device, value_model, config.lora_r, config.lora_alpha)
+    reference = (Reference(policy, config.ref_model_name_or_path or config.model_name_or_path, run.device, tokenizer)
+                 if needs_reference else None)
+    env = RolloutEnv(env_id, num_envs, run.device, tokenizer, config.model_name_or_path, env_kwargs)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate, eps=1e-5)
     model, optimizer = run.accelerator.prepare(policy, optimizer)
     return Learner(model, policy, tokenizer, reference, env, optimizer)
 
@@ -221,7 +252,7 @@ def finish(run: Run, learner: Learner, config: Any, env_id: str, seed: int, env_
     final: dict[str, float] = {}
     learner.env.close()
     if run.accelerator.is_main_process:
-        export_policy(learner.policy, learner.tokenizer, policy_dir, config.reference_dir or config.policy_dir)
+        export_policy(learner.policy, learner.tokenizer, policy_dir, config.ref_model_name_or_path or config.model_name_or_path)
         final = evaluate(policy_dir, env_id, config.eval_episodes, seed, env_kwargs)
         (run.out_dir / "final.json").write_text(json.dumps(final, indent=1))
     run.close()
