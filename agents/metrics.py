@@ -17,6 +17,7 @@ CLIPFRAC = "policy/clipfrac"
 APPROX_KL = "policy/approx_kl"
 POLICY_LOSS = "loss/policy"
 VALUE_LOSS = "loss/value"
+KEPT_FRACTION = "policy/kept_fraction"  # DAPO: share of completions left after the dynamic-sampling filter
 KL_LOSS = "loss/kl"  # the KL term of the loss (GRPO's beta x k3)
 TRAIN_LOSS = "loss/train"
 EXPLAINED_VARIANCE = "value/explained_variance"

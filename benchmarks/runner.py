@@ -97,8 +97,8 @@ def _config_class(hint: Any) -> type | None:
 def build_algorithm(target: str, kwargs: dict[str, Any]) -> Algorithm:
     """Construct an algorithm from flat keyword arguments, the way a grid config writes them.
 
-    Arguments named in the constructor go to it directly (``algo`` of ``PolicyGradient``); the rest
-    fill its config dataclass (``PPO(config: PPOConfig)``), so ``{lr: 1e-4, policy_dir: ...}``
+    Arguments named in the constructor go to it directly; the rest
+    fill its config dataclass (``PPO(config: PPOConfig)``), so ``{learning_rate: 1e-4, model_name_or_path: ...}``
     works for every learner. Unknown or missing fields are errors naming the class and field.
     """
     cls = resolve_algorithm(target)
@@ -134,7 +134,7 @@ class BenchConfig:
     adds names (``name: "module:Class"`` or ``{target, preset}``) to ``ALGORITHMS``. ``envs`` lists
     env ids or ``{id, kwargs}``; ``env_kwargs`` apply to every env (per-env kwargs win). In
     algorithm and env kwargs, ``{env}`` in a string value becomes the env's short name
-    (``llm_gym/Arithmetic-v0`` -> ``arithmetic``), so one line can say ``policy_dir:
+    (``llm_gym/Arithmetic-v0`` -> ``arithmetic``), so one line can say ``model_name_or_path:
     runs/sft-{env}`` for every env. The final evaluation uses ``eval_episodes`` episodes
     from ``eval_seed`` with ``eval_env_kwargs`` on top of the env kwargs (the test split by default).
     """

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from agents import metrics as M
 from agents.rl.algorithm import TrainResult
 from agents.rl.evaluation import distinct_n, evaluate
 from agents.rl.policy import autocast
@@ -76,7 +77,7 @@ class BestOfN:
             with Timer() as t:
                 metrics = best_of_n_rollout(model, env, n, num_prompts, seed + iteration * 7_919 + run.rank,
                                             c.temperature)
-            run.log(iteration, {**metrics, "perf/samples_per_s": run.samples_per_iteration / t.seconds})
+            run.log(iteration, {**metrics, M.SAMPLES_PER_S: run.samples_per_iteration / t.seconds})
         env.close()
         final = self.evaluate(policy_dir, env_id, c.eval_episodes, seed, env_kwargs) if run.accelerator.is_main_process else {}
         run.close()
@@ -109,10 +110,10 @@ def best_of_n_rollout(model: torch.nn.Module, env: RolloutEnv, n: int, num_promp
     lengths = batch.completions.lengths[best]
     sequences = [row[:m] for row, m in zip(batch.completions.ids[best].tolist(), lengths.tolist())]
     return {
-        "objective/reward": float(batch.score[best].mean()),
-        "objective/gold_reward": float(batch.gold[best].mean()),
-        "objective/kl": math.log(n) - (n - 1) / n,  # the analytic upper bound (Stiennon et al. 2020)
-        "eval/distinct_1": distinct_n(sequences, 1),
-        "eval/distinct_2": distinct_n(sequences, 2),
-        "episode/length": float(lengths.float().mean()),
+        M.REWARD: float(batch.score[best].mean()),
+        M.GOLD_REWARD: float(batch.gold[best].mean()),
+        M.KL: math.log(n) - (n - 1) / n,  # the analytic upper bound (Stiennon et al. 2020)
+        M.EVAL_DISTINCT_1: distinct_n(sequences, 1),
+        M.EVAL_DISTINCT_2: distinct_n(sequences, 2),
+        M.EPISODE_LENGTH: float(lengths.float().mean()),
     }

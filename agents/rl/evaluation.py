@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
+from agents import metrics as M
 from agents.rl.logprobs import token_logprobs
 from agents.rl.policy import autocast, check_same_tokenizer, reference_of, sequence_forward
 from agents.rl.rollout import RolloutEnv, iteration_seeds
@@ -101,11 +102,11 @@ def evaluate(
         done += n
     env.close()
     return {
-        "objective/reward": sums["reward"] / done,
-        "objective/gold_reward": sums["gold"] / done,
-        "objective/kl": sums["kl"] / done,
-        "eval/perplexity": math.exp(sums["nll"] / max(sums["ref_tokens"], 1.0)),
-        "eval/distinct_1": distinct_n(sequences, 1),
-        "eval/distinct_2": distinct_n(sequences, 2),
-        "episode/length": sums["length"] / done,
+        M.REWARD: sums["reward"] / done,
+        M.GOLD_REWARD: sums["gold"] / done,
+        M.KL: sums["kl"] / done,
+        M.EVAL_PERPLEXITY: math.exp(sums["nll"] / max(sums["ref_tokens"], 1.0)),
+        M.EVAL_DISTINCT_1: distinct_n(sequences, 1),
+        M.EVAL_DISTINCT_2: distinct_n(sequences, 2),
+        M.EPISODE_LENGTH: sums["length"] / done,
     }

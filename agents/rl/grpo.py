@@ -22,9 +22,6 @@ from agents.rl.estimators import group_advantages, kl_penalty, varied_groups
 from agents.rl.losses import aggregate, sequence_log_ratio
 from agents.rl.on_policy import MiniBatch, OnPolicyAlgorithm, ScoredBatch
 
-KEPT_FRACTION = "policy/kept_fraction"
-
-
 @dataclass
 class GRPOConfig(RLConfig):
     num_generations: int = field(default=4, metadata={"help": "completions sampled per prompt (>= 2)"})
@@ -60,7 +57,7 @@ class GRPO(OnPolicyAlgorithm):
         if not self.config.dynamic_sampling:
             return None
         kept = varied_groups(batch.score, batch.group_size)
-        batch.metrics[KEPT_FRACTION] = float(kept.float().mean())
+        batch.metrics[M.KEPT_FRACTION] = float(kept.float().mean())
         return kept
 
     def importance_log_ratio(self, log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

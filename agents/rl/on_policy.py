@@ -185,7 +185,7 @@ class OnPolicyAlgorithm:
             }
             report = IterationReport(iteration, iteration * run.samples_per_iteration, rollout.prompts, rollout.texts,
                                      rollout.metadata, rollout.score.cpu().numpy(), rollout.gold.cpu().numpy(), row)
-            stop = any([bool(callback.on_iteration_end(report)) for callback in callbacks])
+            stop = run.any(any([bool(callback.on_iteration_end(report)) for callback in callbacks]))
             run.log(iteration, report.metrics)
             run.save(iteration, model, optimizer, state, force=stop)
             if stop:

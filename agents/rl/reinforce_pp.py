@@ -1,7 +1,8 @@
 """REINFORCE++ (Hu 2025, "REINFORCE++: A Simple and Efficient Approach for Aligning Large Language
 Models"): no critic and no per-prompt groups; the per-token reward is ``-kl_coef`` x KL at every
 token plus the score at the last, the advantage is the undiscounted return-to-go, normalised over
-the whole batch (global advantage normalisation) rather than within a prompt's group.
+the whole batch (global advantage normalisation) rather than within a prompt's group. Under several
+processes "the batch" is each process's share, as for PPO's advantage whitening.
 """
 
 from __future__ import annotations

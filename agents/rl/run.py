@@ -160,6 +160,12 @@ class Run:
         local = value.detach().float().mean()
         return float(self.accelerator.reduce(local, "mean") if self.world > 1 else local)
 
+    def any(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is True on any (a callback's stop must stop them all)."""
+        if self.world == 1:
+            return flag
+        return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.device), "sum") > 0)
+
     def log(self, iteration: int, metrics: dict[str, float]) -> dict[str, float]:
         """Average ``metrics`` over processes, then write one JSONL line and TensorBoard scalars."""
         names = sorted(metrics)
