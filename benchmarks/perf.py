@@ -8,8 +8,11 @@ TRL is measured only when a separate virtualenv with the ``bench-trl`` extra exi
 there, so TRL is never imported into this environment; when it cannot run, the error is recorded.
 GRPO and RLOO are compared with the current TRL's ``GRPOTrainer`` / ``RLOOTrainer`` the same way,
 through ``benchmarks/trl_pg_bench.py`` in a second virtualenv (``--trl-pg-python``, default
-``/tmp/trl16venv/bin/python``; the ``bench-trl-grpo`` extra). ``--only pg`` re-measures just
-those and keeps the other entries of the results file.
+``/tmp/trl16venv/bin/python``; the ``bench-trl-grpo`` extra). The large-vocabulary case
+(``memory``) trains GRPO for two steps with a 151,936-token vocabulary (Qwen2's) and 512 new tokens on
+both sides, at the same batch, and reports the two peak memories. ``--only sampler|ppo|pg|memory``
+re-measures one part and keeps the other entries of the results file. Every part records the load
+average (``uptime``) at its start and end: on a shared machine compare ratios within one run.
 
 Each PPO/GRPO/RLOO contender runs in its own subprocess so its peak memory (max RSS, or peak CUDA
 allocation) is its own. Throughput is the median over iterations after the first (warm-up).
@@ -34,7 +37,7 @@ import torch
 
 import llm_gym  # noqa: F401
 from agents.rl.sampling import sample_completions
-from llm_gym.models import TinyModelConfig, load_causal_lm, load_tokenizer, save_tiny
+from llm_gym.models import TinyModelConfig, build_tiny_model, load_causal_lm, load_tokenizer, train_tokenizer
 from llm_gym.tasks import make_task
 from benchmarks.peak_memory import peak_rss_mb
 
@@ -60,15 +63,39 @@ class PerfConfig:
     pg_kl_coef: float = 0.05
     pg_steps: int = 20
     trl_pg_python: str = "/tmp/trl16venv/bin/python"
+    memory_vocab: int = 151_936  # the large-vocabulary memory case (Qwen2's vocabulary size)
+    memory_new_tokens: int = 512
+    memory_num_prompts: int = 2  # x memory_group_size completions: the batch both sides train on
+    memory_group_size: int = 2
+    memory_steps: int = 2
+    policy_shape: str = "tiny"  # a POLICY_SHAPES key: "0.5b" for GPU runs
 
 
-def build_models(root: Path) -> tuple[Path, Path, Path]:
-    """Random-init policy (3x128 GPT-2), a 1-layer reward model on its tokenizer, and a prompt file."""
+POLICY_SHAPES = {
+    # the CPU scale every committed CPU figure uses
+    "tiny": (TinyModelConfig(), None),
+    # a Qwen2-0.5B-class shape for GPU runs: 24 Llama layers 896 wide, 14 heads, Qwen2's vocabulary size
+    "0.5b": (TinyModelConfig(family="llama", n_layer=24, n_embd=896, n_head=14, max_positions=1024), 151_936),
+}
+
+
+def arithmetic_policy(out_dir: Path, model_config: TinyModelConfig, vocab_size: int | None = None) -> Path:
+    """A random-init policy with the arithmetic char tokenizer; ``vocab_size`` pads the vocabulary with unused
+    tokens, giving the (batch x tokens x vocab) logits of a real large-vocabulary model."""
+    task = make_task("arithmetic")
+    tokenizer = train_tokenizer([s.prompt + s.reference for s in task.dataset("train", 2000, seed=0)], "char")
+    if vocab_size:
+        tokenizer.add_tokens([f"<unused_{i}>" for i in range(vocab_size - len(tokenizer))])
+    build_tiny_model(tokenizer, model_config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_models(root: Path, shape: str = "tiny") -> tuple[Path, Path, Path]:
+    """Random-init policy (``POLICY_SHAPES``), a 1-layer reward model on its tokenizer, and a prompt file."""
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    task = make_task("arithmetic")
-    texts = [s.prompt + s.reference for s in task.dataset("train", 2000, seed=0)]
-    policy = save_tiny(root / "policy", texts, "char", TinyModelConfig())
+    policy = arithmetic_policy(root / "policy", *POLICY_SHAPES[shape])
     tok = load_tokenizer(policy)
     torch.manual_seed(0)
     rm = GPT2ForSequenceClassification(GPT2Config(
@@ -77,7 +104,7 @@ def build_models(root: Path) -> tuple[Path, Path, Path]:
     rm.save_pretrained(root / "rm")
     tok.save_pretrained(root / "rm")
     prompts = root / "prompts.json"
-    prompts.write_text(json.dumps([s.prompt for s in task.dataset("train", 1024, seed=1)]))
+    prompts.write_text(json.dumps([s.prompt for s in make_task("arithmetic").dataset("train", 1024, seed=1)]))
     return policy, root / "rm", prompts
 
 
@@ -165,7 +192,7 @@ def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, float]:
     batch = config.pg_num_prompts * config.pg_group_size
     kl = {"beta": config.pg_kl_coef} if algo == "grpo" else {"kl_coef": config.pg_kl_coef}
     agent = make_algorithm(algo, model_name_or_path=policy, batch_size=batch, num_generations=config.pg_group_size,
-                           num_mini_batches=1, num_ppo_epochs=1, save_steps=0, eval_episodes=8, **kl)
+                           num_mini_batches=1, num_ppo_epochs=1, save_steps=0, eval_episodes=min(8, batch), **kl)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         result = agent.train(ENV, batch * config.pg_steps, 0, Path(out),
@@ -179,10 +206,11 @@ def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, float]:
     return metrics
 
 
-def measure_pg(policy: Path, prompts: Path, config: PerfConfig) -> dict[str, dict]:
+def measure_pg(policy: Path, prompts: Path, config: PerfConfig, algos: tuple[str, ...] = ("grpo", "rloo")
+               ) -> dict[str, dict]:
     """Ours and TRL's GRPO and RLOO, each in its own subprocess, on the same model, prompts and layout."""
     results = {}
-    for algo in ("grpo", "rloo"):
+    for algo in algos:
         results[algo] = run_subprocess([sys.executable, "-m", "benchmarks.perf", "--worker", algo, "--policy",
                                         str(policy), "--config-json", json.dumps(asdict(config))])
         trl_cmd = [config.trl_pg_python, str(Path(__file__).with_name("trl_pg_bench.py")), "--algo", algo,
@@ -243,13 +271,77 @@ def git_commit() -> str:
     return done.stdout.strip()
 
 
+PARTS = ("sampler", "ppo", "pg", "memory")
+
+
+def measure_sampler(policy: Path, rm: Path, prompts: Path, config: PerfConfig, device: torch.device) -> dict:
+    return {"sampling": [sampler_vs_generate(policy, b, t, temp, config.repeats, device)
+                         for b in config.batch_sizes for t in config.new_tokens for temp in (0.0, 1.0)]}
+
+
+def measure_ppo(policy: Path, rm: Path, prompts: Path, config: PerfConfig, device: torch.device) -> dict:
+    """Our PPO and TRL 1.12's, each in its own subprocess."""
+    worker = [sys.executable, "-m", "benchmarks.perf", "--worker", "ppo", "--policy", str(policy), "--rm", str(rm),
+              "--config-json", json.dumps(asdict(config))]
+    trl_cmd = [config.trl_python, str(Path(__file__).with_name("trl_ppo_bench.py")), "--policy", str(policy),
+               "--reward-model", str(rm), "--prompts", str(prompts), "--batch-size", str(config.ppo_batch_size),
+               "--mini-batch-size", str(config.ppo_mini_batch_size), "--epochs", str(config.ppo_epochs),
+               "--iterations", str(config.ppo_iterations), "--threads", str(config.threads)]
+    return {"ppo": run_subprocess(worker),
+            "trl_ppo": (run_subprocess(trl_cmd) if Path(config.trl_python).exists() else
+                        {"error": f"no TRL virtualenv at {config.trl_python}: python -m venv /tmp/trlvenv && "
+                                  "/tmp/trlvenv/bin/pip install -c constraints.txt '.[bench-trl]'"})}
+
+
+def measure_pg_part(policy: Path, rm: Path, prompts: Path, config: PerfConfig, device: torch.device) -> dict:
+    return measure_pg(policy, prompts, config)
+
+
+def measure_memory(policy: Path, rm: Path, prompts: Path, config: PerfConfig, device: torch.device) -> dict:
+    """GRPO, ours and TRL's, for ``memory_steps`` steps with a ``memory_vocab`` vocabulary and
+    ``memory_new_tokens`` new tokens at the same batch: the peak memory of each."""
+    large = arithmetic_policy(policy.parent / "large_vocab_policy", TinyModelConfig(
+        n_layer=2, n_embd=64, n_head=4, max_positions=config.memory_new_tokens + 64), config.memory_vocab)
+    case = PerfConfig(**{**asdict(config), "pg_num_prompts": config.memory_num_prompts,
+                         "pg_group_size": config.memory_group_size, "pg_new_tokens": config.memory_new_tokens,
+                         "pg_steps": config.memory_steps})
+    results = measure_pg(large, prompts, case, algos=("grpo",))
+    return {"memory": {"vocab_size": config.memory_vocab, "new_tokens": config.memory_new_tokens,
+                       "batch": config.memory_num_prompts * config.memory_group_size,
+                       "model": "GPT-2 2 layers x 64 (random init), tied embeddings",
+                       "ours_grpo": results["grpo"], "trl_grpo": results["trl_grpo"]}}
+
+
+MEASURE = {"sampler": measure_sampler, "ppo": measure_ppo, "pg": measure_pg_part, "memory": measure_memory}
+
+
+def ratios_of(record: dict) -> dict[str, float]:
+    """Every ratio the record's entries allow (ours over the peer's; > 1 is faster, < 1 uses less memory)."""
+    ratios = {f"sampler_over_generate_b{s['batch']}_t{s['new_tokens']}_temp{s['temperature']}": s["ratio_ours_over_hf"]
+              for s in record.get("sampling", [])}
+    ours, trl = record.get("ppo", {}), record.get("trl_ppo", {})
+    if "samples_per_s" in ours and "samples_per_s" in trl:
+        ratios["ppo_samples_per_s_ours_over_trl"] = ours["samples_per_s"] / trl["samples_per_s"]
+        ratios["ppo_peak_rss_ours_over_trl"] = ours["peak_rss_mb"] / trl["peak_rss_mb"]
+    memory = record.get("memory", {})
+    ours, trl = memory.get("ours_grpo", {}), memory.get("trl_grpo", {})
+    if "peak_rss_mb" in ours and "peak_rss_mb" in trl:
+        ratios["large_vocab_grpo_peak_rss_ours_over_trl"] = ours["peak_rss_mb"] / trl["peak_rss_mb"]
+        if "peak_gpu_mb" in ours and "peak_gpu_mb" in trl:
+            ratios["large_vocab_grpo_peak_gpu_ours_over_trl"] = ours["peak_gpu_mb"] / trl["peak_gpu_mb"]
+    return {**ratios, **pg_ratios(record)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/perf_<device>.json)")
     parser.add_argument("--quick", action="store_true", help="one small configuration, 2 repeats")
     parser.add_argument("--trl-python", default=PerfConfig.trl_python)
     parser.add_argument("--trl-pg-python", default=PerfConfig.trl_pg_python, help="virtualenv with the current TRL")
-    parser.add_argument("--only", choices=["pg"], help="re-measure only GRPO/RLOO vs TRL; keep the file's other entries")
+    parser.add_argument("--policy-shape", choices=list(POLICY_SHAPES), default="tiny",
+                        help="policy size: tiny (CPU figures) or 0.5b (a Qwen2-0.5B-class shape, for GPUs)")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="re-measure only this part (repeatable); keep the file's other entries")
     parser.add_argument("--worker", choices=["ppo", "grpo", "rloo"], help=argparse.SUPPRESS)
     parser.add_argument("--policy", help=argparse.SUPPRESS)
     parser.add_argument("--rm", help=argparse.SUPPRESS)
@@ -262,69 +354,39 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(pg_worker(args.worker, args.policy, PerfConfig(**json.loads(args.config_json)))))
         return 0
 
-    config = PerfConfig(trl_python=args.trl_python, trl_pg_python=args.trl_pg_python)
+    paths = {"trl_python": args.trl_python, "trl_pg_python": args.trl_pg_python, "policy_shape": args.policy_shape}
+    config = PerfConfig(**paths)
     if args.quick:
         config = PerfConfig(batch_sizes=[16], new_tokens=[8], repeats=2, ppo_batch_size=16, ppo_mini_batch_size=8,
-                            ppo_epochs=1, ppo_iterations=3, pg_num_prompts=4, pg_steps=3, trl_python=args.trl_python,
-                            trl_pg_python=args.trl_pg_python)
+                            ppo_epochs=1, ppo_iterations=3, pg_num_prompts=4, pg_steps=3, memory_vocab=4096,
+                            memory_new_tokens=32, **paths)
     torch.set_num_threads(config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out or f"benchmarks/results/perf_{device.type}.json")
-    if args.only == "pg":
-        return update_pg(out, config, device)
-    record = {"benchmark": "perf", "config": asdict(config), "hardware": hardware(device), "versions": versions(),
-              "git_commit": git_commit()}
+    parts = tuple(args.only or PARTS)
+    if args.only and out.is_file():
+        record = json.loads(out.read_text())
+    else:
+        record = {"benchmark": "perf", "hardware": hardware(device)}
+    record.update({"config": asdict(config), "versions": versions(), "git_commit": git_commit()})
+    runs = record.setdefault("runs", {})
     with tempfile.TemporaryDirectory() as tmp:
-        policy, rm, prompts = build_models(Path(tmp))
-        record["model"] = {"policy": "GPT-2 3 layers x 128 (random init, char tokenizer, arithmetic)",
+        policy, rm, prompts = build_models(Path(tmp), config.policy_shape)
+        shape, vocab = POLICY_SHAPES[config.policy_shape]
+        record["model"] = {"policy": f"{shape.family} {shape.n_layer} layers x {shape.n_embd} (random init, char "
+                                     f"tokenizer, arithmetic{f', vocabulary padded to {vocab}' if vocab else ''})",
                            "parameters": sum(p.numel() for p in load_causal_lm(policy)[0].parameters()),
                            "reward_model": "GPT-2 1 layer x 64 sequence classifier (random init)"}
-        record["sampling"] = [sampler_vs_generate(policy, b, t, temp, config.repeats, device)
-                              for b in config.batch_sizes for t in config.new_tokens for temp in (0.0, 1.0)]
-        worker = [sys.executable, "-m", "benchmarks.perf", "--worker", "ppo", "--policy", str(policy), "--rm", str(rm),
-                  "--config-json", json.dumps(asdict(config))]
-        record["ppo"] = run_subprocess(worker)
-        trl_cmd = [config.trl_python, str(Path(__file__).with_name("trl_ppo_bench.py")), "--policy", str(policy),
-                   "--reward-model", str(rm), "--prompts", str(prompts), "--batch-size", str(config.ppo_batch_size),
-                   "--mini-batch-size", str(config.ppo_mini_batch_size), "--epochs", str(config.ppo_epochs),
-                   "--iterations", str(config.ppo_iterations), "--threads", str(config.threads)]
-        record.update(measure_pg(policy, prompts, config))
-        record["trl_ppo"] = (run_subprocess(trl_cmd) if Path(config.trl_python).exists() else
-                             {"error": f"no TRL virtualenv at {config.trl_python}: python -m venv /tmp/trlvenv && "
-                                       "/tmp/trlvenv/bin/pip install -c constraints.txt '.[bench-trl]'"})
-    ratios = {f"sampler_over_generate_b{s['batch']}_t{s['new_tokens']}_temp{s['temperature']}": s["ratio_ours_over_hf"]
-              for s in record["sampling"]}
-    if "samples_per_s" in record["ppo"] and "samples_per_s" in record["trl_ppo"]:
-        ratios["ppo_samples_per_s_ours_over_trl"] = record["ppo"]["samples_per_s"] / record["trl_ppo"]["samples_per_s"]
-        ratios["ppo_peak_rss_ours_over_trl"] = record["ppo"]["peak_rss_mb"] / record["trl_ppo"]["peak_rss_mb"]
-    record["ratios"] = {**ratios, **pg_ratios(record)}
+        for part in parts:
+            load_at_start = os.getloadavg()
+            record.update(MEASURE[part](policy, rm, prompts, config, device))
+            # when, where and under what load each part was measured (parts may come from different runs)
+            runs[part] = {"git_commit": record["git_commit"], "load_average_at_start": load_at_start,
+                          "load_average_at_end": os.getloadavg(), "device": str(device)}
+    record["ratios"] = ratios_of(record)
     record["not_measured"] = ["GPU figures: no CUDA device on this machine"] if device.type == "cpu" else []
-    record["hardware"]["load_average_at_end"] = os.getloadavg()
     write_record(out, record)
-    print(json.dumps(record["ratios"], indent=1))
-    return 0
-
-
-def update_pg(out: Path, config: PerfConfig, device: torch.device) -> int:
-    """``--only pg``: measure GRPO/RLOO vs TRL and merge them into an existing results file."""
-    record = json.loads(out.read_text()) if out.is_file() else {"benchmark": "perf", "hardware": hardware(device)}
-    pg_fields = {k: v for k, v in asdict(config).items() if k.startswith(("pg_", "trl_pg"))}
-    record.setdefault("config", {}).update(pg_fields)
-    pg: dict = {"git_commit": git_commit(), "versions": versions(), "load_average_at_start": os.getloadavg()}
-    with tempfile.TemporaryDirectory() as tmp:
-        policy, _, prompts = build_models(Path(tmp))
-        results = measure_pg(policy, prompts, config)
-    pg["load_average_at_end"] = os.getloadavg()
-    record.update(results)
-    record["pg_run"] = pg  # when and where the GRPO/RLOO entries were measured (the rest may be older)
-    record["ratios"] = {**{k: v for k, v in record.get("ratios", {}).items() if not k.startswith(("grpo_", "rloo_"))},
-                        **pg_ratios(record)}
-    gaps = record.get("not_measured", [])
-    gaps = gaps.split("; ") if isinstance(gaps, str) else gaps
-    record["not_measured"] = [n for n in gaps if not n.startswith(("TRL's GRPO/RLOO", "TRL GRPO/RLOO"))]
-    write_record(out, record)
-    print(json.dumps({k: record[k] for k in ("grpo", "trl_grpo", "rloo", "trl_rloo")} | {"ratios": pg_ratios(record)},
-                     indent=1))
+    print(json.dumps({"ratios": record["ratios"], "load": {p: runs[p] for p in parts}}, indent=1))
     return 0
 
 

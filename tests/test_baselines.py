@@ -39,6 +39,9 @@ def test_on_policy_algorithm_runs(algo, sft_dir, tmp_path):
                  "loss/policy", "episode/length", "perf/tokens_per_s", "perf/samples_per_s"):
         trained_rows = [r for r in result.curve if r.get("policy/kept_fraction", 1.0) > 0]  # DAPO may skip a batch
         assert all(math.isfinite(row[name]) for row in trained_rows), name
+    for row in result.curve:  # the loop applies the missing-EOS penalty (1.0 by default) before advantages
+        penalised = row["objective/reward"] - 1.0 * (1 - row["episode/eos_fraction"])
+        assert row["objective/scores_with_eos_penalty"] == pytest.approx(penalised, abs=1e-5)
     trained, start = load_file(result.checkpoint_dir / "model.safetensors"), load_file(sft_dir / "model.safetensors")
     assert any(not torch.equal(trained[k], start[k]) for k in start)  # the policy was updated
     assert (tmp_path / "checkpoints").is_dir() and (result.checkpoint_dir / "reference.json").is_file()

@@ -43,8 +43,8 @@ def test_bf16_sampling_on_cuda(tiny_model_dir):
 @pytest.mark.gpu
 @needs_cuda
 def test_sft_reward_model_ppo_grpo_in_bf16_on_cuda(tmp_path):
-    from agents.pg_baselines import PGConfig, PolicyGradient
-    from agents.ppo import PPO, PPOConfig
+    from agents.rl.grpo import GRPO, GRPOConfig
+    from agents.rl.ppo import PPO, PPOConfig
     from agents.reward_training import RewardModelConfig, train_reward_model
     from agents.sft import SFTConfig, train_sft
 
@@ -66,10 +66,10 @@ def test_sft_reward_model_ppo_grpo_in_bf16_on_cuda(tmp_path):
     assert math.isfinite(rm.final["eval/loss"])
     env_kwargs = {"data_files": str(data), "reward": f"learned:path={rm.output_dir},device=cuda", "max_new_tokens": 4}
     torch.cuda.reset_peak_memory_stats()
-    ppo = PPO(PPOConfig(policy_dir=str(sft.output_dir), batch_size=8, mini_batch_size=4, ppo_epochs=1,
-                        checkpoint_every=0, eval_episodes=8, device="cuda"))
-    grpo = PolicyGradient("grpo", PGConfig(policy_dir=str(sft.output_dir), num_prompts=4, group_size=2,
-                                           mini_batch_size=4, checkpoint_every=0, eval_episodes=8, device="cuda"))
+    ppo = PPO(PPOConfig(model_name_or_path=str(sft.output_dir), batch_size=8, num_mini_batches=2, num_ppo_epochs=1,
+                        save_steps=0, eval_episodes=8, device="cuda"))
+    grpo = GRPO(GRPOConfig(model_name_or_path=str(sft.output_dir), batch_size=8, num_generations=2,
+                           num_mini_batches=2, save_steps=0, eval_episodes=8, device="cuda"))
     for algo, trainer in (("ppo", ppo), ("grpo", grpo)):
         result = trainer.train("llm_gym/Dataset-v0", 16, 0, tmp_path / algo, env_kwargs)
         assert all(math.isfinite(v) for k, v in result.curve[-1].items() if k != "objective/gold_reward")

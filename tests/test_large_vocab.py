@@ -22,8 +22,8 @@ def _pipeline(root: str, queue) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from chat_tokenizers import save_family
 
-    from agents.pg_baselines import PGConfig, PolicyGradient
-    from agents.ppo import PPO, PPOConfig
+    from agents.rl.grpo import GRPO, GRPOConfig
+    from agents.rl.ppo import PPO, PPOConfig
     from agents.reward_training import RewardModelConfig, train_reward_model
     from agents.sft import SFTConfig, train_sft
     from benchmarks.peak_memory import peak_rss_mb
@@ -50,12 +50,12 @@ def _pipeline(root: str, queue) -> None:
                                          batch_size=8, eval_batch_size=8, eval_every=0, eval_fraction=0.3))
     peaks["reward_model"] = peak_rss_mb()
     env_kwargs = {"data_files": str(data), "reward": f"learned:path={root_path / 'rm'}", "max_new_tokens": 4}
-    ppo = PPO(PPOConfig(policy_dir=sft, batch_size=8, mini_batch_size=4, ppo_epochs=1, checkpoint_every=0,
+    ppo = PPO(PPOConfig(model_name_or_path=sft, batch_size=8, num_mini_batches=2, num_ppo_epochs=1, save_steps=0,
                         eval_episodes=8))
     ppo_result = ppo.train("llm_gym/Dataset-v0", 8, 0, root_path / "ppo", env_kwargs)
     peaks["ppo"] = peak_rss_mb()
-    grpo = PolicyGradient("grpo", PGConfig(policy_dir=sft, num_prompts=4, group_size=2, mini_batch_size=4,
-                                           checkpoint_every=0, eval_episodes=8))
+    grpo = GRPO(GRPOConfig(model_name_or_path=sft, batch_size=8, num_generations=2, num_mini_batches=2, save_steps=0,
+                           eval_episodes=8))
     grpo_result = grpo.train("llm_gym/Dataset-v0", 8, 0, root_path / "grpo", env_kwargs)
     peaks["grpo"] = peak_rss_mb()
     queue.put({"peak_rss_mb": peaks, "ppo": ppo_result.curve[-1], "grpo": grpo_result.curve[-1]})

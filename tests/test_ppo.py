@@ -175,6 +175,7 @@ def test_incompatible_checkpoint_is_refused(sft_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ learning
+@pytest.mark.timeout(1800)  # SFT 500 steps + 40 PPO iterations + evaluations passed 10 minutes at load average 17
 def test_ppo_learns_with_the_verifier_as_reward(tmp_path):
     """Fast learning test: 2-digit addition, verifier reward as the proxy, SFT start at 31% (500 steps,
     SFT seed 0), 40 PPO iterations x 64 rollouts; gold on 256 held-out prompts.

@@ -1,16 +1,18 @@
-"""The KV-cache sampler: same tokens as HF generate, exact log-probs, EOS handling, one forward per token."""
+"""The KV-cache sampler: same tokens as HF generate, exact log-probs, EOS handling, one forward per token,
+and draws that follow softmax(logits / T) exactly (chi-square on fixed logits and through a real model)."""
 
 from __future__ import annotations
 
 import gymnasium
 import pytest
 import torch
+from scipy.stats import chisquare
 from rl_helpers import sft_dir  # noqa: F401  (fixture)
 
 import llm_gym  # noqa: F401
 from agents.rl.logprobs import token_logprobs
 from agents.rl.policy import sequence_forward
-from agents.rl.sampling import filter_top_k, sample_completions
+from agents.rl.sampling import filter_top_k, sample_completions, sample_tokens, trim_left_padding
 from llm_gym.models import load_causal_lm
 
 
@@ -84,3 +86,100 @@ def test_negative_temperature_is_an_error(sft_dir):
     ids, mask, T = env_prompts(sft_dir, n=2)
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         sample_completions(model, ids, mask, T, tok.eos_token_id, tok.pad_token_id, temperature=-1.0)
+
+
+def chi_square_p(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """p-value of the observed token counts under ``probs`` (cells with no probability must stay empty)."""
+    assert (counts[probs == 0] == 0).all(), "a token with probability 0 was drawn"
+    keep = probs > 0
+    expected = probs[keep].double() / probs[keep].double().sum() * counts.sum()
+    return float(chisquare(counts[keep].double().numpy(), expected.numpy()).pvalue)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_token_frequencies_follow_softmax_of_logits_over_temperature(temperature):
+    """200k draws of one fixed logit row: the counts fit softmax(logits / T) (chi-square, fixed seed) and each
+    returned log-prob is log softmax(logits / T) of its token. A draw biased by 1% of a cell fails this."""
+    logits = torch.tensor([2.0, 0.5, -1.0, 1.5, 0.0, -3.0, 1.0, 0.25])
+    n = 200_000
+    tokens, logp = sample_tokens(logits.expand(n, -1), temperature, generator=torch.Generator().manual_seed(0))
+    probs = torch.softmax(logits / temperature, -1)
+    assert chi_square_p(torch.bincount(tokens, minlength=8), probs) > 1e-3
+    torch.testing.assert_close(logp, probs.log()[tokens], atol=1e-6, rtol=0)
+
+
+def test_token_frequencies_under_top_k_are_the_renormalised_top_k():
+    logits = torch.tensor([2.0, 0.5, -1.0, 1.5, 0.0, -3.0, 1.0, 0.25])
+    tokens, logp = sample_tokens(logits.expand(100_000, -1), 1.0, top_k=3, generator=torch.Generator().manual_seed(1))
+    probs = torch.softmax(filter_top_k(logits, 3), -1)
+    assert chi_square_p(torch.bincount(tokens, minlength=8), probs) > 1e-3
+    torch.testing.assert_close(logp, torch.log_softmax(logits, -1)[tokens])  # the full distribution's log-prob
+
+
+def test_biased_sampler_fails_the_frequency_check():
+    """The check above has teeth: draws from softmax(logits) judged against softmax(logits / 0.9) fail it."""
+    logits = torch.tensor([2.0, 0.5, -1.0, 1.5, 0.0, -3.0, 1.0, 0.25])
+    tokens, _ = sample_tokens(logits.expand(200_000, -1), 1.0, generator=torch.Generator().manual_seed(0))
+    assert chi_square_p(torch.bincount(tokens, minlength=8), torch.softmax(logits / 0.9, -1)) < 1e-6
+
+
+def test_greedy_is_argmax_with_zero_logprob():
+    logits = torch.randn(64, 50, generator=torch.Generator().manual_seed(2))
+    tokens, logp = sample_tokens(logits, 0.0)
+    assert torch.equal(tokens, logits.argmax(-1)) and (logp == 0).all()
+
+
+def test_first_tokens_of_the_sampler_follow_the_models_distribution(sft_dir):
+    """Through the whole sampler (trimmed prompt, window cache, prefill): 20k copies of one prompt, one new
+    token each; the counts fit softmax(logits / T) of the model's own next-token logits."""
+    model, tok = load_causal_lm(sft_dir)
+    ids, mask, _ = env_prompts(sft_dir, n=4)
+    row = int((mask.sum(1)).argmin())  # a left-padded row
+    n, temperature = 20_000, 1.3
+    out = sample_completions(model, ids[row].expand(n, -1), mask[row].expand(n, -1), 1, tok.eos_token_id,
+                             tok.pad_token_id, temperature, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        forward, P = sequence_forward(model, ids[row : row + 1], mask[row : row + 1], ids[:1, :0], mask[:1, :0])
+    probs = torch.softmax(forward.logits[0, P - 1] / temperature, -1)
+    assert chi_square_p(torch.bincount(out.ids[:, 0], minlength=len(probs)), probs) > 1e-3
+
+
+def test_finished_rows_leave_the_batch(sft_dir):
+    """Once a quarter of the rows still sampled have emitted EOS they are dropped from the forward batch,
+    and the result is still exactly what HF generate gives (greedy)."""
+    model, tok = load_causal_lm(sft_dir)
+    ids, mask, T = env_prompts(sft_dir, n=48, seed=3)
+    sizes = []
+    handle = model.register_forward_hook(lambda m, args, kwargs_out: sizes.append(kwargs_out.logits.shape[0]))
+    ours = sample_completions(model, ids, mask, T, tok.eos_token_id, tok.pad_token_id, temperature=0.0)
+    handle.remove()
+    assert sizes[0] == 48 and min(sizes) < 48, sizes
+    assert sizes[-1] >= int((~ours.ended).sum())
+    hf = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=T, do_sample=False,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[:, ids.shape[1]:]
+    assert torch.equal(ours.ids, hf[:, : ours.ids.shape[1]])
+
+
+def test_trim_left_padding_drops_only_columns_that_are_padding_in_every_row():
+    ids = torch.tensor([[0, 0, 0, 5, 6], [0, 0, 7, 8, 9]])
+    mask = (ids != 0).long()
+    trimmed_ids, trimmed_mask = trim_left_padding(ids, mask)
+    assert trimmed_ids.tolist() == [[0, 5, 6], [7, 8, 9]] and trimmed_mask.tolist() == [[0, 1, 1], [1, 1, 1]]
+    empty = torch.zeros(2, 3, dtype=torch.long)
+    assert trim_left_padding(empty, empty)[0].shape == (2, 1)  # an all-padding window keeps one column
+
+
+@pytest.mark.gpu
+def test_sampler_on_cuda_under_bf16_autocast_matches_a_full_forward(sft_dir):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    model, tok = load_causal_lm(sft_dir, device=torch.device("cuda"))
+    ids, mask, T = env_prompts(sft_dir, n=64)
+    ids, mask = ids.cuda(), mask.cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = sample_completions(model, ids, mask, T, tok.eos_token_id, tok.pad_token_id, temperature=1.0,
+                                 generator=torch.Generator("cuda").manual_seed(0))
+        forward, P = sequence_forward(model, ids, mask, out.ids, out.mask)
+    full = token_logprobs(forward.logits[:, P - 1 : P - 1 + out.ids.shape[1]], out.ids, 1.0) * out.mask
+    assert out.ids.device.type == "cuda" and out.ended.any()
+    torch.testing.assert_close(out.logprobs, full, atol=0.1, rtol=0.05)  # bf16 logits: ~3 significant digits

@@ -78,7 +78,7 @@ def test_stop_token_ids_collect_every_end_of_turn_token(tmp_path):
 
 
 def test_sampler_stops_each_row_at_the_first_of_any_stop_token(tiny_model_dir):
-    from agents.sampling import sample_completions
+    from agents.rl.sampling import sample_completions
     from llm_gym.models import load_causal_lm
 
     model, tokenizer = load_causal_lm(tiny_model_dir)
@@ -103,7 +103,7 @@ def real_ids(obs: dict, P: int) -> list[int]:
 def test_env_sft_reward_model_and_grpo_agree_on_tokens(family, tmp_path):
     """env -> SFT -> reward model -> GRPO with the family's own tokenizer, template and stop tokens."""
     from agents.data import encode_reward_text, encode_sft
-    from agents.pg_baselines import PGConfig, PolicyGradient
+    from agents.rl.grpo import GRPO, GRPOConfig
     from agents.reward_training import RewardModelConfig, train_reward_model
     from agents.sft import SFTConfig, train_sft
     from llm_gym.models import load_tokenizer
@@ -155,8 +155,8 @@ def test_env_sft_reward_model_and_grpo_agree_on_tokens(family, tmp_path):
                                               max_steps=2, batch_size=8, eval_every=0, eval_fraction=0.3)).output_dir
 
     # GRPO on the learned reward, sampling until the env's stop ids
-    grpo = PolicyGradient("grpo", PGConfig(policy_dir=str(sft), num_prompts=2, group_size=2, mini_batch_size=4,
-                                           checkpoint_every=0, eval_episodes=4))
+    grpo = GRPO(GRPOConfig(model_name_or_path=str(sft), batch_size=4, num_generations=2, num_mini_batches=1,
+                           save_steps=0, eval_episodes=4))
     result = grpo.train("llm_gym/Dataset-v0", 4, 0, tmp_path / "grpo",
                         {"data_files": rows, "reward": f"learned:path={rm}", "max_new_tokens": 4})
     assert len(result.curve) == 1 and all(v == v for v in result.curve[0].values())  # no NaN

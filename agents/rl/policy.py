@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from agents.rl.kernels import fuse_activations
 from agents.rl.logprobs import token_logprobs
 from agents.rl.sampling import position_ids_from_mask
 from llm_gym.models import check_vocab_match, load_tokenizer
@@ -128,6 +129,7 @@ def load_actor_critic(
     critic = AutoModel.from_pretrained(policy_dir, dtype=torch.float32) if value_model == "separate" else None
     model = ActorCritic(lm, value_model, critic).to(device)
     disable_dropout(model)
+    fuse_activations(model)
     return model, tokenizer
 
 
@@ -147,6 +149,7 @@ class Reference:
             self.model = AutoModelForCausalLM.from_pretrained(self.reference_dir, dtype=torch.float32).to(device)
             self.model.eval().requires_grad_(False)
             disable_dropout(self.model)
+            fuse_activations(self.model)
 
     @torch.no_grad()
     def logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float) -> torch.Tensor:

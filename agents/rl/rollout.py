@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import llm_gym  # noqa: F401  (registers the llm_gym/* env ids)
 from agents.rl.policy import check_same_tokenizer
-from agents.rl.sampling import Completions, sample_completions
+from agents.rl.sampling import Completions, sample_completions, trim_left_padding
 from llm_gym.models import load_tokenizer
 
 
@@ -70,7 +70,9 @@ class RolloutEnv:
 
     def prompts(self, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         obs, _ = self.env.reset(seed=seeds)
-        return obs["input_ids"][:, : self.P].to(self.device), obs["attention_mask"][:, : self.P].to(self.device)
+        # the env pads to its fixed window; every forward of this batch only needs its longest prompt
+        return trim_left_padding(obs["input_ids"][:, : self.P].to(self.device),
+                                 obs["attention_mask"][:, : self.P].to(self.device))
 
     def references(self) -> list[str]:
         """The task's reference completions for the current prompts (for perplexity in ``evaluate``)."""

@@ -2,11 +2,24 @@
 
 Why not ``model.generate``: RL spends most of its time sampling, and at the small sizes we train on
 CPU the generic ``generate`` machinery (logits processors, stopping criteria, cache bookkeeping)
-costs about as much as the model itself. This loop does one forward per new token for the whole
-batch, reusing ``past_key_values``, and returns exactly what the trainers need: completion ids
-padded after EOS, the mask of real tokens and each token's log-prob under the (temperature-scaled)
-sampling distribution. Prompts arrive left-padded (the env's ``[0, P)`` window), so every row's
-next token sits in the same column and positions are computed from the attention mask.
+costs about as much as the model itself. This loop does one forward per new token for the batch,
+reusing the KV cache, and returns exactly what the trainers need: completion ids padded after
+EOS, the mask of real tokens and each token's log-prob under the (temperature-scaled) sampling
+distribution. Prompts arrive left-padded (the env's ``[0, P)`` window), so every row's next token
+sits in the same column and positions are computed from the attention mask.
+
+Where the time goes, and what this loop does about it (measured with ``python -m benchmarks.perf``):
+
+- columns that are padding in every row are cut off the prompt before the first forward (the env
+  pads to a fixed window, usually wider than the batch's longest prompt);
+- rows that have emitted EOS leave the batch (their KV cache rows are dropped) once enough of them
+  have finished, so the model stops computing tokens that will be thrown away;
+- the KV cache is written into a buffer sized for the whole window instead of being concatenated
+  anew at every token;
+- the token is drawn by the exponential race ``argmax(p / E)``, ``E ~ Exp(1)`` (the Gumbel-max trick
+  in probability space: an exact sample of ``p``), and its log-prob comes from the same log-sum-exp,
+  so one pass over the vocabulary replaces softmax + multinomial + log-softmax;
+- on CUDA, whether rows have finished is read back every few tokens, not at every token.
 """
 
 from __future__ import annotations
@@ -15,7 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
+
+COMPACT_WHEN_FINISHED = 0.25  # drop finished rows once this fraction of the rows still sampled is done
+CUDA_CHECK_EVERY = 4  # tokens between reads of the "finished" flags on CUDA (each read is a host sync)
 
 
 @dataclass
@@ -42,12 +59,90 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
 
 
+def trim_left_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the leading columns that are padding in every row (positions come from the mask, so nothing
+    else changes); the window keeps at least one column."""
+    leading = int((mask.long().cumsum(1) == 0).sum(1).min().clamp(max=mask.shape[1] - 1)) if mask.numel() else 0
+    return ids[:, leading:], mask[:, leading:]
+
+
 def filter_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
     """Keep the ``top_k`` largest logits of each row (all of them when ``top_k`` is 0)."""
     if top_k <= 0 or top_k >= logits.shape[-1]:
         return logits
     kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int = 0,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row of (B, V) ``logits`` and its log-prob under ``softmax(logits / temperature)``.
+
+    ``temperature == 0`` is greedy (log-prob 0). Otherwise the draw is ``argmax(p / E)`` with
+    ``E ~ Exp(1)`` i.i.d. per entry, which picks token i with probability exactly ``p_i`` (the
+    exponential race; ``-log E`` is Gumbel noise). Top-k zeroes ``p`` outside the k largest logits;
+    the log-prob stays that of the full distribution (Huang et al. 2024, #5).
+    """
+    if temperature == 0:
+        token = logits.argmax(-1)
+        return token, torch.zeros(token.shape, dtype=torch.float32, device=logits.device)
+    scaled = logits.float() / temperature
+    lse = torch.logsumexp(scaled, -1, keepdim=True)
+    probs = (filter_top_k(scaled, top_k) - lse).exp_()
+    race = torch.empty_like(probs).exponential_(generator=generator).clamp_(min=torch.finfo(probs.dtype).tiny)
+    token = probs.div_(race).argmax(-1)
+    return token, (scaled.gather(-1, token[:, None]) - lse).squeeze(-1)
+
+
+class WindowKVLayer(DynamicLayer):
+    """A full-attention cache layer that writes into a buffer sized for the whole sampling window.
+
+    ``DynamicLayer`` concatenates a new key/value tensor at every token (quadratic copying over a
+    completion); this one writes in place and hands attention a view of the filled part.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n = key_states.shape[-2]
+        if not self.is_initialized:
+            self.dtype, self.device = key_states.dtype, key_states.device
+            self.key_buffer = key_states.new_empty(*key_states.shape[:2], self.capacity, key_states.shape[-1])
+            self.value_buffer = value_states.new_empty(*value_states.shape[:2], self.capacity, value_states.shape[-1])
+            self.is_initialized = True
+        if self.length + n > self.capacity:
+            raise ValueError(f"KV cache window of {self.capacity} tokens exceeded")
+        self.key_buffer[:, :, self.length : self.length + n] = key_states
+        self.value_buffer[:, :, self.length : self.length + n] = value_states
+        self.length += n
+        self.keys, self.values = self.key_buffer[:, :, : self.length], self.value_buffer[:, :, : self.length]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep only the rows ``indices`` (copies just the filled part of the window)."""
+        if not self.is_initialized:
+            return
+        key_buffer = self.key_buffer.new_empty(len(indices), *self.key_buffer.shape[1:])
+        value_buffer = self.value_buffer.new_empty(len(indices), *self.value_buffer.shape[1:])
+        key_buffer[:, :, : self.length] = self.keys[indices]
+        value_buffer[:, :, : self.length] = self.values[indices]
+        self.key_buffer, self.value_buffer = key_buffer, value_buffer
+        self.keys, self.values = key_buffer[:, :, : self.length], value_buffer[:, :, : self.length]
+
+
+def window_cache(model: PreTrainedModel, capacity: int) -> tuple[DynamicCache, bool]:
+    """A cache of ``WindowKVLayer`` when every layer is plain full attention, else the model's own
+    ``DynamicCache`` (sliding windows, linear attention); the flag says whether rows can be dropped."""
+    cache = DynamicCache(config=model.config)
+    if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [WindowKVLayer(capacity) for _ in cache.layers]
+        return cache, True
+    return cache, False
 
 
 @torch.no_grad()
@@ -69,48 +164,49 @@ def sample_completions(
 
     ``temperature == 0`` is greedy decoding. Log-probs are those of the temperature-scaled full
     distribution (before top-k), the quantity PPO's ratio is computed with (Huang et al. 2024, #5).
+    Which random numbers a row gets depends on which rows are still being sampled, so a seed fixes
+    the result for a given batch, not for a row on its own.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     batch, device = prompt_ids.shape[0], prompt_ids.device
     stop = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
+    prompt_ids, prompt_mask = trim_left_padding(prompt_ids, prompt_mask)
     P = prompt_ids.shape[1]
     # the attention mask of the whole window, allocated once: prompt mask, then ones for new tokens
     mask = torch.cat([prompt_mask.long(), torch.ones(batch, max_new_tokens, dtype=torch.long, device=device)], 1)
+    cache, can_compact = window_cache(model, P + max_new_tokens)
     out = model(input_ids=prompt_ids, attention_mask=mask[:, :P], position_ids=position_ids_from_mask(mask[:, :P]),
-                use_cache=True, logits_to_keep=1)  # the prompt's last logits only (large vocabularies)
+                past_key_values=cache, use_cache=True, logits_to_keep=1)  # the prompt's last logits only
     positions = mask[:, :P].sum(1, keepdim=True)  # the next token's position in every row
     ids = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(batch, max_new_tokens, dtype=torch.float32, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    steps = 0
+    rows = torch.arange(batch, device=device)  # the original row of every row still being sampled
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)  # per row still being sampled
+    check_every = CUDA_CHECK_EVERY if device.type == "cuda" else 1
     for t in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
-        if temperature == 0:
-            token = logits.argmax(-1)
-            logp = torch.zeros_like(logits[:, 0])
-        else:
-            scaled = logits / temperature
-            probs = torch.softmax(filter_top_k(scaled, top_k), dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-            logp = torch.log_softmax(scaled, dim=-1).gather(1, token[:, None]).squeeze(1)
-        ids[:, t] = torch.where(done, pad_token_id, token)
-        logprobs[:, t] = torch.where(done, 0.0, logp)
-        done |= torch.isin(token, stop)
-        steps = t + 1
-        if bool(done.all()) or t == max_new_tokens - 1:
+        token, logp = sample_tokens(out.logits[:, -1], temperature, top_k, generator)
+        ids[rows, t], logprobs[rows, t] = token, logp
+        finished |= torch.isin(token, stop)
+        if t == max_new_tokens - 1:
             break
-        out = model(
-            input_ids=ids[:, t : t + 1],
-            attention_mask=mask[:, : P + t + 1],
-            position_ids=positions,
-            past_key_values=out.past_key_values,
-            use_cache=True,
-        )
+        if (t + 1) % check_every == 0:
+            n_finished = int(finished.sum())
+            if n_finished == len(rows):
+                break
+            if can_compact and n_finished >= COMPACT_WHEN_FINISHED * len(rows):
+                keep = (~finished).nonzero().squeeze(1)
+                rows, token, positions, mask = rows[keep], token[keep], positions[keep], mask[keep]
+                finished = finished[keep]
+                cache.batch_select_indices(keep)
+        out = model(input_ids=token[:, None], attention_mask=mask[:, : P + t + 1], position_ids=positions,
+                    past_key_values=cache, use_cache=True)
         positions = positions + 1
-    ids, logprobs = ids[:, :steps], logprobs[:, :steps]
     is_eos = torch.isin(ids, stop)
     ended = is_eos.any(1)
-    first_eos = torch.where(ended, is_eos.int().argmax(1), steps)
-    real = torch.arange(steps, device=device)[None] <= first_eos[:, None]
-    return Completions(ids=ids, mask=real.long(), logprobs=logprobs * real, ended=ended)
+    first_eos = torch.where(ended, is_eos.int().argmax(1), max_new_tokens)
+    real = torch.arange(max_new_tokens, device=device)[None] <= first_eos[:, None]
+    width = int(real.sum(1).max()) if batch else 0
+    real = real[:, :width]
+    return Completions(ids=torch.where(real, ids[:, :width], pad_token_id), mask=real.long(),
+                       logprobs=logprobs[:, :width] * real, ended=ended)
