@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from agents.data import generate_completions, sample_metadata  # noqa: E402
+from agents.supervised.data import generate_completions, sample_metadata  # noqa: E402
 from agents.ppo import PPO, PPOConfig  # noqa: E402
 from agents.rl_utils import evaluate  # noqa: E402
 from benchmarks.suite import SuiteConfig, prepare_env  # noqa: E402

@@ -2,7 +2,7 @@
 
 Why a separate driver: a benchmark grid of RLHF learners needs, for every env, a start policy and
 a learned reward model before any learner can run. This module chains the existing stages
-(``llm_gym.models.save_tiny`` -> ``agents.sft`` -> ``agents.feedback`` -> ``agents.reward_training``,
+(``llm_gym.models.save_tiny`` -> ``agents.supervised.sft`` -> ``agents.feedback.collect`` -> ``agents.supervised.reward_training``,
 as ``benchmarks.demo`` does for one task), then the resumable grid runner, then the leaderboard.
 Every stage is skipped when its output already exists (a model directory counts as done when its
 stage's last-written file is there: ``sft_results.json``, ``reward_model_results.json``), and the
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.feedback import FeedbackConfig, collect_feedback
-from agents.reward_training import RewardModelConfig, train_reward_model
+from agents.feedback.collect import FeedbackConfig, collect_feedback
+from agents.supervised.reward_training import RewardModelConfig, train_reward_model
 from agents.run_config import add_config_args, config_from_args, save_config
-from agents.sft import SFTConfig, train_sft
+from agents.supervised.sft import SFTConfig, train_sft
 from benchmarks.leaderboard import write_leaderboard
 from benchmarks.records import read_records
 from benchmarks.runner import load_bench_config, run_benchmark

@@ -1,6 +1,6 @@
 """Test helpers for the RL trainers: a short, self-contained SFT that makes a start policy.
 
-Why here and not ``agents.sft``: the trainers' tests need an SFT start state that is cheap and
+Why here and not ``agents.supervised.sft``: the trainers' tests need an SFT start state that is cheap and
 fully deterministic on CPU; a few dozen lines of teacher-forced training on ``task.dataset``
 references is enough and keeps these tests independent of the SFT module's options.
 """
@@ -58,13 +58,13 @@ def sft_dir(tmp_path_factory) -> Path:
 
 def sft_and_learned_reward(root: Path, task_name: str = "arithmetic", sft_steps: int = 500, rm_steps: int = 300,
                            feedback_prompts: int = 1024, seed: int = 0) -> tuple[Path, Path]:
-    """The issue's start state, built with the project's own pipeline: ``agents.sft`` on arithmetic
+    """The issue's start state, built with the project's own pipeline: ``agents.supervised.sft`` on arithmetic
     references (undertrained on purpose, ~35% exact match), simulated pairwise feedback on its own
-    samples labelled by the verifier (``agents.feedback``), and a Bradley-Terry reward model on the
-    SFT backbone (``agents.reward_training``). Returns (sft_dir, reward_model_dir)."""
-    from agents.feedback import FeedbackConfig, collect_feedback
-    from agents.reward_training import RewardModelConfig, train_reward_model
-    from agents.sft import SFTConfig, train_sft
+    samples labelled by the verifier (``agents.feedback.collect``), and a Bradley-Terry reward model on the
+    SFT backbone (``agents.supervised.reward_training``). Returns (sft_dir, reward_model_dir)."""
+    from agents.feedback.collect import FeedbackConfig, collect_feedback
+    from agents.supervised.reward_training import RewardModelConfig, train_reward_model
+    from agents.supervised.sft import SFTConfig, train_sft
 
     task = make_task(task_name)
     texts = [s.prompt + s.reference for s in task.dataset("train", 2000, seed=0) + task.dataset("test", 200, seed=0)]

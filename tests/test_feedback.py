@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.data import read_feedback
-from agents.feedback import FeedbackConfig, collect_feedback, items, load_feedback_task, load_or_sample_candidates, sidecar
-from agents.labelers import SimulatedLabeler
+from agents.supervised.data import read_feedback
+from agents.feedback.collect import FeedbackConfig, collect_feedback, items, load_feedback_task, load_or_sample_candidates, sidecar
+from agents.feedback.labelers import SimulatedLabeler
 from llm_gym.rewards import make_reward
 from llm_gym.tasks import make_task
 from llm_gym.tasks.datasets import DatasetTask
@@ -132,7 +132,7 @@ def test_terminal_labeler_subprocess_survives_sigint(tiny_model_dir, tmp_path):
     n_items = sum(c["completions"][0] != c["completions"][1] for c in candidates)
     assert n_items >= 2
     command = [
-        sys.executable, "-m", "agents.feedback", "--policy", str(tiny_model_dir), "--output", str(out),
+        sys.executable, "-m", "agents.feedback.collect", "--policy", str(tiny_model_dir), "--output", str(out),
         "--labeler", "terminal", "--num-prompts", "4", "--k", "2", "--temperature", "1.5", "--max-new-tokens", "4",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

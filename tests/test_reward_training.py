@@ -14,11 +14,11 @@ import torch
 from scipy.stats import spearmanr
 
 import llm_gym  # noqa: F401  (registers env ids)
-from agents.data import encode_reward_text
-from agents.feedback import FeedbackConfig, collect_feedback
-from agents.reward_training import RewardModelConfig, train_reward_model
+from agents.supervised.data import encode_reward_text
+from agents.feedback.collect import FeedbackConfig, collect_feedback
+from agents.supervised.reward_training import RewardModelConfig, train_reward_model
 from agents.sampling import sample_completions
-from agents.sft import SFTConfig, train_sft
+from agents.supervised.sft import SFTConfig, train_sft
 from llm_gym.models import TinyModelConfig, load_causal_lm, load_tokenizer, save_tiny
 from llm_gym.rewards import LearnedReward, reward_model_text
 from llm_gym.tasks import make_task

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 import llm_gym  # noqa: F401  (registers env ids)
 from agents.checkpoint import list_checkpoints
-from agents.data import IGNORE_INDEX, SFTCollator, encode_sft, encode_sft_rows
-from agents.sft import SFTConfig, train_sft
+from agents.supervised.data import IGNORE_INDEX, SFTCollator, encode_sft, encode_sft_rows
+from agents.supervised.sft import SFTConfig, train_sft
 from llm_gym.cli import main as cli_main
 from llm_gym.models import TinyModelConfig, load_tokenizer, save_tiny
 from llm_gym.tasks import make_task
@@ -197,8 +197,8 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
 
 @pytest.mark.parametrize(
     "name, cls_path",
-    [("sft_arithmetic", "agents.sft:SFTConfig"), ("feedback_arithmetic", "agents.feedback:FeedbackConfig"),
-     ("reward_model_arithmetic", "agents.reward_training:RewardModelConfig")],
+    [("sft_arithmetic", "agents.supervised.sft:SFTConfig"), ("feedback_arithmetic", "agents.feedback.collect:FeedbackConfig"),
+     ("reward_model_arithmetic", "agents.supervised.reward_training:RewardModelConfig")],
 )
 def test_example_configs_load(name, cls_path):
     import importlib

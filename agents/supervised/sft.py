@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.checkpoint import load_checkpoint
-from agents.data import SFTCollator, encode_sft_rows, generate_completions, sample_metadata
+from agents.supervised.data import SFTCollator, encode_sft_rows, generate_completions, sample_metadata
 from agents.run_config import add_config_args, config_from_args, save_config
-from agents.supervised import EpochOrder, RunLogger, adamw_with_schedule, checkpoint_step, make_accelerator, save_final
+from agents.supervised.training import EpochOrder, RunLogger, adamw_with_schedule, checkpoint_step, make_accelerator, save_final
 from llm_gym.models import load_causal_lm
 from llm_gym.tasks import Sample, Task, make_task
 from llm_gym.tasks.datasets import DatasetTask

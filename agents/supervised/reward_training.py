@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.checkpoint import load_checkpoint
-from agents.data import FeedbackData, RewardCollator, encode_reward_text, read_feedback
+from agents.supervised.data import FeedbackData, RewardCollator, encode_reward_text, read_feedback
 from agents.run_config import add_config_args, config_from_args, save_config
-from agents.supervised import EpochOrder, RunLogger, adamw_with_schedule, checkpoint_step, make_accelerator, save_final
+from agents.supervised.training import EpochOrder, RunLogger, adamw_with_schedule, checkpoint_step, make_accelerator, save_final
 from llm_gym.models import TinyModelConfig, build_tiny_model, check_vocab_match, load_tokenizer
 
 

@@ -29,10 +29,10 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from agents.data import generate_completions, sample_metadata
-from agents.labelers import SimulatedLabeler, TerminalLabeler
+from agents.supervised.data import generate_completions, sample_metadata
+from agents.feedback.labelers import SimulatedLabeler, TerminalLabeler
 from agents.run_config import add_config_args, config_from_args, save_config
-from agents.sft import split_samples
+from agents.supervised.sft import split_samples
 from llm_gym.models import load_causal_lm, load_tokenizer
 from llm_gym.rewards import make_reward
 from llm_gym.tasks import Task, make_task
