@@ -9,9 +9,11 @@ adds what TRL's ``TrlParser`` adds and a few things it does not:
 
 - ``--config FILE.yaml``: a mapping of option names to values, applied as defaults, so flags
   given on the command line override it (unknown keys and bad choices in the file are errors);
+  a dataclass with its own ``config`` field (``bench run``'s grid file) replaces this option;
 - mapping fields (``dict``) read JSON or YAML from the command line: ``--env_kwargs '{"digits": 2}'``;
-- path fields checked before anything is loaded: ``metadata={"path": "dir"}`` (or ``"file"``) makes
-  a missing path a usage error; any ``"path"`` field is recorded absolute by ``agents.run_record``;
+- path fields checked before anything is loaded: ``metadata={"path": "dir"}`` (``"file"``, ``"exists"``)
+  makes a missing path a usage error; ``"output"`` marks a path that need not exist; every ``"path"``
+  field is recorded absolute by ``agents.run_record``;
 - errors as one line ``llm-gym <command>: error: <cause>``, exit status 2 for usage errors and 1
   for expected failures at run time (``CommandError``, ``OSError``, ``ValueError``); ``--debug``
   re-raises them with the traceback;
@@ -25,7 +27,7 @@ API
     names must not collide). When the command runs, ``run(*configs)`` is called with one instance per
     class, in order, built from defaults <- ``--config`` file <- flags; a ``ValueError``/``TypeError``
     raised while building them (``__post_init__`` validation) is a usage error. ``run`` returns the
-    exit status (``None`` means 0). ``description`` defaults to the first dataclass's docstring.
+    exit status as an ``int``; any other value (``None``, a training result) means 0. ``description`` defaults to the first dataclass's docstring.
 ``CommandParser``
     The ``argparse`` parser class of ``llm-gym`` and of every subcommand (``HfArgumentParser`` plus
     the above). A plain ``subparsers.add_parser(name)`` also gets it, so hand-written commands
@@ -38,6 +40,8 @@ API
     Raise it for an expected failure whose message is the whole story (exit status 1).
 ``parse_mapping(text) -> dict``
     The JSON/YAML mapping reader used for ``dict`` fields.
+``require_env_id(env_id)``, ``ENV_KWARGS_HELP``, ``RESUME_HELP``
+    The shared validation and help texts of ``--env_id``, ``--env_kwargs``, ``--resume_from_checkpoint``.
 
 Wiring one subcommand per registered algorithm (``llm-gym grpo``, like ``trl grpo``)::
 
@@ -70,7 +74,12 @@ from transformers import HfArgumentParser
 DEBUG_SWITCH = "--debug"
 VERBOSE_SWITCHES = ("-v", "--verbose")
 CONFIG_OPTION = "--config"
-PATH_KINDS = ("dir", "file", "output")
+PATH_KINDS = ("dir", "file", "exists", "output")
+ENV_KWARGS_HELP = (
+    "keyword arguments for gymnasium.make(env_id), a JSON or YAML mapping, "
+    "e.g. '{\"reward\": \"learned:path=runs/rm\", \"task_kwargs\": {\"digits\": 2}}'"
+)
+RESUME_HELP = "checkpoint directory to resume from, or 'auto' for the newest one in output_dir (if any)"
 
 
 class CommandError(Exception):
@@ -113,6 +122,8 @@ def _existing(kind: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"directory not found: {value}")
         if kind == "file" and not path.is_file():
             raise argparse.ArgumentTypeError(f"file not found: {value}")
+        if kind == "exists" and not path.exists():
+            raise argparse.ArgumentTypeError(f"path not found: {value}")
         return value
 
     check.__name__ = getattr(convert, "__name__", "path")
@@ -151,7 +162,9 @@ class CommandParser(HfArgumentParser):
         kwargs.setdefault("formatter_class", CommandHelpFormatter)
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(dataclass_types, **kwargs)
-        if self.dataclass_types:
+        own_config = any(f.name == "config" for dtype in self.dataclass_types for f in dataclasses.fields(dtype))
+        self.reads_config_file = bool(self.dataclass_types) and not own_config
+        if self.reads_config_file:
             self.add_argument(CONFIG_OPTION, metavar="FILE.yaml", type=_existing("file", str),
                               help="YAML mapping of option names to values; options given as flags override it")
         self.add_argument(DEBUG_SWITCH, action="store_true", help="on an error, show the full Python traceback")
@@ -175,14 +188,14 @@ class CommandParser(HfArgumentParser):
         plain = copy.copy(field)
         plain.metadata = types.MappingProxyType(metadata)
         HfArgumentParser._parse_dataclass_field(parser, plain)
-        if path_kind in ("dir", "file"):
+        if path_kind in ("dir", "file", "exists"):
             action = next(a for a in parser._actions if a.option_strings and a.option_strings[0] == names[0])
             action.type = _existing(path_kind, action.type)
 
     # ----------------------------------------------------------------------------- --config YAML
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):
         args = list(sys.argv[1:] if args is None else args)
-        if self.dataclass_types:
+        if self.reads_config_file:
             for i, arg in enumerate(args):
                 if arg == CONFIG_OPTION and i + 1 < len(args):
                     self._apply_config_file(args[i + 1])
@@ -316,4 +329,4 @@ def run_cli(parser: CommandParser, argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{command_parser.prog}: error: {_one_line(err)}", file=sys.stderr)
         return 1
-    return 0 if status is None else int(status)
+    return status if isinstance(status, int) else 0

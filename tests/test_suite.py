@@ -13,7 +13,7 @@ from benchmarks.suite import SuiteConfig, env_tasks, prepare_env
 
 def _config(tmp_path: Path) -> SuiteConfig:
     return SuiteConfig(tiny_dir=str(tmp_path / "tiny-{env}"), sft_dir=str(tmp_path / "sft-{env}"),
-                       feedback_file=str(tmp_path / "fb-{env}" / "pairs.jsonl"), rm_dir=str(tmp_path / "rm-{env}"))
+                       feedback_dir=str(tmp_path / "fb-{env}"), rm_dir=str(tmp_path / "rm-{env}"))
 
 
 def _fake_stages(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
