@@ -31,8 +31,9 @@ API
 ``CommandParser``
     The ``argparse`` parser class of ``llm-gym`` and of every subcommand (``HfArgumentParser`` plus
     the above). A plain ``subparsers.add_parser(name)`` also gets it, so hand-written commands
-    share the one-line errors, ``--debug`` and ``-v``. ``parser.configs_from(namespace)`` builds the
-    dataclass instances from a parsed namespace.
+    share the one-line errors, ``--debug`` and ``-v`` (nested subparsers need a ``dest`` for errors
+    to name the subcommand). ``parser.configs_from(namespace)`` builds the dataclass instances from a
+    parsed namespace.
 ``run_cli(parser, argv=None) -> int``
     Parses ``argv`` (``--debug``/``-v`` anywhere), quiets third-party logging, calls the chosen
     command and turns expected errors into one line. ``llm_gym.cli.main`` is ``run_cli(build_parser())``.
@@ -167,10 +168,11 @@ class CommandParser(HfArgumentParser):
         if self.reads_config_file:
             self.add_argument(CONFIG_OPTION, metavar="FILE.yaml", type=_existing("file", str),
                               help="YAML mapping of option names to values; options given as flags override it")
-        self.add_argument(DEBUG_SWITCH, action="store_true", help="on an error, show the full Python traceback")
-        self.add_argument(*VERBOSE_SWITCHES, action="store_true",
+        # Read by run_cli wherever they appear on the line; declared here for --help only (nothing in the namespace).
+        self.add_argument(DEBUG_SWITCH, action="store_true", default=argparse.SUPPRESS,
+                          help="on an error, show the full Python traceback")
+        self.add_argument(*VERBOSE_SWITCHES, action="store_true", default=argparse.SUPPRESS,
                           help="show third-party logging and loading progress bars (hidden by default)")
-        self.set_defaults(command_parser=self)
 
     @staticmethod
     def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
@@ -311,6 +313,16 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser ``args`` was parsed by: follow each subparsers' ``dest`` to the chosen name."""
+    while True:
+        action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, action.dest, None) if action is not None and action.dest != argparse.SUPPRESS else None
+        if name not in getattr(action, "choices", {}):
+            return parser
+        parser = action.choices[name]
+
+
 def run_cli(parser: CommandParser, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the chosen command quietly, and print expected errors as one line (see module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -318,7 +330,7 @@ def run_cli(parser: CommandParser, argv: Sequence[str] | None = None) -> int:
     verbose = any(switch in argv for switch in VERBOSE_SWITCHES)
     argv = [arg for arg in argv if arg not in (DEBUG_SWITCH, *VERBOSE_SWITCHES)]
     args, extras = parser.parse_known_args(argv)
-    command_parser: CommandParser = args.command_parser
+    command_parser = chosen_parser(parser, args)
     if extras:
         command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
     try:
