@@ -15,8 +15,8 @@ adds what TRL's ``TrlParser`` adds and a few things it does not:
   makes a missing path a usage error; ``"output"`` marks a path that need not exist; every ``"path"``
   field is recorded absolute by ``agents.run_record``;
 - errors as one line ``llm-gym <command>: error: <cause>``, exit status 2 for usage errors and 1
-  for expected failures at run time (``CommandError``, ``OSError``, ``ValueError``); ``--debug``
-  re-raises them with the traceback;
+  for expected failures at run time (``CommandError``, ``OSError``, ``ValueError``), 130 for Ctrl-C;
+  ``--debug`` re-raises them with the traceback;
 - quiet by default: transformers' and datasets' loading bars and load reports are silenced while
   a command runs (our own progress bars stay); ``-v`` keeps them.
 
@@ -341,4 +341,9 @@ def run_cli(parser: CommandParser, argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{command_parser.prog}: error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{command_parser.prog}: interrupted", file=sys.stderr)
+        return 130
     return status if isinstance(status, int) else 0
