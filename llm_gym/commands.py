@@ -27,7 +27,8 @@ API
     names must not collide). When the command runs, ``run(*configs)`` is called with one instance per
     class, in order, built from defaults <- ``--config`` file <- flags; a ``ValueError``/``TypeError``
     raised while building them (``__post_init__`` validation) is a usage error. ``run`` returns the
-    exit status as an ``int``; any other value (``None``, a training result) means 0. ``description`` defaults to the first dataclass's docstring.
+    exit status as an ``int``; any other value (``None``, a training result) means 0.
+    ``description`` defaults to the first paragraph of the first dataclass's docstring.
 ``CommandParser``
     The ``argparse`` parser class of ``llm-gym`` and of every subcommand (``HfArgumentParser`` plus
     the above). A plain ``subparsers.add_parser(name)`` also gets it, so hand-written commands
