@@ -1,49 +1,41 @@
-"""Run configs: one ``@dataclass`` per command, read from YAML, overridden by ``--flags``, saved with the run.
+"""Run configs: one ``@dataclass`` per command, read from YAML, saved with the run so it can be redone.
 
-Why one helper: every trainer's config has to be reproducible from its output folder, and a user
-should be able to take that saved YAML, change one flag on the command line and rerun. The flags
-are generated from the dataclass fields (``lr`` -> ``--lr``, ``task_kwargs`` -> ``--task-kwargs``),
-so a new field is a new flag with no parser code to keep in sync.
+Why here: a run's folder must hold the config that made it (``save_config``) in the YAML a user
+passes back with ``--config`` to redo it, changing one flag on the command line. Parsing the
+command line itself is ``llm_gym.commands`` (``transformers.HfArgumentParser``); ``add_config_args``
+and ``config_from_args`` put that same field parsing on a hand-made ``argparse`` parser, for
+commands not yet built with ``add_dataclass_command`` (flags left unset do not override the YAML).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
-import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from agents.run_record import setup_config
+from llm_gym.commands import CommandParser
+
 C = TypeVar("C")
 
 
-def _field_type(cls: type, field: dataclasses.Field) -> Any:
-    hint = typing.get_type_hints(cls)[field.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
-        return args[0]
-    return hint
-
-
-def _parse_flag(kind: Any):
-    if kind is bool:
-        return lambda text: {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[text.lower()]
-    if kind in (int, float, str):
-        return kind
-    return yaml.safe_load  # dicts, lists, literals: written as YAML on the command line
-
-
 def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add ``--config FILE.yaml`` and one ``--field-name`` flag per dataclass field (default: unset)."""
+    """Add ``--config FILE.yaml`` and ``cls``'s fields as ``HfArgumentParser`` flags whose unset value is absent."""
     parser.add_argument("--config", help="YAML file with the run config; flags override its values")
-    for field in dataclasses.fields(cls):
-        kind = _field_type(cls, field)
-        default = field.default if field.default is not dataclasses.MISSING else "required"
-        help_text = f"(default: {default})"
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_parse_flag(kind), help=help_text)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        resolved = copy.copy(f)
+        resolved.type = hints[f.name]
+        before = len(parser._actions)
+        CommandParser._parse_dataclass_field(parser, resolved)
+        for action in parser._actions[before:]:
+            action.default = argparse.SUPPRESS
+            action.required = False
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:
@@ -79,9 +71,9 @@ def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
 
 
 def save_config(config: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
-    """Write ``config`` as YAML into ``out_dir`` so the run can be reproduced from its folder."""
+    """Write ``config`` as YAML into ``out_dir`` (paths absolute) so ``--config`` reproduces the run from anywhere."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
-    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    path.write_text(yaml.safe_dump(setup_config(config), sort_keys=False))
     return path

@@ -2,20 +2,49 @@
 
 Why two steps: running is slow, resumable and may happen on a cluster; the leaderboard is cheap
 and is recomputed from the records file alone, so anyone holding the records can regenerate it.
+Each bench subcommand is one options dataclass and one ``add_dataclass_command`` line in
+``add_bench_subcommands``; a new one (e.g. re-scoring records) is added there the same way.
 """
 
 from __future__ import annotations
 
 import argparse
-
-import yaml
+from dataclasses import dataclass, field
+from typing import Literal
 
 from benchmarks.leaderboard import write_leaderboard
 from benchmarks.runner import load_bench_config, pending_runs, plan_runs, run_benchmark
+from llm_gym.commands import add_dataclass_command
 
 
-def _run(args: argparse.Namespace) -> int:
-    overrides = {"workers": args.workers, "backend": args.backend, "records": args.records, "out_dir": args.out_dir,
+@dataclass
+class BenchRunArguments:
+    """Run every cell of a benchmark grid that has no record yet (rerunning resumes)."""
+
+    config: str = field(metadata={"help": "grid YAML (see benchmarks/configs/)", "path": "file"})
+    workers: int | None = field(default=None, metadata={"help": "runs in parallel (default: the grid's)"})
+    backend: Literal["process", "ray"] | None = field(default=None, metadata={"help": "where runs execute (default: the grid's)"})
+    records: str | None = field(default=None, metadata={"help": "results JSONL to append to (default: the grid's)", "path": "output"})
+    output_dir: str | None = field(default=None, metadata={"help": "where run folders (checkpoints, logs) go (default: the grid's)", "path": "output"})
+    seeds: list[int] | None = field(default=None, metadata={"help": "seeds to run, e.g. --seeds 0 1 2 (default: the grid's)"})
+    threads_per_run: int | None = field(default=None, metadata={"help": "torch threads (and Ray CPUs) per run"})
+    ray_address: str | None = field(default=None, metadata={"help": "Ray cluster address (default: start a local instance)"})
+    dry_run: bool = field(default=False, metadata={"help": "list the runs to do and those already recorded, run nothing"})
+
+
+@dataclass
+class LeaderboardArguments:
+    """Turn a records file into leaderboard.md, index.html and plots."""
+
+    records: str = field(metadata={"help": "results JSONL", "path": "file"})
+    output_dir: str = field(metadata={"help": "folder for the tables and plots", "path": "output"})
+    reps: int = field(default=2000, metadata={"help": "bootstrap resamples"})
+    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+    reference: str = field(default="best-of-n", metadata={"help": "label prefix of the over-optimisation reference"})
+
+
+def run_grid(args: BenchRunArguments) -> int:
+    overrides = {"workers": args.workers, "backend": args.backend, "records": args.records, "out_dir": args.output_dir,
                  "seeds": args.seeds, "ray_address": args.ray_address, "threads_per_run": args.threads_per_run}
     config = load_bench_config(args.config, overrides)
     if args.dry_run:
@@ -34,35 +63,21 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _leaderboard(args: argparse.Namespace) -> int:
-    paths = write_leaderboard(args.records, args.out, reps=args.reps, seed=args.seed, reference=args.reference)
+def leaderboard(args: LeaderboardArguments) -> int:
+    paths = write_leaderboard(args.records, args.output_dir, reps=args.reps, seed=args.seed, reference=args.reference)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
 
 
+def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """The ``llm-gym bench`` subcommands, one line each."""
+    add_dataclass_command(subparsers, "run", "run every grid cell without a record yet (rerunning resumes)", BenchRunArguments, run_grid)
+    add_dataclass_command(subparsers, "leaderboard", "records -> leaderboard.md, index.html and plots", LeaderboardArguments, leaderboard)
+
+
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     """``llm-gym bench``: the ``llm_gym.commands`` entry point."""
-    bench = subparsers.add_parser("bench", help="benchmark grid (algorithms x envs x seeds) and leaderboard")
-    sub = bench.add_subparsers(dest="bench_command", required=True)
-
-    run = sub.add_parser("run", help="run every grid cell without a record yet (rerunning resumes)")
-    run.add_argument("--config", required=True, help="grid YAML (see benchmarks/configs/)")
-    run.add_argument("--workers", type=int, help="runs in parallel")
-    run.add_argument("--backend", choices=["process", "ray"])
-    run.add_argument("--records", help="results JSONL to append to")
-    run.add_argument("--out-dir", help="where run folders (checkpoints, logs) go")
-    run.add_argument("--seeds", type=yaml.safe_load, help="YAML list, e.g. '[0, 1, 2]'")
-    run.add_argument("--threads-per-run", type=int, help="torch threads (and Ray CPUs) per run")
-    run.add_argument("--ray-address", help="Ray cluster address (default: start a local instance)")
-    run.add_argument("--dry-run", action="store_true", help="list the runs to do and those already recorded")
-    run.set_defaults(func=_run)
-
-    board = sub.add_parser("leaderboard", help="records -> leaderboard.md, index.html and plots")
-    board.add_argument("--records", required=True, help="results JSONL")
-    board.add_argument("--out", required=True, help="output folder")
-    board.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
-    board.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    board.add_argument("--reference", default="best-of-n",
-                       help="label prefix of the over-optimisation reference (default: best-of-n)")
-    board.set_defaults(func=_leaderboard)
+    bench = subparsers.add_parser("bench", help="benchmark grid (algorithms x envs x seeds) and leaderboard",
+                                  description="Run benchmark grids and build leaderboards from their records.")
+    add_bench_subcommands(bench.add_subparsers(dest="bench_command", required=True, metavar="SUBCOMMAND"))

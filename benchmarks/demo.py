@@ -3,7 +3,7 @@
 tiny model + tokenizer -> instruction tuning (SFT) -> simulated human feedback (the task's gold
 verifier, with label noise) -> reward model (Bradley-Terry) -> PPO against the *learned* reward
 with a KL leash to the SFT model, the gold reward tracked beside it -> evaluation -> a before/after
-table and plots. Each stage writes a ``save_pretrained`` directory or JSONL under ``out_dir`` that
+table and plots. Each stage writes a ``save_pretrained`` directory or JSONL under ``output_dir`` that
 the matching ``llm-gym`` subcommand can also produce or consume on its own; stages already done
 (their result file exists) are skipped, so an interrupted demo resumes where it stopped.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -23,35 +23,47 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from agents.data import generate_completions, sample_metadata  # noqa: E402
+from agents.supervised.data import generate_completions, sample_metadata  # noqa: E402
 from agents.rl.ppo import PPO, PPOConfig  # noqa: E402
 from agents.rl.evaluation import evaluate  # noqa: E402
 from benchmarks.suite import SuiteConfig, prepare_env  # noqa: E402
+from llm_gym.commands import add_dataclass_command  # noqa: E402
 from llm_gym.models import load_causal_lm  # noqa: E402
-from llm_gym.registration import env_id as env_id_of  # noqa: E402
+from llm_gym.registration import BUILTIN_ENV_IDS  # noqa: E402
 from llm_gym.tasks import make_task  # noqa: E402
 
 
 @dataclass
 class DemoConfig:
-    """Stage sizes; the defaults take about 1 minute on 2 idle CPU cores (6.5 minutes on a heavily loaded one)."""
+    """Run the whole pipeline on a tiny model: SFT, simulated feedback, reward model, PPO on the learned reward.
 
-    out_dir: str = "runs/demo"
+    The defaults take about 1 minute on 2 idle CPU cores (6.5 minutes on a heavily loaded one).
+    """
+
+    output_dir: str = field(default="runs/demo", metadata={"help": "directory of every stage's output (rerun to resume)", "path": "output"})
     # Count: its learned reward model is good enough near the SFT policy for PPO to raise the *gold*
     # reward (measured; on arithmetic the tiny reward model stays near chance, and on reverse/sort
     # it is exploited: see benchmarks/results/leaderboard).
-    task: str = "count"
-    seed: int = 0
-    sft_steps: int = 100  # undertrained on purpose (~38% greedy accuracy): RL needs room to improve
-    feedback_prompts: int = 1024
-    feedback_k: int = 4
-    label_noise: float = 0.1
-    rm_steps: int = 200
-    ppo_budget: int = 64 * 40  # sampled completions
-    ppo_batch_size: int = 64
-    ppo_kl_coef: float = 0.2  # a firm leash: these tiny learned reward models are easy to exploit
-    ppo_lr: float = 1e-4
-    eval_episodes: int = 512
+    env_id: str = field(default="llm_gym/Count-v0", metadata={"help": "env of a built-in task the demo runs on"})
+    seed: int = field(default=0, metadata={"help": "seed of every stage"})
+    sft_steps: int = field(default=100, metadata={"help": "SFT steps; undertrained on purpose (~38%% greedy accuracy) so RL has room"})
+    feedback_prompts: int = field(default=1024, metadata={"help": "prompts labelled by the simulated person"})
+    feedback_k: int = field(default=4, metadata={"help": "completions per prompt (every pair is labelled)"})
+    label_noise: float = field(default=0.1, metadata={"help": "probability that the simulated person flips a label"})
+    rm_steps: int = field(default=200, metadata={"help": "reward-model training steps"})
+    ppo_budget: int = field(default=64 * 40, metadata={"help": "sampled completions PPO may use"})
+    ppo_batch_size: int = field(default=64, metadata={"help": "PPO rollout batch size"})
+    ppo_kl_coef: float = field(default=0.2, metadata={"help": "KL leash to the SFT model (firm: tiny learned reward models are easy to exploit)"})
+    ppo_lr: float = field(default=1e-4, metadata={"help": "PPO learning rate"})
+    eval_episodes: int = field(default=512, metadata={"help": "held-out episodes per evaluated policy"})
+
+    def __post_init__(self) -> None:
+        if self.env_id not in BUILTIN_ENV_IDS:
+            raise ValueError(f"argument --env_id: the demo runs on a built-in task's env, one of {sorted(BUILTIN_ENV_IDS)}; got {self.env_id!r}")
+
+    @property
+    def task(self) -> str:
+        return BUILTIN_ENV_IDS[self.env_id]
 
 
 def greedy_accuracy(policy_dir: Path, task_name: str, size: int, seed: int) -> float:
@@ -66,9 +78,9 @@ def greedy_accuracy(policy_dir: Path, task_name: str, size: int, seed: int) -> f
 
 def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, dict[str, float]]:
     console = console or Console()
-    out = Path(config.out_dir)
+    out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env_id = env_id_of(config.task)
+    env_id = config.env_id
     timings: dict[str, float] = {}
 
     def stage(name: str):
@@ -81,7 +93,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, di
 
     stage("1-4. tiny model -> SFT -> simulated feedback -> reward model")
     prepared = prepare_env(
-        SuiteConfig(tiny_dir=str(out / "tiny"), sft_dir=str(out / "sft"), feedback_file=str(out / "feedback.jsonl"),
+        SuiteConfig(tiny_dir=str(out / "tiny"), sft_dir=str(out / "sft"), feedback_dir=str(out / "feedback"),
                     rm_dir=str(out / "reward_model"), sft_steps={config.task: config.sft_steps},
                     feedback_prompts=config.feedback_prompts, feedback_k=config.feedback_k,
                     label_noise=config.label_noise, rm_steps=config.rm_steps, seed=config.seed),
@@ -143,9 +155,11 @@ def _plot(curve: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
+def run_demo_command(config: DemoConfig) -> None:
+    run_demo(config)
+
+
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     """``llm-gym demo``: the ``llm_gym.commands`` entry point."""
-    parser = subparsers.add_parser("demo", help="run the whole pipeline (SFT -> feedback -> RM -> PPO) on a tiny model")
-    for name, default in asdict(DemoConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    parser.set_defaults(func=lambda args: run_demo(DemoConfig(**{k: getattr(args, k) for k in asdict(DemoConfig())})) and 0)
+    add_dataclass_command(subparsers, "demo", "run the whole pipeline (SFT -> feedback -> RM -> PPO) on a tiny model",
+                          DemoConfig, run_demo_command)

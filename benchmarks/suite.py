@@ -2,7 +2,7 @@
 
 Why a separate driver: a benchmark grid of RLHF learners needs, for every env, a start policy and
 a learned reward model before any learner can run. This module chains the existing stages
-(``llm_gym.models.save_tiny`` -> ``agents.sft`` -> ``agents.feedback`` -> ``agents.reward_training``,
+(``llm_gym.models.save_tiny`` -> ``agents.supervised.sft`` -> ``agents.feedback.collect`` -> ``agents.supervised.reward_training``,
 as ``benchmarks.demo`` does for one task), then the resumable grid runner, then the leaderboard.
 Every stage is skipped when its output already exists (a model directory counts as done when its
 stage's last-written file is there: ``sft_results.json``, ``reward_model_results.json``), and the
@@ -25,15 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.feedback import FeedbackConfig, collect_feedback
-from agents.reward_training import RewardModelConfig, train_reward_model
+from agents.feedback.collect import LABELS_FILE, FeedbackConfig, collect_feedback
+from agents.supervised.reward_training import RewardModelConfig, train_reward_model
 from agents.run_config import add_config_args, config_from_args, save_config
-from agents.sft import SFTConfig, train_sft
+from agents.supervised.sft import SFTConfig, train_sft
 from benchmarks.leaderboard import write_leaderboard
 from benchmarks.records import read_records
 from benchmarks.runner import load_bench_config, run_benchmark
 from benchmarks.runner import env_name as short_env_name
 from llm_gym.models import TinyModelConfig, save_tiny
+from llm_gym.registration import env_id as env_id_of
 from llm_gym.tasks import TASKS, make_task
 
 SFT_DONE, RM_DONE = "sft_results.json", "reward_model_results.json"
@@ -52,7 +53,7 @@ class SuiteConfig:
     leaderboard_dir: str = "benchmarks/results/leaderboard"
     tiny_dir: str = "runs/tiny-{env}"
     sft_dir: str = "runs/sft-{env}"
-    feedback_file: str = "runs/feedback-{env}/pairs.jsonl"
+    feedback_dir: str = "runs/feedback-{env}"
     rm_dir: str = "runs/rm-{env}"
     n_layer: int = 3  # the CPU demo scale: 3 layers, 128 wide, char vocabulary
     n_embd: int = 128
@@ -108,7 +109,7 @@ def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[st
     skipped) and the SFT and reward-model held-out metrics read back from their result files.
     """
     task = make_task(task_name)
-    tiny, sft, feedback, rm = (_path(t, env) for t in (config.tiny_dir, config.sft_dir, config.feedback_file, config.rm_dir))
+    tiny, sft, feedback, rm = (_path(t, env) for t in (config.tiny_dir, config.sft_dir, config.feedback_dir, config.rm_dir))
     seconds: dict[str, float | None] = {"tiny": None, "sft": None, "feedback": None, "reward_model": None}
 
     def timed(stage: str, fn: Callable[[], Any]) -> None:
@@ -124,17 +125,17 @@ def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[st
         timed("tiny", lambda: _atomic_dir(tiny, lambda tmp: save_tiny(tmp, texts, "char", model_config)))
     if not (sft / SFT_DONE).is_file():  # train_sft writes SFT_DONE last; resume="auto" picks up its checkpoints
         timed("sft", lambda: train_sft(SFTConfig(
-            model=str(tiny), output_dir=str(sft), task=task_name, max_steps=config.sft_steps.get(env, config.default_sft_steps),
+            model_name_or_path=str(tiny), output_dir=str(sft), env_id=env_id_of(task_name), max_steps=config.sft_steps.get(env, config.default_sft_steps),
             batch_size=config.sft_batch_size, lr=config.sft_lr, warmup_steps=20, eval_every=0, eval_size=256,
-            resume="auto", seed=config.seed)))
+            resume_from_checkpoint="auto", seed=config.seed)))
     if not (rm / RM_DONE).is_file():
         # Labels are appended and resumed by item id, so an interrupted collection continues.
         timed("feedback", lambda: collect_feedback(FeedbackConfig(
-            policy=str(sft), output=str(feedback), task=task_name, num_prompts=config.feedback_prompts,
+            model_name_or_path=str(sft), output_dir=str(feedback), env_id=env_id_of(task_name), num_prompts=config.feedback_prompts,
             k=config.feedback_k, noise=config.label_noise, seed=config.seed), output_fn=log))
         timed("reward_model", lambda: train_reward_model(RewardModelConfig(
-            data=str(feedback), output_dir=str(rm), base_model=str(sft), max_steps=config.rm_steps,
-            batch_size=config.rm_batch_size, eval_every=0, resume="auto", seed=config.seed)))
+            data=str(feedback / LABELS_FILE), output_dir=str(rm), model_name_or_path=str(sft), max_steps=config.rm_steps,
+            batch_size=config.rm_batch_size, eval_every=0, resume_from_checkpoint="auto", seed=config.seed)))
     sft_results = json.loads((sft / SFT_DONE).read_text())
     rm_results = json.loads((rm / RM_DONE).read_text())
     return {

@@ -1,6 +1,6 @@
 """Test helpers for the RL trainers: a short, self-contained SFT that makes a start policy.
 
-Why here and not ``agents.sft``: the trainers' tests need an SFT start state that is cheap and
+Why here and not ``agents.supervised.sft``: the trainers' tests need an SFT start state that is cheap and
 fully deterministic on CPU; a few dozen lines of teacher-forced training on ``task.dataset``
 references is enough and keeps these tests independent of the SFT module's options.
 """
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from llm_gym.models import TinyModelConfig, load_causal_lm, save_tiny
+from llm_gym.registration import env_id
 from llm_gym.tasks import make_task
 
 
@@ -58,22 +59,22 @@ def sft_dir(tmp_path_factory) -> Path:
 
 def sft_and_learned_reward(root: Path, task_name: str = "arithmetic", sft_steps: int = 500, rm_steps: int = 300,
                            feedback_prompts: int = 1024, seed: int = 0) -> tuple[Path, Path]:
-    """The issue's start state, built with the project's own pipeline: ``agents.sft`` on arithmetic
+    """The issue's start state, built with the project's own pipeline: ``agents.supervised.sft`` on arithmetic
     references (undertrained on purpose, ~35% exact match), simulated pairwise feedback on its own
-    samples labelled by the verifier (``agents.feedback``), and a Bradley-Terry reward model on the
-    SFT backbone (``agents.reward_training``). Returns (sft_dir, reward_model_dir)."""
-    from agents.feedback import FeedbackConfig, collect_feedback
-    from agents.reward_training import RewardModelConfig, train_reward_model
-    from agents.sft import SFTConfig, train_sft
+    samples labelled by the verifier (``agents.feedback.collect``), and a Bradley-Terry reward model on the
+    SFT backbone (``agents.supervised.reward_training``). Returns (sft_dir, reward_model_dir)."""
+    from agents.feedback.collect import LABELS_FILE, FeedbackConfig, collect_feedback
+    from agents.supervised.reward_training import RewardModelConfig, train_reward_model
+    from agents.supervised.sft import SFTConfig, train_sft
 
     task = make_task(task_name)
     texts = [s.prompt + s.reference for s in task.dataset("train", 2000, seed=0) + task.dataset("test", 200, seed=0)]
     tiny = save_tiny(root / "tiny", texts, "char", TinyModelConfig(n_layer=2, n_embd=64, n_head=4, seed=seed))
-    sft = train_sft(SFTConfig(model=str(tiny), output_dir=str(root / "sft"), task=task_name, max_steps=sft_steps, batch_size=64,
+    sft = train_sft(SFTConfig(model_name_or_path=str(tiny), output_dir=str(root / "sft"), env_id=env_id(task_name), max_steps=sft_steps, batch_size=64,
                               lr=3e-3, warmup_steps=20, eval_every=0, eval_size=256, seed=seed))
-    feedback = root / "feedback.jsonl"
-    collect_feedback(FeedbackConfig(policy=str(sft.output_dir), output=str(feedback), task=task_name,
+    feedback = root / "feedback"
+    collect_feedback(FeedbackConfig(model_name_or_path=str(sft.output_dir), output_dir=str(feedback), env_id=env_id(task_name),
                                     num_prompts=feedback_prompts, k=4, seed=seed), output_fn=lambda text: None)
-    rm = train_reward_model(RewardModelConfig(data=str(feedback), output_dir=str(root / "rm"),
-                                              base_model=str(sft.output_dir), max_steps=rm_steps, eval_every=0, seed=seed))
+    rm = train_reward_model(RewardModelConfig(data=str(feedback / LABELS_FILE), output_dir=str(root / "rm"),
+                                              model_name_or_path=str(sft.output_dir), max_steps=rm_steps, eval_every=0, seed=seed))
     return sft.output_dir, rm.output_dir

@@ -32,7 +32,7 @@ def test_reward_model_training_runs_on_two_cpu_processes(tmp_path):
     # on CPU. On a GPU machine drop `--cpu true`: the same command is multi-GPU DDP.
     command = [
         str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "-m", "agents.reward_training", "--cpu", "true",
+        "--dynamo_backend", "no", "-m", "agents.supervised.reward_training", "--cpu", "true",
         "--data", str(data), "--output-dir", str(out), "--tokenizer", str(model_dir), "--n-layer", "1", "--n-embd", "32",
         "--max-steps", "4", "--batch-size", "8", "--eval-fraction", "0.2", "--log-every", "2", "--save-every", "2",
     ]

@@ -17,7 +17,7 @@ def test_demo_pipeline_raises_gold_reward_with_a_learned_reward_model(tmp_path):
     (KL 0.004), so the gain comes from the learned reward. The margin (+0.03) sits below the smallest
     measured gain. About 1 minute on 2 idle cores.
     """
-    rows = run_demo(DemoConfig(out_dir=str(tmp_path / "demo")), Console(quiet=True))
+    rows = run_demo(DemoConfig(output_dir=str(tmp_path / "demo")), Console(quiet=True))
     sft, ppo = rows["SFT start"], rows["PPO"]
     assert ppo["objective/gold_reward"] > sft["objective/gold_reward"] + 0.03
     assert ppo["objective/reward"] > sft["objective/reward"]  # the proxy it optimised rose too

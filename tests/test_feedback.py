@@ -14,9 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.data import read_feedback
-from agents.feedback import FeedbackConfig, collect_feedback, items, load_feedback_task, load_or_sample_candidates, sidecar
-from agents.labelers import SimulatedLabeler
+from agents.supervised.data import read_feedback
+from agents.feedback.collect import (
+    CANDIDATES_FILE,
+    LABELS_FILE,
+    SKIPPED_FILE,
+    FeedbackConfig,
+    collect_feedback,
+    items,
+    load_feedback_problem,
+    load_or_sample_candidates,
+)
+from agents.feedback.labelers import SimulatedLabeler
 from llm_gym.rewards import make_reward
 from llm_gym.tasks import make_task
 from llm_gym.tasks.datasets import DatasetTask
@@ -25,12 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def config(policy: Path, output: Path, **overrides) -> FeedbackConfig:
-    base = FeedbackConfig(policy=str(policy), output=str(output), task="arithmetic", num_prompts=6, k=3, max_new_tokens=4)
+    base = FeedbackConfig(model_name_or_path=str(policy), output_dir=str(output), env_id="llm_gym/Arithmetic-v0",
+                          num_prompts=6, k=3, max_new_tokens=4)
     return replace(base, **overrides)
 
 
 def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def labels(out: Path) -> list[dict]:
+    return lines(out / LABELS_FILE)
 
 
 def test_simulated_labeler_prefers_the_gold_winner_and_flips_with_noise():
@@ -50,36 +64,36 @@ def test_simulated_labeler_prefers_the_gold_winner_and_flips_with_noise():
 
 
 def test_simulated_pairs_follow_the_gold_reward(tiny_model_dir, tmp_path):
-    out = tmp_path / "pairs.jsonl"
-    stats = collect_feedback(config(tiny_model_dir, out, gold_reward="chrf", num_prompts=20, k=4), output_fn=lambda s: None)
-    rows = lines(out)
-    skipped = lines(sidecar(out, "skipped"))
+    out = tmp_path / "pairs"
+    stats = collect_feedback(config(tiny_model_dir, out, env_kwargs={"gold_reward": "chrf"}, num_prompts=20, k=4), output_fn=lambda s: None)
+    rows = labels(out)
+    skipped = lines(out / SKIPPED_FILE)
     assert stats.written == len(rows) > 0
     assert len(rows) + len(skipped) == 20 * 6  # every pair of 4 completions is a row or a counted skip
     assert sum(stats.skipped.values()) == len(skipped)
     chrf = make_reward("chrf")
     for row in rows:
         assert set(row) == {"id", "prompt", "chosen", "rejected"} and row["chosen"] != row["rejected"]
-    references = {c["prompt"]: c["metadata"] for c in lines(sidecar(out, "candidates"))}
+    references = {c["prompt"]: c["metadata"] for c in lines(out / CANDIDATES_FILE)}
     meta = [references[r["prompt"]] for r in rows]
     prompts = [r["prompt"] for r in rows]
     gap = chrf(prompts, [r["chosen"] for r in rows], meta) - chrf(prompts, [r["rejected"] for r in rows], meta)
     assert (gap > 0).all()
     # The loaders read it: our reward-model reader and the core preference-format loader.
-    assert len(read_feedback(out).pairs) == len(rows)
-    assert len(DatasetTask.from_jsonl(out).samples) == len(rows)
+    assert len(read_feedback(out / LABELS_FILE).pairs) == len(rows)
+    assert len(DatasetTask.from_jsonl(out / LABELS_FILE).samples) == len(rows)
 
 
 def test_simulated_pointwise_ratings_and_rerun_adds_nothing(tiny_model_dir, tmp_path):
-    out = tmp_path / "ratings.jsonl"
-    cfg = config(tiny_model_dir, out, kind="pointwise", gold_reward="chrf", good_threshold=0.2, k=2)
+    out = tmp_path / "ratings"
+    cfg = config(tiny_model_dir, out, kind="pointwise", env_kwargs={"gold_reward": "chrf"}, good_threshold=0.2, k=2)
     stats = collect_feedback(cfg, output_fn=lambda s: None)
-    rows = lines(out)
+    rows = labels(out)
     assert stats.written == len(rows) == 12 and {r["label"] for r in rows} <= {0, 1}
     assert set(rows[0]) == {"id", "prompt", "completion", "label"}
     again = collect_feedback(cfg, output_fn=lambda s: None)  # resumed: nothing left to label
-    assert again.written == 0 and len(lines(out)) == 12
-    assert len(read_feedback(out).ratings) == 12
+    assert again.written == 0 and len(labels(out)) == 12
+    assert len(read_feedback(out / LABELS_FILE).ratings) == 12
 
 
 class Script:
@@ -97,7 +111,7 @@ class Script:
 
 
 def test_terminal_labeler_keeps_every_label_across_ctrl_c_and_resume(tiny_model_dir, tmp_path):
-    out = tmp_path / "human.jsonl"
+    out = tmp_path / "human"
     cfg = config(tiny_model_dir, out, labeler="terminal", num_prompts=3, k=3, temperature=1.5)
     shown: list[str] = []
     first = Script(["a", "x", "b", "t", KeyboardInterrupt()])
@@ -105,35 +119,35 @@ def test_terminal_labeler_keeps_every_label_across_ctrl_c_and_resume(tiny_model_
     assert stats.interrupted and stats.written == 2 and stats.skipped["tie"] == 1
     assert any("unknown answer 'x'" in s for s in shown)  # an unknown key is asked again
     assert any("interrupted" in s and "rerun the same command to resume" in s for s in shown)
-    assert len(lines(out)) == 2 and len(lines(sidecar(out, "skipped"))) == 1  # on disk already
-    candidates_before = sidecar(out, "candidates").read_text()
+    assert len(labels(out)) == 2 and len(lines(out / SKIPPED_FILE)) == 1  # on disk already
+    candidates_before = (out / CANDIDATES_FILE).read_text()
 
-    total = len(list(items(lines(sidecar(out, "candidates")), "pairs")))
-    identical = sum(c["completions"][i] == c["completions"][j] for _, c, (i, j) in items(lines(sidecar(out, "candidates")), "pairs"))
+    total = len(list(items(lines(out / CANDIDATES_FILE), "pairs")))
+    identical = sum(c["completions"][i] == c["completions"][j] for _, c, (i, j) in items(lines(out / CANDIDATES_FILE), "pairs"))
     second = Script(["s"] + ["a", "b"] * total)
     stats = collect_feedback(cfg, input_fn=second, output_fn=lambda s: None)
     assert not stats.interrupted and stats.pending == 0
-    assert sidecar(out, "candidates").read_text() == candidates_before  # resumed on the same samples
-    rows, skips = lines(out), lines(sidecar(out, "skipped"))
+    assert (out / CANDIDATES_FILE).read_text() == candidates_before  # resumed on the same samples
+    rows, skips = labels(out), lines(out / SKIPPED_FILE)
     ids = [r["id"] for r in rows + skips]
     assert len(ids) == len(set(ids)) == total  # each item answered exactly once over both sessions
     assert len(second.prompts) == total - 3 - identical  # only unanswered, non-identical items were asked
     assert {r["reason"] for r in skips} <= {"tie", "skip", "identical_completions"}
     # The first session's labels are still there, unchanged.
-    assert [r["id"] for r in rows[:2]] == [r["id"] for r in lines(out)[:2]]
+    assert [r["id"] for r in rows[:2]] == [r["id"] for r in labels(out)[:2]]
     third = Script([EOFError()])  # end of input is a quit, not a crash
     assert collect_feedback(cfg, input_fn=third, output_fn=lambda s: None).written == 0
 
 
 def test_terminal_labeler_subprocess_survives_sigint(tiny_model_dir, tmp_path):
-    out = tmp_path / "cli.jsonl"
+    out = tmp_path / "cli"
     cfg = config(tiny_model_dir, out, labeler="terminal", num_prompts=4, k=2, temperature=1.5)
-    candidates = load_or_sample_candidates(cfg, load_feedback_task(cfg))  # sampled once, reused by both sessions
+    candidates = load_or_sample_candidates(cfg, load_feedback_problem(cfg))  # sampled once, reused by both sessions
     n_items = sum(c["completions"][0] != c["completions"][1] for c in candidates)
     assert n_items >= 2
     command = [
-        sys.executable, "-m", "agents.feedback", "--policy", str(tiny_model_dir), "--output", str(out),
-        "--labeler", "terminal", "--num-prompts", "4", "--k", "2", "--temperature", "1.5", "--max-new-tokens", "4",
+        sys.executable, "-m", "llm_gym.cli", "feedback", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out),
+        "--labeler", "terminal", "--num_prompts", "4", "--k", "2", "--temperature", "1.5", "--max_new_tokens", "4",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
@@ -142,25 +156,25 @@ def test_terminal_labeler_subprocess_survives_sigint(tiny_model_dir, tmp_path):
     proc.stdin.write("a\n")
     proc.stdin.flush()
     deadline = time.time() + 120
-    while len(lines(out)) < 1 and time.time() < deadline and proc.poll() is None:
+    while len(labels(out)) < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    assert len(lines(out)) == 1, proc.communicate(timeout=30)[0]
+    assert len(labels(out)) == 1, proc.communicate(timeout=30)[0]
     proc.send_signal(signal.SIGINT)  # Ctrl-C while it waits for the second answer
     proc.wait(timeout=60)  # stdin stays open, so only Ctrl-C can end the session here
     output = proc.stdout.read()
     assert proc.returncode == 130, output
-    assert "interrupted" in output and len(lines(out)) == 1
+    assert "interrupted" in output and len(labels(out)) == 1
     done = subprocess.run(command, cwd=ROOT, input="b\n" * n_items, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = lines(out)
+    rows = labels(out)
     assert len(rows) == n_items and len({r["id"] for r in rows}) == n_items
 
 
 def test_bad_feedback_input(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="pairs need k >= 2"):
-        collect_feedback(config(tiny_model_dir, tmp_path / "a.jsonl", k=1))
-    with pytest.raises(ValueError, match="labeler must be 'simulated' or 'terminal'"):
-        collect_feedback(config(tiny_model_dir, tmp_path / "b.jsonl", labeler="mturk"))
+        config(tiny_model_dir, tmp_path / "a", k=1)
+    with pytest.raises(ValueError, match=r"--noise: label noise must be a probability in \[0, 1\], got 1.5"):
+        config(tiny_model_dir, tmp_path / "b", noise=1.5)
     same = tmp_path / "same.jsonl"
     same.write_text(
         json.dumps({"prompt": "1+1=", "chosen": "2", "rejected": "2"}) + "\n"
@@ -175,9 +189,9 @@ def test_bad_feedback_input(tiny_model_dir, tmp_path):
 
 
 def test_terminal_good_bad_ratings(tiny_model_dir, tmp_path):
-    out = tmp_path / "ratings.jsonl"
+    out = tmp_path / "ratings"
     cfg = config(tiny_model_dir, out, labeler="terminal", kind="pointwise", num_prompts=2, k=2)
     stats = collect_feedback(cfg, input_fn=Script(["g", "b", "s", "q"]), output_fn=lambda s: None)
     assert (stats.written, dict(stats.skipped), stats.pending, stats.interrupted) == (2, {"skip": 1}, 1, False)
-    assert [r["label"] for r in lines(out)] == [1, 0]
-    assert len(read_feedback(out).ratings) == 2
+    assert [r["label"] for r in labels(out)] == [1, 0]
+    assert len(read_feedback(out / LABELS_FILE).ratings) == 2

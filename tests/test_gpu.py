@@ -31,7 +31,7 @@ def test_device_and_dtype_options_name_what_is_wrong(tiny_model_dir):
 @pytest.mark.gpu
 @needs_cuda
 def test_bf16_sampling_on_cuda(tiny_model_dir):
-    from agents.data import generate_completions
+    from agents.supervised.data import generate_completions
 
     model, tokenizer = load_causal_lm(tiny_model_dir, device="cuda", dtype="bfloat16")
     assert next(model.parameters()).device.type == "cuda"
@@ -45,8 +45,8 @@ def test_bf16_sampling_on_cuda(tiny_model_dir):
 def test_sft_reward_model_ppo_grpo_in_bf16_on_cuda(tmp_path):
     from agents.rl.grpo import GRPO, GRPOConfig
     from agents.rl.ppo import PPO, PPOConfig
-    from agents.reward_training import RewardModelConfig, train_reward_model
-    from agents.sft import SFTConfig, train_sft
+    from agents.supervised.reward_training import RewardModelConfig, train_reward_model
+    from agents.supervised.sft import SFTConfig, train_sft
 
     samples = make_task("arithmetic").dataset("train", 64, seed=0)
     model_dir = save_family(tmp_path / "qwen", "qwen", [s.prompt + s.reference for s in samples] + ["user assistant"])
@@ -57,10 +57,10 @@ def test_sft_reward_model_ppo_grpo_in_bf16_on_cuda(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": s.prompt, "chosen": s.reference, "rejected": s.reference + "0"}) + "\n"
                              for s in samples))
-    sft = train_sft(SFTConfig(model=str(model_dir), output_dir=str(tmp_path / "sft"), data=str(data), max_steps=4,
+    sft = train_sft(SFTConfig(model_name_or_path=str(model_dir), output_dir=str(tmp_path / "sft"), data=str(data), max_steps=4,
                               batch_size=8, eval_size=8, eval_every=0, max_length=48, mixed_precision="bf16"))
     assert math.isfinite(sft.final["eval/loss"])
-    rm = train_reward_model(RewardModelConfig(data=str(pairs), output_dir=str(tmp_path / "rm"), base_model=str(sft.output_dir),
+    rm = train_reward_model(RewardModelConfig(data=str(pairs), output_dir=str(tmp_path / "rm"), model_name_or_path=str(sft.output_dir),
                                               max_steps=4, batch_size=8, eval_every=0, eval_fraction=0.3,
                                               mixed_precision="bf16"))
     assert math.isfinite(rm.final["eval/loss"])

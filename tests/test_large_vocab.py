@@ -24,8 +24,8 @@ def _pipeline(root: str, queue) -> None:
 
     from agents.rl.grpo import GRPO, GRPOConfig
     from agents.rl.ppo import PPO, PPOConfig
-    from agents.reward_training import RewardModelConfig, train_reward_model
-    from agents.sft import SFTConfig, train_sft
+    from agents.supervised.reward_training import RewardModelConfig, train_reward_model
+    from agents.supervised.sft import SFTConfig, train_sft
     from benchmarks.peak_memory import peak_rss_mb
     from llm_gym.tasks import make_task
 
@@ -42,11 +42,11 @@ def _pipeline(root: str, queue) -> None:
     pairs.write_text("".join(json.dumps({"prompt": s.prompt, "chosen": s.reference, "rejected": s.reference + "0"}) + "\n"
                              for s in samples))
     peaks = {"build": peak_rss_mb()}
-    train_sft(SFTConfig(model=str(model_dir), output_dir=str(root_path / "sft"), data=str(data), max_steps=2,
+    train_sft(SFTConfig(model_name_or_path=str(model_dir), output_dir=str(root_path / "sft"), data=str(data), max_steps=2,
                         batch_size=8, eval_size=8, eval_batch_size=8, eval_every=0, max_length=40, max_new_tokens=4))
     peaks["sft"] = peak_rss_mb()
     sft = str(root_path / "sft")
-    train_reward_model(RewardModelConfig(data=str(pairs), output_dir=str(root_path / "rm"), base_model=sft, max_steps=2,
+    train_reward_model(RewardModelConfig(data=str(pairs), output_dir=str(root_path / "rm"), model_name_or_path=sft, max_steps=2,
                                          batch_size=8, eval_batch_size=8, eval_every=0, eval_fraction=0.3))
     peaks["reward_model"] = peak_rss_mb()
     env_kwargs = {"data_files": str(data), "reward": f"learned:path={root_path / 'rm'}", "max_new_tokens": 4}

@@ -42,7 +42,7 @@ def test_tiny_model_save_and_load(tmp_path, family):
 
 
 def test_cli_tiny_builds_a_loadable_model_for_env(tmp_path):
-    assert llm_gym.cli.main(["tiny", "--task", "count", "--out", str(tmp_path), "--n-layer", "1", "--n-embd", "16"]) == 0
+    assert llm_gym.cli.main(["tiny", "--env_id", "llm_gym/Count-v0", "--output_dir", str(tmp_path), "--n_layer", "1", "--n_embd", "16"]) == 0
     env = gym.make("llm_gym/Count-v0", tokenizer=str(tmp_path))
     obs, _ = env.reset(seed=0)
     model, _ = load_causal_lm(tmp_path)

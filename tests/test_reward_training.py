@@ -14,11 +14,11 @@ import torch
 from scipy.stats import spearmanr
 
 import llm_gym  # noqa: F401  (registers env ids)
-from agents.data import encode_reward_text
-from agents.feedback import FeedbackConfig, collect_feedback
-from agents.reward_training import RewardModelConfig, train_reward_model
+from agents.supervised.data import encode_reward_text
+from agents.feedback.collect import LABELS_FILE, FeedbackConfig, collect_feedback
+from agents.supervised.reward_training import RewardModelConfig, train_reward_model
 from agents.rl.sampling import sample_completions
-from agents.sft import SFTConfig, train_sft
+from agents.supervised.sft import SFTConfig, train_sft
 from llm_gym.models import TinyModelConfig, load_causal_lm, load_tokenizer, save_tiny
 from llm_gym.rewards import LearnedReward, reward_model_text
 from llm_gym.tasks import make_task
@@ -35,14 +35,16 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
     model = save_tiny(root / "init", texts, "char", TinyModelConfig(n_layer=2, n_embd=64))
     started = time.perf_counter()
     sft = train_sft(
-        SFTConfig(model=str(model), output_dir=str(root / "sft"), task="copy", task_kwargs=COPY_KWARGS, train_size=3000,
+        SFTConfig(model_name_or_path=str(model), output_dir=str(root / "sft"), env_id="llm_gym/Copy-v0",
+                  env_kwargs={"task_kwargs": COPY_KWARGS}, train_size=3000,
                   eval_size=100, batch_size=32, max_steps=100, lr=3e-3, warmup_steps=10, eval_every=0)
     )
     sft_s = time.perf_counter() - started
     started = time.perf_counter()
-    pairs = root / "feedback" / "pairs.jsonl"
+    pairs = root / "feedback" / LABELS_FILE
     stats = collect_feedback(
-        FeedbackConfig(policy=str(root / "sft"), output=str(pairs), task="copy", task_kwargs=COPY_KWARGS,
+        FeedbackConfig(model_name_or_path=str(root / "sft"), output_dir=str(pairs.parent), env_id="llm_gym/Copy-v0",
+                       env_kwargs={"task_kwargs": COPY_KWARGS},
                        num_prompts=400, k=4, temperature=1.0),
         output_fn=print,
     )
@@ -53,7 +55,7 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
 
 def rm_config(pipeline, out: str, **overrides) -> RewardModelConfig:
     base = RewardModelConfig(
-        data=str(pipeline["pairs"]), output_dir=str(pipeline["root"] / out), base_model=str(pipeline["sft"]),
+        data=str(pipeline["pairs"]), output_dir=str(pipeline["root"] / out), model_name_or_path=str(pipeline["sft"]),
         max_steps=200, batch_size=32, lr=3e-3, eval_every=0, eval_fraction=0.2,
     )
     return replace(base, **overrides)
@@ -138,8 +140,8 @@ def test_bad_reward_model_inputs(pipeline, tmp_path):
     with pytest.raises(ValueError, match="tokenizer/model vocabulary mismatch"):
         train_reward_model(rm_config(pipeline, "x", tokenizer=str(big)))
     with pytest.raises(ValueError, match="written for a different model"):
-        train_reward_model(rm_config(pipeline, "x", resume=str(pipeline["sft"] / "checkpoints")))
+        train_reward_model(rm_config(pipeline, "x", resume_from_checkpoint=str(pipeline["sft"] / "checkpoints")))
     with pytest.raises(ValueError, match="objective='pointwise' but .* holds preference pairs"):
         train_reward_model(rm_config(pipeline, "x", objective="pointwise"))
-    with pytest.raises(ValueError, match="needs base_model .* or tokenizer"):
-        train_reward_model(rm_config(pipeline, "x", base_model=None))
+    with pytest.raises(ValueError, match="needs --model_name_or_path .* or --tokenizer"):
+        rm_config(pipeline, "x", model_name_or_path=None)

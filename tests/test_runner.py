@@ -128,7 +128,7 @@ def test_rerun_skips_finished_runs_and_deleting_a_record_reruns_only_that_run(tm
 
     # The leaderboard command reads the records back.
     out = tmp_path / "board"
-    assert cli_main(["bench", "leaderboard", "--records", str(records_path), "--out", str(out), "--reps", "200"]) == 0
+    assert cli_main(["bench", "leaderboard", "--records", str(records_path), "--output_dir", str(out), "--reps", "200"]) == 0
     assert "| fake | 2 | 0.505 [0.500, 0.510]" in (out / "leaderboard.md").read_text()
     assert (out / "index.html").exists()
 
@@ -256,7 +256,7 @@ def test_a_real_algorithm_runs_through_the_grid_and_into_the_leaderboard(tmp_pat
     assert {"objective/reward", "objective/gold_reward", "objective/kl", "episode/length"} <= set(record.final)
     assert record.curve and all("step" in p for p in record.curve)
     out = tmp_path / "board"
-    assert cli_main(["bench", "leaderboard", "--records", config.records, "--out", str(out), "--reps", "100"]) == 0
+    assert cli_main(["bench", "leaderboard", "--records", config.records, "--output_dir", str(out), "--reps", "100"]) == 0
     gold = record.final["objective/gold_reward"]
     assert f"| sb3-ppo | 1 | {gold:.3f} [{gold:.3f}, {gold:.3f}]" in (out / "leaderboard.md").read_text()
 

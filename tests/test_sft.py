@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 import llm_gym  # noqa: F401  (registers env ids)
 from agents.checkpoint import list_checkpoints
-from agents.data import IGNORE_INDEX, SFTCollator, encode_sft, encode_sft_rows
-from agents.sft import SFTConfig, train_sft
+from agents.supervised.data import IGNORE_INDEX, SFTCollator, encode_sft, encode_sft_rows
+from agents.supervised.sft import SFTConfig, train_sft
 from llm_gym.cli import main as cli_main
 from llm_gym.models import TinyModelConfig, load_tokenizer, save_tiny
 from llm_gym.tasks import make_task
@@ -32,7 +32,8 @@ def copy_model_dir(tmp_path_factory) -> Path:
 
 def copy_config(model: Path, out: Path, **overrides) -> SFTConfig:
     base = SFTConfig(
-        model=str(model), output_dir=str(out), task="copy", task_kwargs=dict(COPY_KWARGS), train_size=3000,
+        model_name_or_path=str(model), output_dir=str(out), env_id="llm_gym/Copy-v0",
+        env_kwargs={"task_kwargs": dict(COPY_KWARGS)}, train_size=3000,
         eval_size=100, batch_size=32, max_steps=100, lr=3e-3, warmup_steps=10, eval_every=0, log_every=10,
     )
     return replace(base, **overrides)
@@ -92,7 +93,7 @@ def test_sft_learns_arithmetic_from_random_init(tmp_path):
     texts = [s.prompt + s.reference for s in task.dataset("train", 2000, seed=0)]
     model = save_tiny(tmp_path / "model", texts, "char", TinyModelConfig(n_layer=3, n_embd=128))
     config = SFTConfig(
-        model=str(model), output_dir=str(tmp_path / "sft"), task="arithmetic", batch_size=128, max_steps=500,
+        model_name_or_path=str(model), output_dir=str(tmp_path / "sft"), env_id="llm_gym/Arithmetic-v0", batch_size=128, max_steps=500,
         lr=3e-3, warmup_steps=30, eval_every=100, max_length=32,
     )
     result = train_sft(config)
@@ -106,7 +107,7 @@ def test_resume_reproduces_the_uninterrupted_run(copy_model_dir, tmp_path):
     steps = list_checkpoints(full.output_dir / "checkpoints")
     assert [p.name for p in steps] == ["step-00000003", "step-00000006"]
     # Resume from the step-3 checkpoint as if the run had been killed there: same end state.
-    resumed = train_sft(copy_config(copy_model_dir, tmp_path / "resumed", **short, resume=str(steps[0])))
+    resumed = train_sft(copy_config(copy_model_dir, tmp_path / "resumed", **short, resume_from_checkpoint=str(steps[0])))
     assert resumed.initial["eval/loss"] != full.initial["eval/loss"]  # it really started from step 3
     a = load_file(full.output_dir / "model.safetensors")
     b = load_file(resumed.output_dir / "model.safetensors")
@@ -118,8 +119,8 @@ def test_resume_from_another_models_checkpoint_is_refused(copy_model_dir, tiny_m
     train_sft(copy_config(copy_model_dir, tmp_path / "copy", max_steps=1, eval_size=4, train_size=64, warmup_steps=0))
     with pytest.raises(ValueError, match="written for a different model: parameter '.*' has shape .* in the checkpoint but"):
         train_sft(
-            SFTConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "arith"), max_steps=2, eval_size=4,
-                      train_size=64, resume=str(tmp_path / "copy" / "checkpoints"))
+            SFTConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(tmp_path / "arith"), max_steps=2, eval_size=4,
+                      train_size=64, resume_from_checkpoint=str(tmp_path / "copy" / "checkpoints"))
         )
 
 
@@ -153,24 +154,27 @@ def test_messages_jsonl_with_chat_template_and_cli_overrides(copy_model_dir, tmp
             for w in ["ab", "cab", "bad", "dab", "ace", "fed", "bead", "cafe", "deaf", "face"] * 4]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "sft.yaml").write_text(
-        f"model: {copy_model_dir}\noutput_dir: {tmp_path / 'out'}\ndata: {data}\nmax_steps: 50\nbatch_size: 8\neval_every: 0\n"
+        f"model_name_or_path: {copy_model_dir}\noutput_dir: {tmp_path / 'out'}\ndata: {data}\nmax_steps: 50\nbatch_size: 8\neval_every: 0\n"
     )
     # The chat template's characters ("user: ", "assistant: ") are outside the copy tokenizer's
     # alphabet and map to <unk>; the rows still encode, and the run must go through end to end.
     assert cli_main(["sft", "--config", str(tmp_path / "sft.yaml"), "--max-steps", "3", "--lr", "1e-3"]) == 0
     saved = (tmp_path / "out" / "sft_config.yaml").read_text()
-    assert "max_steps: 3" in saved and "lr: 0.001" in saved and f"data: {data}" in saved
+    assert "max_steps: 3" in saved and "lr: 0.001" in saved and f"data: {data.resolve()}" in saved
     metrics = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert {"eval/loss", "eval/accuracy"} <= set(metrics[-1]) and any("loss/train" in m for m in metrics)
 
 
-def test_config_errors_name_the_field(tmp_path):
+def test_config_errors_name_the_option(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: m\noutput_dir: o\nlearning_rate: 0.1\n")
-    with pytest.raises(ValueError, match=r"unknown SFTConfig field\(s\) \['learning_rate'\]"):
+    bad.write_text(f"model_name_or_path: {tmp_path}\noutput_dir: o\nlearning_rate: 0.1\n")
+    with pytest.raises(SystemExit) as exit_info:
         cli_main(["sft", "--config", str(bad)])
-    with pytest.raises(ValueError, match=r"SFTConfig needs \['output_dir'\]"):
-        cli_main(["sft", "--model", "m"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"llm-gym sft: error: --config {bad}: unknown option(s) learning_rate\n"
+    with pytest.raises(SystemExit):
+        cli_main(["sft", "--model_name_or_path", str(tmp_path)])
+    assert capsys.readouterr().err.strip() == "llm-gym sft: error: the following arguments are required: --output_dir/--output-dir"
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path):
@@ -197,8 +201,8 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
 
 @pytest.mark.parametrize(
     "name, cls_path",
-    [("sft_arithmetic", "agents.sft:SFTConfig"), ("feedback_arithmetic", "agents.feedback:FeedbackConfig"),
-     ("reward_model_arithmetic", "agents.reward_training:RewardModelConfig")],
+    [("sft_arithmetic", "agents.supervised.sft:SFTConfig"), ("feedback_arithmetic", "agents.feedback.collect:FeedbackConfig"),
+     ("reward_model_arithmetic", "agents.supervised.reward_training:RewardModelConfig")],
 )
 def test_example_configs_load(name, cls_path):
     import importlib

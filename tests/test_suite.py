@@ -13,7 +13,7 @@ from benchmarks.suite import SuiteConfig, env_tasks, prepare_env
 
 def _config(tmp_path: Path) -> SuiteConfig:
     return SuiteConfig(tiny_dir=str(tmp_path / "tiny-{env}"), sft_dir=str(tmp_path / "sft-{env}"),
-                       feedback_file=str(tmp_path / "fb-{env}" / "pairs.jsonl"), rm_dir=str(tmp_path / "rm-{env}"))
+                       feedback_dir=str(tmp_path / "fb-{env}"), rm_dir=str(tmp_path / "rm-{env}"))
 
 
 def _fake_stages(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
@@ -26,14 +26,14 @@ def _fake_stages(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
 
     def sft(config):
         calls.append("sft")
-        assert Path(config.model, "config.json").is_file(), "SFT must start from the tiny model"
+        assert Path(config.model_name_or_path, "config.json").is_file(), "SFT must start from the tiny model"
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(config.output_dir) / suite.SFT_DONE).write_text(
             json.dumps({"initial": {"eval/accuracy": 0.0}, "final": {"eval/accuracy": 0.4}, "wall_s": 1.0}))
 
     def feedback(config, output_fn):
         calls.append("feedback")
-        assert config.policy.endswith("sft-sort") and config.task == "sort"
+        assert config.model_name_or_path.endswith("sft-sort") and config.env_id == "llm_gym/Sort-v0"
 
     def reward_model(config):
         calls.append("reward_model")

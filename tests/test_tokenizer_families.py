@@ -102,10 +102,10 @@ def real_ids(obs: dict, P: int) -> list[int]:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_env_sft_reward_model_and_grpo_agree_on_tokens(family, tmp_path):
     """env -> SFT -> reward model -> GRPO with the family's own tokenizer, template and stop tokens."""
-    from agents.data import encode_reward_text, encode_sft
+    from agents.supervised.data import encode_reward_text, encode_sft
     from agents.rl.grpo import GRPO, GRPOConfig
-    from agents.reward_training import RewardModelConfig, train_reward_model
-    from agents.sft import SFTConfig, train_sft
+    from agents.supervised.reward_training import RewardModelConfig, train_reward_model
+    from agents.supervised.sft import SFTConfig, train_sft
     from llm_gym.models import load_tokenizer
 
     datasets = pytest.importorskip("datasets")
@@ -141,7 +141,7 @@ def test_env_sft_reward_model_and_grpo_agree_on_tokens(family, tmp_path):
     row = encode_sft(tokenizer, sample.prompt, sample.reference, 128)
     assert row["input_ids"][: len(prompt_ids)] == prompt_ids
     assert [t for t in row["labels"] if t != -100] == answer + [tokenizer.eos_token_id]
-    sft = train_sft(SFTConfig(model=str(model_dir), output_dir=str(tmp_path / "sft"), data=rows, max_steps=2,
+    sft = train_sft(SFTConfig(model_name_or_path=str(model_dir), output_dir=str(tmp_path / "sft"), data=rows, max_steps=2,
                               batch_size=8, eval_size=4, eval_batch_size=8, eval_every=0, max_length=64, lr=1e-3,
                               max_new_tokens=4)).output_dir
     assert (sft / "data" / "data").is_dir()  # the in-memory dataset is saved with the run, the config points at it
@@ -151,7 +151,7 @@ def test_env_sft_reward_model_and_grpo_agree_on_tokens(family, tmp_path):
     assert ids[: len(prompt_ids)] == prompt_ids and not doubled_bos(ids, tokenizer.bos_token_id)
     pairs = datasets.Dataset.from_list([{"prompt": s.prompt, "chosen": s.reference, "rejected": s.reference + "1"}
                                         for s in env.unwrapped.problem.task.samples])
-    rm = train_reward_model(RewardModelConfig(data=pairs, output_dir=str(tmp_path / "rm"), base_model=str(sft),
+    rm = train_reward_model(RewardModelConfig(data=pairs, output_dir=str(tmp_path / "rm"), model_name_or_path=str(sft),
                                               max_steps=2, batch_size=8, eval_every=0, eval_fraction=0.3)).output_dir
 
     # GRPO on the learned reward, sampling until the env's stop ids

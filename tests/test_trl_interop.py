@@ -149,7 +149,7 @@ def test_in_memory_dataset_dict_without_a_train_split_is_refused():
 
 
 def test_feedback_rows_from_an_in_memory_dataset():
-    from agents.data import read_feedback
+    from agents.supervised.data import read_feedback
 
     pairs = datasets.Dataset.from_list([{"prompt": "1+1=", "chosen": "2", "rejected": "3"},
                                         {"prompt": "2+2=", "chosen": "4", "rejected": "4"}])

@@ -6,11 +6,15 @@ completions into the items a labeler sees (every pair, or every single completio
 one row per label in the formats the loaders read: preference pairs ``{"prompt", "chosen",
 "rejected"}`` or ratings ``{"prompt", "completion", "label"}`` (plus an ``"id"``).
 
-A session is resumable and loses nothing: the sampled candidates are written first
-(``<output>.candidates.jsonl``, atomically) and reused on the next run, every label is appended
-and fsynced as it is given, and items that produced no row (ties, skips, identical completions,
-equal gold scores) are recorded in ``<output>.skipped.jsonl``. A rerun asks only about items that
-appear in neither file; Ctrl-C stops after the last label written.
+Prompts and the simulated person's judgement come from an env (``env_id``/``env_kwargs``, its
+gold reward), the same one the RL stage optimises, so a reward model learned here fits that env.
+
+A session lives in ``output_dir`` and loses nothing: the sampled candidates are written first
+(``candidates.jsonl``, atomically) and reused on the next run, every label is appended to
+``feedback.jsonl`` and fsynced as it is given, and items that produced no row (ties, skips,
+identical completions, equal gold scores) are recorded in ``skipped.jsonl``. Rerunning the same
+command resumes: it asks only about items that appear in neither file; Ctrl-C stops after the last
+label written. A rerun with another setup (model, env, sampling, labeler) is refused, naming it.
 """
 
 from __future__ import annotations
@@ -24,45 +28,58 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 import torch
 
-from agents.data import generate_completions, sample_metadata
-from agents.labelers import SimulatedLabeler, TerminalLabeler
-from agents.run_config import add_config_args, config_from_args, save_config
-from agents.sft import split_samples
+from agents.feedback.labelers import SimulatedLabeler, TerminalLabeler
+from agents.run_config import save_config
+from agents.run_record import check_resumable, write_run_record
+from agents.supervised.data import env_problem, generate_completions, sample_metadata
+from agents.supervised.sft import split_samples
+from llm_gym.commands import ENV_KWARGS_HELP, add_dataclass_command, require_env_id
+from llm_gym.envs import TextGenProblem
 from llm_gym.models import load_causal_lm, load_tokenizer
-from llm_gym.rewards import make_reward
-from llm_gym.tasks import Task, make_task
-from llm_gym.tasks.datasets import DatasetTask
+from llm_gym.rewards import RewardModel
+from llm_gym.tasks import Split
+
+LABELS_FILE = "feedback.jsonl"
+CANDIDATES_FILE = "candidates.jsonl"
+SKIPPED_FILE = "skipped.jsonl"
+# What the candidates and labels of a session depend on: a rerun with other values must not resume it.
+SETUP_KEYS = ("model_name_or_path", "env_id", "env_kwargs", "split", "num_prompts", "k", "temperature", "top_k",
+              "max_new_tokens", "labeler", "kind", "noise", "good_threshold", "seed")
 
 
 @dataclass
 class FeedbackConfig:
-    """A feedback-collection run; saved as ``<output>.config.yaml``."""
+    """Sample k completions per prompt of an env from a policy and have them labelled; rerunning resumes the session."""
 
-    policy: str  # local HF causal-LM directory to sample from (e.g. an SFT output)
-    output: str  # JSONL file of labels (appended to; resumed from)
-    task: str = "arithmetic"
-    task_kwargs: dict[str, Any] = field(default_factory=dict)
-    data: str | None = None  # JSONL / save_to_disk dataset instead of a built-in task
-    data_format: str | None = None
-    split: str = "train"
-    num_prompts: int = 256
-    k: int = 2  # completions per prompt
-    temperature: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int | None = None  # default: the task's
-    batch_size: int = 128
-    labeler: str = "simulated"  # simulated | terminal
-    kind: str = "pairs"  # pairs (every pair of a prompt's k completions) | pointwise (each completion)
-    gold_reward: str = "verifier"  # any reward spec; the simulated person's judgement
-    noise: float = 0.0  # probability that the simulated person flips a label
-    good_threshold: float = 0.5  # pointwise: gold score at or above this is "good"
-    device: str = "auto"  # auto | cpu | cuda
-    seed: int = 0
+    model_name_or_path: str = field(metadata={"help": "local HF causal-LM directory to sample from (e.g. the SFT output)", "path": "dir"})
+    output_dir: str = field(metadata={"help": f"session directory: labels in {LABELS_FILE}, candidates, skipped items, config (rerun to resume)", "path": "output"})
+    env_id: str = field(default="llm_gym/Arithmetic-v0", metadata={"help": "env whose prompts are sampled and whose gold reward is the simulated person"})
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": ENV_KWARGS_HELP})
+    split: Split = field(default="train", metadata={"help": "split of the env's task the prompts come from"})
+    num_prompts: int = field(default=256, metadata={"help": "prompts to sample completions for"})
+    k: int = field(default=2, metadata={"help": "completions per prompt (pairs need at least 2)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    top_k: int = field(default=0, metadata={"help": "sample from the k most likely tokens (0: all)"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "completion length limit (default: the env's)"})
+    batch_size: int = field(default=128, metadata={"help": "prompts per sampling batch"})
+    labeler: Literal["simulated", "terminal"] = field(default="simulated", metadata={"help": "simulated: the env's gold reward; terminal: a person at the keyboard"})
+    kind: Literal["pairs", "pointwise"] = field(default="pairs", metadata={"help": "pairs: every pair of a prompt's completions; pointwise: good/bad per completion"})
+    noise: float = field(default=0.0, metadata={"help": "probability that the simulated person flips a label"})
+    good_threshold: float = field(default=0.5, metadata={"help": "pointwise: a gold score at or above this is good"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to sample (auto: CUDA when present)"})
+    seed: int = field(default=0, metadata={"help": "seed of the prompt draw, the sampling and the label noise"})
+
+    def __post_init__(self) -> None:
+        require_env_id(self.env_id)
+        if self.k < 1 or (self.kind == "pairs" and self.k < 2):
+            raise ValueError(f"argument --k: {self.k} completions per prompt; pairs need k >= 2, ratings k >= 1")
+        if not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"argument --noise: label noise must be a probability in [0, 1], got {self.noise}")
 
 
 @dataclass
@@ -75,25 +92,16 @@ class FeedbackStats:
     interrupted: bool = False
 
 
-def sidecar(output: Path, suffix: str) -> Path:
-    """``labels.jsonl`` -> ``labels.candidates.jsonl`` etc."""
-    return output.with_name(f"{output.stem}.{suffix}{output.suffix or '.jsonl'}")
+def load_feedback_problem(config: FeedbackConfig) -> TextGenProblem:
+    """The prompt source and gold reward: the env ``env_id`` made with the policy's tokenizer."""
+    return env_problem(config.env_id, config.env_kwargs, load_tokenizer(config.model_name_or_path))
 
 
-def load_feedback_task(config: FeedbackConfig) -> Task:
-    """The prompt source and gold verifier: a built-in task, or a dataset file read with the policy's tokenizer."""
-    if config.data is None:
-        return make_task(config.task, **config.task_kwargs)
-    return DatasetTask.from_files(config.data, format=config.data_format, tokenizer=load_tokenizer(config.policy))
-
-
-def sample_candidates(config: FeedbackConfig, task: Task) -> list[dict[str, Any]]:
+def sample_candidates(config: FeedbackConfig, problem: TextGenProblem) -> list[dict[str, Any]]:
     """``num_prompts`` prompts of ``split`` with ``k`` sampled completions each (batched KV-cache sampling)."""
-    if config.k < 1 or (config.kind == "pairs" and config.k < 2):
-        raise ValueError(f"k={config.k} completions per prompt: pairs need k >= 2, ratings k >= 1")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
-    model, tokenizer = load_causal_lm(config.policy, device=device)
-    samples = split_samples(task, config.split, config.num_prompts, config.seed)
+    model, tokenizer = load_causal_lm(config.model_name_or_path, device=device)
+    samples = split_samples(problem.task, config.split, config.num_prompts, config.seed)
     if not samples:
         raise ValueError(f"no prompts in split {config.split!r} to collect feedback on")
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -101,7 +109,7 @@ def sample_candidates(config: FeedbackConfig, task: Task) -> list[dict[str, Any]
         model,
         tokenizer,
         [s.prompt for s in samples],
-        config.max_new_tokens or task.max_new_tokens,
+        config.max_new_tokens or problem.max_new_tokens,
         config.batch_size,
         temperature=config.temperature,
         top_k=config.top_k,
@@ -114,12 +122,12 @@ def sample_candidates(config: FeedbackConfig, task: Task) -> list[dict[str, Any]
     ]
 
 
-def load_or_sample_candidates(config: FeedbackConfig, task: Task) -> list[dict[str, Any]]:
-    """Reuse ``<output>.candidates.jsonl`` when it exists (a resumed session), else sample and write it atomically."""
-    path = sidecar(Path(config.output), "candidates")
+def load_or_sample_candidates(config: FeedbackConfig, problem: TextGenProblem) -> list[dict[str, Any]]:
+    """Reuse ``candidates.jsonl`` when it exists (a resumed session), else sample and write it atomically."""
+    path = Path(config.output_dir) / CANDIDATES_FILE
     if path.is_file():
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    candidates = sample_candidates(config, task)
+    candidates = sample_candidates(config, problem)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(c) + "\n" for c in candidates))
@@ -172,10 +180,10 @@ def _rating_row(item_id: str, prompt: str, completion: str, good: bool) -> dict[
 
 
 def label_simulated(
-    config: FeedbackConfig, task: Task, pending: list, rows: LabelLog, skips: LabelLog, stats: FeedbackStats
+    config: FeedbackConfig, gold: RewardModel, pending: list, rows: LabelLog, skips: LabelLog, stats: FeedbackStats
 ) -> None:
     """Label every pending item with the gold reward (one batched scoring call) plus optional noise."""
-    labeler = SimulatedLabeler(make_reward(config.gold_reward, task), config.noise, config.good_threshold, config.seed)
+    labeler = SimulatedLabeler(gold, config.noise, config.good_threshold, config.seed)
     # Score each distinct completion once: the pairs of a prompt share its k completions.
     unique: dict[tuple[int, int], tuple[str, str, dict]] = {}
     for _, cand, idx in pending:
@@ -258,22 +266,22 @@ def collect_feedback(
     output_fn: Callable[[str], None] = print,
 ) -> FeedbackStats:
     """Run (or resume) a labeling session as configured; see the module docstring for the files."""
-    if config.labeler not in ("simulated", "terminal"):
-        raise ValueError(f"labeler must be 'simulated' or 'terminal', got {config.labeler!r}")
-    if config.kind not in ("pairs", "pointwise"):
-        raise ValueError(f"kind must be 'pairs' or 'pointwise', got {config.kind!r}")
-    output = Path(config.output)
-    task = load_feedback_task(config)
-    candidates = load_or_sample_candidates(config, task)
-    save_config(config, output.parent, f"{output.stem}.config.yaml")
-    skipped_path = sidecar(output, "skipped")
+    out = Path(config.output_dir)
+    check_resumable(out, "feedback", config, keys=SETUP_KEYS)
+    problem = load_feedback_problem(config)
+    if config.labeler == "simulated" and problem.gold_reward is None:
+        raise ValueError(f"{config.env_id} with env_kwargs {config.env_kwargs} has no gold reward for the simulated labeler")
+    candidates = load_or_sample_candidates(config, problem)
+    save_config(config, out, "feedback_config.yaml")
+    write_run_record(out, "feedback", config)
+    output, skipped_path = out / LABELS_FILE, out / SKIPPED_FILE
     answered = done_ids(output, skipped_path)
     pending = [item for item in items(candidates, config.kind) if item[0] not in answered]
     stats = FeedbackStats()
     rows, skips = LabelLog(output, durable=config.labeler == "terminal"), LabelLog(skipped_path, durable=True)
     try:
         if config.labeler == "simulated":
-            label_simulated(config, task, pending, rows, skips, stats)
+            label_simulated(config, problem.gold_reward, pending, rows, skips, stats)
         else:
             label_terminal(config, pending, rows, skips, stats, TerminalLabeler(input_fn, output_fn))
     except KeyboardInterrupt:
@@ -291,21 +299,12 @@ def collect_feedback(
     return stats
 
 
-def run(args: argparse.Namespace) -> int:
-    stats = collect_feedback(config_from_args(FeedbackConfig, args))
+def run(config: FeedbackConfig) -> int:
+    stats = collect_feedback(config)
     return 130 if stats.interrupted else 0
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     """``llm-gym feedback``: the ``llm_gym.commands`` entry point."""
-    parser = subparsers.add_parser("feedback", help="sample completions from a policy and collect preference labels")
-    add_config_args(parser, FeedbackConfig)
-    parser.set_defaults(func=run)
-
-
-if __name__ == "__main__":
-    import sys
-
-    cli = argparse.ArgumentParser(prog="python -m agents.feedback")
-    add_config_args(cli, FeedbackConfig)
-    sys.exit(run(cli.parse_args()))
+    add_dataclass_command(subparsers, "feedback", "sample completions from a policy and collect preference labels",
+                          FeedbackConfig, run)

@@ -6,7 +6,7 @@ with EOS (the envs terminate on EOS). Any local HF causal LM works; data is a bu
 reference answers or a dataset file (JSONL / ``save_to_disk``, in the formats ``DatasetTask``
 reads: prompt/completion, Alpaca, chat ``messages`` rendered with the tokenizer's chat template).
 The loss is cross-entropy on the completion tokens only, on rows encoded exactly as the envs
-encode prompts (see ``agents.data``). The loop runs under ``accelerate`` so ``accelerate launch``
+encode prompts (see ``agents.supervised.data``). The loop runs under ``accelerate`` so ``accelerate launch``
 gives DDP/FSDP unchanged. The output directory is a ``save_pretrained`` model + tokenizer that
 envs (``tokenizer=DIR``), reward-model training and PPO load, with the config, TensorBoard logs,
 ``metrics.jsonl`` and resumable checkpoints next to it.
@@ -29,45 +29,70 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.checkpoint import load_checkpoint
-from agents.data import SFTCollator, encode_sft_rows, generate_completions, sample_metadata, save_in_memory_data
-from agents.run_config import add_config_args, config_from_args, save_config
-from agents.supervised import EpochOrder, RunLogger, adamw_with_schedule, checkpoint_step, make_accelerator, save_final
+from agents.run_config import save_config
+from agents.run_record import write_run_record
+from agents.supervised.data import (
+    SFTCollator,
+    encode_sft_rows,
+    env_problem,
+    generate_completions,
+    sample_metadata,
+    save_in_memory_data,
+)
+from agents.supervised.training import (
+    EpochOrder,
+    MixedPrecision,
+    RunLogger,
+    Schedule,
+    adamw_with_schedule,
+    checkpoint_step,
+    make_accelerator,
+    resolve_resume,
+    save_final,
+)
+from llm_gym.commands import ENV_KWARGS_HELP, RESUME_HELP, add_dataclass_command, require_env_id
 from llm_gym.models import load_causal_lm
-from llm_gym.tasks import Sample, Task, make_task
-from llm_gym.tasks.datasets import DatasetTask
+from llm_gym.tasks import Sample, Task
+from llm_gym.tasks.datasets import DatasetTask, Format
+
+SETUP_KEYS = ("model_name_or_path", "env_id", "env_kwargs", "data", "test_data", "data_format")
 
 
 @dataclass
 class SFTConfig:
-    """Everything an SFT run depends on; saved as ``sft_config.yaml`` in ``output_dir``."""
+    """Supervised fine-tuning of a causal LM on an env's reference answers or a dataset file; saved as sft_config.yaml in output_dir."""
 
-    model: str  # local HF causal-LM directory with its tokenizer (e.g. from `llm-gym tiny`)
-    output_dir: str
-    task: str = "arithmetic"  # built-in task whose reference answers are the data (ignored with `data`)
-    task_kwargs: dict[str, Any] = field(default_factory=dict)
-    data: str | None = None  # JSONL file, save_to_disk directory or in-memory datasets.Dataset instead of a built-in task
-    test_data: str | None = None  # held-out file; default: the stable hash split of `data`
-    data_format: str | None = None  # prompt_completion | alpaca | messages | preference; default: detected
-    train_size: int = 20000  # rows drawn from a built-in task
-    eval_size: int = 200
-    max_length: int = 64  # tokens (prompt + completion + EOS); longer rows are dropped and counted
-    batch_size: int = 64  # per process, per micro-batch
-    grad_accum: int = 1
-    max_steps: int = 500  # optimizer steps
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "auto"  # auto (bf16/fp16 on CUDA, none on CPU) | no | bf16 | fp16
-    cpu: bool = False  # force CPU even when a GPU is present
-    eval_every: int = 100  # steps; 0 = evaluate only before and after training
-    eval_batch_size: int = 256
-    max_new_tokens: int | None = None  # greedy-decoding budget at evaluation; default: the task's
-    log_every: int = 10
-    save_every: int = 0  # checkpoint every N steps (0: only at the end of training)
-    resume: str | None = None  # checkpoint dir, or "auto" for the newest under output_dir/checkpoints
-    seed: int = 0
+    model_name_or_path: str = field(metadata={"help": "local HF causal-LM directory with its tokenizer to start from (e.g. from `llm-gym tiny`)", "path": "dir"})
+    output_dir: str = field(metadata={"help": "run directory: the trained model (save_pretrained), config, logs, checkpoints", "path": "output"})
+    env_id: str = field(default="llm_gym/Arithmetic-v0", metadata={"help": "env whose task supplies the rows (its reference answers) and the verifier; ignored with --data"})
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": ENV_KWARGS_HELP})
+    data: str | None = field(default=None, metadata={"help": "JSONL file or save_to_disk directory to train on instead of the env's task (from Python: also an in-memory datasets.Dataset)", "path": "exists"})
+    test_data: str | None = field(default=None, metadata={"help": "held-out file for --data (default: a stable hash split of --data)", "path": "exists"})
+    data_format: Format | None = field(default=None, metadata={"help": "row format of --data (default: detected from its columns)"})
+    train_size: int = field(default=20000, metadata={"help": "rows drawn from the env's task (all rows with --data)"})
+    eval_size: int = field(default=200, metadata={"help": "held-out rows evaluated"})
+    max_length: int = field(default=64, metadata={"help": "tokens per row (prompt + completion + EOS); longer rows are dropped and counted"})
+    batch_size: int = field(default=64, metadata={"help": "rows per process per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_steps: int = field(default=500, metadata={"help": "optimizer steps"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)"})
+    warmup_steps: int = field(default=50, metadata={"help": "linear warm-up steps"})
+    schedule: Schedule = field(default="cosine", metadata={"help": "learning-rate decay after warm-up"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: off)"})
+    mixed_precision: MixedPrecision = field(default="auto", metadata={"help": "auto: bf16 (or fp16) on CUDA, none on CPU"})
+    cpu: bool = field(default=False, metadata={"help": "train on the CPU even when a GPU is present"})
+    eval_every: int = field(default=100, metadata={"help": "steps between evaluations (0: only before and after training)"})
+    eval_batch_size: int = field(default=256, metadata={"help": "rows per evaluation batch"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "greedy-decoding budget at evaluation (default: the env's)"})
+    log_every: int = field(default=10, metadata={"help": "steps between logged training metrics"})
+    save_every: int = field(default=0, metadata={"help": "steps between checkpoints (0: only at the end)"})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": RESUME_HELP})
+    seed: int = field(default=0, metadata={"help": "seed of the data draw, order and initialisation"})
+
+    def __post_init__(self) -> None:
+        if self.data is None:
+            require_env_id(self.env_id)
 
 
 @dataclass
@@ -80,11 +105,14 @@ class SFTResult:
     curve: list[dict[str, float]]
 
 
-def load_sft_task(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
-    """The task that supplies rows and the verifier: a dataset file when ``data`` is set, else a built-in task."""
+def load_sft_task(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Task, int]:
+    """The task that supplies rows and the verifier, and its decoding budget: a dataset file when ``data``
+    is set, else the task of ``gymnasium.make(env_id, **env_kwargs)``."""
     if config.data is None:
-        return make_task(config.task, **config.task_kwargs)
-    return DatasetTask.from_files(config.data, config.test_data, format=config.data_format, tokenizer=tokenizer)
+        problem = env_problem(config.env_id, config.env_kwargs, tokenizer)
+        return problem.task, problem.max_new_tokens
+    task = DatasetTask.from_files(config.data, config.test_data, format=config.data_format, tokenizer=tokenizer)
+    return task, task.max_new_tokens
 
 
 def split_samples(task: Task, split: str, size: int, seed: int) -> list[Sample]:
@@ -129,10 +157,11 @@ def train_sft(config: SFTConfig) -> SFTResult:
     """Run SFT as configured; returns held-out metrics before and after training."""
     out = Path(config.output_dir)
     config = save_in_memory_data(config, out, ("data", "test_data"))  # a datasets.Dataset works as `data`
+    resume = resolve_resume(out, "sft", config, SETUP_KEYS)
     accelerator = make_accelerator(config.mixed_precision, config.grad_accum, cpu=config.cpu)
     torch.manual_seed(config.seed)
-    model, tokenizer = load_causal_lm(config.model)
-    task = load_sft_task(config, tokenizer)
+    model, tokenizer = load_causal_lm(config.model_name_or_path)
+    task, task_max_new_tokens = load_sft_task(config, tokenizer)
     train_samples = split_samples(task, "train", config.train_size, config.seed)
     eval_samples = split_samples(task, "test", config.eval_size, config.seed + 1)
     train_rows, train_dropped = encode_sft_rows(
@@ -141,22 +170,21 @@ def train_sft(config: SFTConfig) -> SFTResult:
     eval_rows, eval_dropped = encode_sft_rows(
         tokenizer, [(s.prompt, s.reference) for s in eval_samples], config.max_length, "the SFT held-out data"
     )
-    max_new_tokens = config.max_new_tokens or task.max_new_tokens
+    max_new_tokens = config.max_new_tokens or task_max_new_tokens
     optimizer, scheduler = adamw_with_schedule(
         model, config.lr, config.weight_decay, config.warmup_steps, config.max_steps, config.schedule
     )
     step, micro_step = 0, 0
-    if config.resume:
-        where = out / "checkpoints" if config.resume == "auto" else Path(config.resume)
-        if config.resume != "auto" or where.is_dir():
-            state = load_checkpoint(where, model, optimizer, scheduler)
-            step, micro_step = state.step, int(state.extra["micro_step"])
+    if resume is not None:
+        state = load_checkpoint(resume, model, optimizer, scheduler)
+        step, micro_step = state.step, int(state.extra["micro_step"])
     model, optimizer = accelerator.prepare(model, optimizer)
     batches = EpochOrder(train_rows, config.batch_size, SFTCollator(tokenizer.pad_token_id), config.seed, accelerator, micro_step)
 
     main = accelerator.is_main_process
     if main:
         save_config(config, out, "sft_config.yaml")
+        write_run_record(out, "sft", config)
     logger = RunLogger(out, config.max_steps, step, main, "sft")
     logger.message(
         f"SFT: {len(train_rows)} train rows ({train_dropped} dropped: longer than max_length={config.max_length}), "
@@ -217,21 +245,14 @@ def train_sft(config: SFTConfig) -> SFTResult:
     return SFTResult(out, initial, final, curve)
 
 
-def run(args: argparse.Namespace) -> int:
-    train_sft(config_from_args(SFTConfig, args))
-    return 0
-
-
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     """``llm-gym sft``: the ``llm_gym.commands`` entry point."""
-    parser = subparsers.add_parser("sft", help="supervised fine-tuning (instruction tuning) of a causal LM")
-    add_config_args(parser, SFTConfig)
-    parser.set_defaults(func=run)
+    add_dataclass_command(subparsers, "sft", "supervised fine-tuning (instruction tuning) of a causal LM", SFTConfig, train_sft)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `accelerate launch -m agents.supervised.sft ...`
     import sys
 
-    cli = argparse.ArgumentParser(prog="python -m agents.sft")
-    add_config_args(cli, SFTConfig)
-    sys.exit(run(cli.parse_args()))
+    from llm_gym.cli import main
+
+    sys.exit(main(["sft", *sys.argv[1:]]))

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
@@ -22,7 +22,33 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from agents.checkpoint import save_checkpoint
+from agents.checkpoint import list_checkpoints, save_checkpoint
+from agents.run_record import check_resumable
+
+Schedule = Literal["cosine", "linear", "constant"]
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+
+
+def resolve_resume(out: Path, command: str, config: Any, setup_keys: Sequence[str]) -> Path | None:
+    """The checkpoint ``config.resume_from_checkpoint`` names (``"auto"``: the newest in ``out``, if any), checked first.
+
+    Runs before any model loads: a named checkpoint must exist, and resuming into ``out`` is refused
+    (``RunMismatch``) when its run record has another setup (``setup_keys`` of the config).
+    """
+    given = config.resume_from_checkpoint
+    if given is None:
+        return None
+    if given == "auto":
+        found = list_checkpoints(out / "checkpoints")
+        if not found:
+            return None
+        where = found[-1]
+    else:
+        where = Path(given)
+        if not where.exists():
+            raise FileNotFoundError(f"resume_from_checkpoint: checkpoint not found: {given}")
+    check_resumable(out, command, config, keys=setup_keys)
+    return where
 
 
 def make_accelerator(mixed_precision: str, grad_accum: int, cpu: bool = False) -> Accelerator:

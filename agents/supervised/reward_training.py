@@ -20,53 +20,73 @@ from __future__ import annotations
 import argparse
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.checkpoint import load_checkpoint
-from agents.data import FeedbackData, RewardCollator, encode_reward_text, read_feedback, save_in_memory_data
-from agents.run_config import add_config_args, config_from_args, save_config
-from agents.supervised import EpochOrder, RunLogger, adamw_with_schedule, checkpoint_step, make_accelerator, save_final
+from agents.run_config import save_config
+from agents.run_record import write_run_record
+from agents.supervised.data import FeedbackData, RewardCollator, encode_reward_text, read_feedback, save_in_memory_data
+from agents.supervised.training import (
+    EpochOrder,
+    MixedPrecision,
+    RunLogger,
+    Schedule,
+    adamw_with_schedule,
+    checkpoint_step,
+    make_accelerator,
+    resolve_resume,
+    save_final,
+)
+from llm_gym.commands import RESUME_HELP, add_dataclass_command
 from llm_gym.models import TinyModelConfig, build_tiny_model, check_vocab_match, load_tokenizer
+
+Objective = Literal["auto", "pairwise", "pointwise"]
+SETUP_KEYS = ("data", "model_name_or_path", "tokenizer", "objective")
 
 
 @dataclass
 class RewardModelConfig:
-    """A reward-model training run; saved as ``reward_model_config.yaml`` in ``output_dir``."""
+    """Train a reward model on preference pairs or good/bad ratings; saved as reward_model_config.yaml in output_dir."""
 
-    data: str  # JSONL (e.g. from `llm-gym feedback`), save_to_disk dir or datasets.Dataset of pairs or ratings
-    output_dir: str
-    base_model: str | None = None  # local HF dir to initialise the backbone from (e.g. the SFT model)
-    tokenizer: str | None = None  # default: base_model's tokenizer; required without base_model
-    objective: str = "auto"  # auto (from the data) | pairwise | pointwise
-    margin: float = 0.0
-    center_coef: float = 0.0
-    n_layer: int = 2  # tiny random-init backbone (GPT-2) when base_model is not given
-    n_embd: int = 64
-    n_head: int = 4
-    eval_fraction: float = 0.1
-    max_length: int = 128  # tokens; longer texts are truncated from the left and counted
-    batch_size: int = 32  # pairs (or ratings) per process per micro-batch
-    grad_accum: int = 1
-    max_steps: int = 300
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 20
-    schedule: str = "cosine"
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "auto"
-    cpu: bool = False
-    eval_every: int = 100  # 0: evaluate only before and after training
-    eval_batch_size: int = 256
-    log_every: int = 10
-    save_every: int = 0
-    resume: str | None = None  # checkpoint dir, or "auto" for the newest under output_dir/checkpoints
-    seed: int = 0
+    data: str = field(metadata={"help": "JSONL or save_to_disk directory of preference pairs or ratings (e.g. from `llm-gym feedback`); "
+                                                     "from Python also an in-memory datasets.Dataset", "path": "exists"})
+    output_dir: str = field(metadata={"help": "run directory: the reward model (save_pretrained), config, logs, checkpoints", "path": "output"})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "local HF directory to initialise the backbone from (e.g. the SFT model); default: a tiny random-init GPT-2", "path": "dir"})
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer directory (default: model_name_or_path's; required without it)", "path": "dir"})
+    objective: Objective = field(default="auto", metadata={"help": "Bradley-Terry on pairs or BCE on ratings; auto: from the data"})
+    margin: float = field(default=0.0, metadata={"help": "pairwise margin added to every row's own 'margin'"})
+    center_coef: float = field(default=0.0, metadata={"help": "weight of the reward-centering term mean((r_chosen + r_rejected)^2)"})
+    n_layer: int = field(default=2, metadata={"help": "layers of the tiny backbone (without model_name_or_path)"})
+    n_embd: int = field(default=64, metadata={"help": "hidden size of the tiny backbone"})
+    n_head: int = field(default=4, metadata={"help": "attention heads of the tiny backbone"})
+    eval_fraction: float = field(default=0.1, metadata={"help": "fraction of prompts held out (stable hash split)"})
+    max_length: int = field(default=128, metadata={"help": "tokens per text; longer texts are truncated from the left and counted"})
+    batch_size: int = field(default=32, metadata={"help": "pairs (or ratings) per process per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_steps: int = field(default=300, metadata={"help": "optimizer steps"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (not on biases and norms)"})
+    warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps"})
+    schedule: Schedule = field(default="cosine", metadata={"help": "learning-rate decay after warm-up"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: off)"})
+    mixed_precision: MixedPrecision = field(default="auto", metadata={"help": "auto: bf16 (or fp16) on CUDA, none on CPU"})
+    cpu: bool = field(default=False, metadata={"help": "train on the CPU even when a GPU is present"})
+    eval_every: int = field(default=100, metadata={"help": "steps between evaluations (0: only before and after training)"})
+    eval_batch_size: int = field(default=256, metadata={"help": "rows per evaluation batch"})
+    log_every: int = field(default=10, metadata={"help": "steps between logged training metrics"})
+    save_every: int = field(default=0, metadata={"help": "steps between checkpoints (0: only at the end)"})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": RESUME_HELP})
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation and data order"})
+
+    def __post_init__(self) -> None:
+        if self.model_name_or_path is None and self.tokenizer is None:
+            raise ValueError("reward-model training needs --model_name_or_path (a local HF directory) or --tokenizer (to build a tiny model)")
 
 
 @dataclass
@@ -81,11 +101,9 @@ class RewardModelResult:
 
 def build_reward_model(config: RewardModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The scalar-head classifier and its tokenizer, checked to share a vocabulary."""
-    if config.base_model is None and config.tokenizer is None:
-        raise ValueError("reward-model training needs base_model (a local HF directory) or tokenizer (to build a tiny model)")
-    tokenizer = load_tokenizer(config.tokenizer or config.base_model)
-    if config.base_model is not None:
-        model = AutoModelForSequenceClassification.from_pretrained(config.base_model, num_labels=1)
+    tokenizer = load_tokenizer(config.tokenizer or config.model_name_or_path)
+    if config.model_name_or_path is not None:
+        model = AutoModelForSequenceClassification.from_pretrained(config.model_name_or_path, num_labels=1)
     else:
         size = TinyModelConfig(
             n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head, max_positions=max(256, config.max_length), seed=config.seed
@@ -188,6 +206,7 @@ def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
     """Train as configured; the output directory is a ``learned:path=...`` reward model."""
     out = Path(config.output_dir)
     config = save_in_memory_data(config, out, ("data",))  # a datasets.Dataset works as `data`
+    resume = resolve_resume(out, "reward-model", config, SETUP_KEYS)
     accelerator = make_accelerator(config.mixed_precision, config.grad_accum, cpu=config.cpu)
     torch.manual_seed(config.seed)
     data = read_feedback(config.data)
@@ -213,11 +232,9 @@ def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
         model, config.lr, config.weight_decay, config.warmup_steps, config.max_steps, config.schedule
     )
     step, micro_step = 0, 0
-    if config.resume:
-        where = out / "checkpoints" if config.resume == "auto" else Path(config.resume)
-        if config.resume != "auto" or where.is_dir():
-            state = load_checkpoint(where, model, optimizer, scheduler)
-            step, micro_step = state.step, int(state.extra["micro_step"])
+    if resume is not None:
+        state = load_checkpoint(resume, model, optimizer, scheduler)
+        step, micro_step = state.step, int(state.extra["micro_step"])
     model, optimizer = accelerator.prepare(model, optimizer)
     collate = RewardCollator(tokenizer.pad_token_id)
     batches = EpochOrder(train_rows, config.batch_size, collate, config.seed, accelerator, micro_step)
@@ -225,6 +242,7 @@ def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
     main = accelerator.is_main_process
     if main:
         save_config(config, out, "reward_model_config.yaml")
+        write_run_record(out, "reward-model", config)
     logger = RunLogger(out, config.max_steps, step, main, "reward-model")
     logger.message(
         f"reward model ({objective}): {counts}; texts longer than max_length={config.max_length} are truncated "
@@ -281,21 +299,15 @@ def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
     return RewardModelResult(out, initial, final, counts)
 
 
-def run(args: argparse.Namespace) -> int:
-    train_reward_model(config_from_args(RewardModelConfig, args))
-    return 0
-
-
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     """``llm-gym reward-model``: the ``llm_gym.commands`` entry point."""
-    parser = subparsers.add_parser("reward-model", help="train a reward model on preference pairs or ratings")
-    add_config_args(parser, RewardModelConfig)
-    parser.set_defaults(func=run)
+    add_dataclass_command(subparsers, "reward-model", "train a reward model on preference pairs or ratings",
+                          RewardModelConfig, train_reward_model)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `accelerate launch -m agents.supervised.reward_training ...`
     import sys
 
-    cli = argparse.ArgumentParser(prog="python -m agents.reward_training")
-    add_config_args(cli, RewardModelConfig)
-    sys.exit(run(cli.parse_args()))
+    from llm_gym.cli import main
+
+    sys.exit(main(["reward-model", *sys.argv[1:]]))

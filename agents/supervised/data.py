@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.rl.sampling import sample_completions
+from llm_gym.envs import TextGenProblem
 from llm_gym.rewards import reward_model_text
 from llm_gym.tasks import Sample
 from llm_gym.tokenization import encode_completions, encode_prompts, stop_token_ids
@@ -226,6 +228,15 @@ class RewardCollator:
 
 
 # ---------------------------------------------------------------------------------- sampling
+def env_problem(env_id: str, env_kwargs: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase) -> TextGenProblem:
+    """The task, gold reward and window sizes of ``gymnasium.make(env_id, tokenizer=tokenizer, **env_kwargs)``.
+
+    Why through the env: SFT rows, feedback prompts and the simulated person's judgement then come
+    from exactly the task and gold reward the RL stage will use with the same ``env_id``/``env_kwargs``.
+    """
+    return gymnasium.make(env_id, **{"tokenizer": tokenizer, **env_kwargs}).unwrapped.problem
+
+
 def sample_metadata(sample: Sample) -> dict[str, Any]:
     """The metadata a reward model gets for ``sample``: what an env passes (``reference`` included)."""
     return {**sample.metadata, "reference": sample.reference}
