@@ -1,81 +1,67 @@
-"""``llm-gym train --algo NAME``: every registered RL algorithm from one command.
+"""``llm-gym <algorithm>``: one subcommand per registered RL algorithm, like ``trl grpo``.
 
-Why one command: benchmarks and users should start any algorithm the same way, on the same env id
-with the same env kwargs, budget (sampled completions; preference pairs for DPO) and seed. The
-algorithms and their config dataclasses come from ``agents.rl.registry``; the config is filled
-from ``--config FILE.yaml`` and ``--field-name`` flags and saved as ``config.yaml`` in
-``--output-dir``; rerunning the same command in the same folder resumes from the newest
-checkpoint. Under ``accelerate launch -m agents.train_cli ...`` (GPUs) or
-``torchrun --nproc_per_node N -m agents.train_cli ...`` (CPU) every process runs the same command
-and the trainers split the work.
+Why one subcommand per algorithm: each lists only its own options (``llm-gym grpo --help`` shows
+GRPO's fields, not PPO's), parsed from the algorithm's config dataclass plus the ``RunArguments``
+every run shares (where it writes, which env, how many samples, which seed). The algorithms come
+from ``agents.rl.registry``, so a newly registered one is a new subcommand with no code here.
+Rerunning the same command in the same ``--output_dir`` resumes from its newest checkpoint. Under
+``accelerate launch -m agents.train_cli ppo ...`` (GPUs) or ``torchrun --nproc_per_node N -m
+agents.train_cli ppo ...`` (CPU) every process runs the same command and the trainers split the work.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import typing
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-
-from agents.rl.registry import ALGORITHMS, make_algorithm, make_config, spec
-from agents.run_config import add_config_args, load_config
-
-RUN_FIELDS = {"env_id", "budget", "seed", "output_dir", "env_kwargs", "algo", "config", "command", "func"}
+from agents.rl.registry import ALGORITHMS, make_algorithm
+from llm_gym.commands import ENV_KWARGS_HELP, CommandParser, add_dataclass_command, require_env_id, run_cli
 
 
-def _union_config() -> type:
-    """A dataclass with every registered config's fields, so the flags exist before ``--algo`` is known;
-    each algorithm then reads only its own fields (another one is an error naming it)."""
-    fields: dict[str, tuple[str, Any, dataclasses.Field]] = {}
-    for entry in ALGORITHMS.values():
-        hints = typing.get_type_hints(entry.config_class)
-        for f in dataclasses.fields(entry.config_class):
-            if f.name not in RUN_FIELDS:
-                fields.setdefault(f.name, (f.name, hints[f.name], dataclasses.field(default=None)))
-    return dataclasses.make_dataclass("TrainFlags", list(fields.values()), namespace={"__module__": __name__})
+@dataclass
+class RunArguments:
+    """Where an RL run writes, which env it trains on, for how many samples and with which seed."""
+
+    output_dir: str = field(metadata={
+        "help": "run directory: the trained policy, config, run record, metrics, TensorBoard logs, checkpoints",
+        "path": "output"})
+    env_id: str = field(default="llm_gym/Arithmetic-v0", metadata={"help": "env the policy is trained and evaluated on"})
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": ENV_KWARGS_HELP})
+    budget: int = field(default=2560, metadata={"help": "sampled completions in total (dpo: preference pairs)"})
+    seed: int = field(default=0, metadata={"help": "seed of the prompts, the sampling and the initialisation"})
+    resume_from_checkpoint: Literal["auto"] = field(default="auto", metadata={
+        "help": "auto: resume from the newest checkpoint in output_dir when there is one; a checkpoint or run "
+                "record of another setup (algorithm, config, env_id, env_kwargs, seed) is refused, naming the difference"})
+
+    def __post_init__(self) -> None:
+        require_env_id(self.env_id)
 
 
-def run(args: argparse.Namespace) -> int:
-    options = {k: v for k, v in vars(args).items() if k not in RUN_FIELDS and v is not None}
-    try:
-        make_config(args.algo, options)  # names the algorithm and the option it lacks
-    except ValueError as err:
-        raise SystemExit(f"llm-gym train: error: {err}") from None
-    algorithm = make_algorithm(args.algo, load_config(spec(args.algo).config_class, args.config, options))
-    result = algorithm.train(args.env_id, args.budget, args.seed, Path(args.output_dir), args.env_kwargs or {})
+def train(algo: str, config: Any, run: RunArguments) -> int:
+    """Train ``algo`` as configured and print where the policy is with its final evaluation."""
+    result = make_algorithm(algo, config).train(run.env_id, run.budget, run.seed, Path(run.output_dir), run.env_kwargs)
     if result.final:
-        print(json.dumps({"algo": args.algo, "policy": str(result.checkpoint_dir), "final": result.final}))
+        print(json.dumps({"algo": algo, "policy": str(result.checkpoint_dir), "final": result.final}))
     return 0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--algo", required=True, choices=sorted(ALGORITHMS),
-                        help="; ".join(f"{name}: {entry.description}" for name, entry in ALGORITHMS.items()))
-    parser.add_argument("--env-id", "--env_id", dest="env_id", default="llm_gym/Arithmetic-v0")
-    parser.add_argument("--budget", type=int, required=True, help="sampled completions in total (DPO: preference pairs)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True)
-    parser.add_argument("--env-kwargs", "--env_kwargs", dest="env_kwargs", type=yaml.safe_load,
-                        help="YAML mapping for gymnasium.make_vec, e.g. '{reward: exact_match}'")
-    add_config_args(parser, _union_config())
-
-
 def add_command(subparsers: argparse._SubParsersAction) -> None:
-    """``llm-gym train``: the ``llm_gym.commands`` entry point."""
-    parser = subparsers.add_parser("train", help=f"train an RL agent ({', '.join(ALGORITHMS)})")
-    add_arguments(parser)
-    parser.set_defaults(func=run)
+    """The ``llm_gym.commands`` entry point: ``llm-gym ppo``, ``llm-gym grpo``... one per registered algorithm."""
+    for name, entry in ALGORITHMS.items():
+        add_dataclass_command(subparsers, name, entry.description, [entry.config_class, RunArguments],
+                              partial(train, name))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agents.train_cli", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m agents.train_cli <algorithm> [options]`` (for ``accelerate launch`` and ``torchrun``)."""
+    parser = CommandParser(prog="python -m agents.train_cli", description=__doc__.split("\n")[0])
+    add_command(parser.add_subparsers(dest="command", required=True, metavar="ALGORITHM", parser_class=CommandParser))
+    return run_cli(parser, argv)
 
 
 if __name__ == "__main__":

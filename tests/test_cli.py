@@ -15,6 +15,7 @@ import pytest
 import transformers
 
 import llm_gym
+from agents.rl.registry import ALGORITHMS
 from agents.run_record import RUN_RECORD_FILE, RunMismatch, check_resumable, read_run_record, write_run_record
 from agents.supervised.sft import SFTConfig
 from llm_gym.cli import COMMAND_ENTRY_POINT_GROUP, build_parser, main
@@ -25,10 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {"--out", "--output", "--out-dir", "--out_dir", "--model", "--policy", "--policy-dir", "--policy_dir",
              "--base-model", "--base_model", "--resume", "--task", "--task-kwargs", "--task_kwargs", "--rm-dir"}
 # Commands that write a run and so must take --output_dir; commands that start from a model take --model_name_or_path.
-WRITES_A_RUN = {"tiny", "sft", "feedback", "reward-model", "demo", "bench leaderboard"}
-STARTS_FROM_A_MODEL = {"sft", "feedback", "reward-model"}
-LONG_COMMANDS = {"sft", "reward-model"}  # checkpointed; feedback, demo and bench resume by rerunning
-NOT_YET_CONVERTED = {"train": "`train` belongs to the RL trainer's rewrite; the lead wires `llm-gym <algo>` with llm_gym.commands"}
+WRITES_A_RUN = {"tiny", "sft", "feedback", "reward-model", "demo", "bench leaderboard", *ALGORITHMS}
+STARTS_FROM_A_MODEL = {"sft", "feedback", "reward-model", *(set(ALGORITHMS) - {"sb3-ppo"})}  # SB3 starts from scratch
+LONG_COMMANDS = {"sft", "reward-model", *ALGORITHMS}  # checkpointed; feedback, demo and bench resume by rerunning
 
 
 def leaf_parsers(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
@@ -52,8 +52,6 @@ COMMANDS = leaf_parsers(build_parser())
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_option_has_help_and_the_conventional_name(command, capsys):
-    if command in NOT_YET_CONVERTED:
-        pytest.skip(NOT_YET_CONVERTED[command])
     with pytest.raises(SystemExit) as exit_info:
         main([*command.split(), "--help"])
     assert exit_info.value.code == 0
@@ -242,12 +240,13 @@ SHRINK = {"tiny": ["--n_layer", "1", "--n_embd", "32"],
           "sft": ["--max_steps", "2", "--train_size", "64", "--eval_size", "8", "--eval_every", "0"],
           "feedback": ["--num_prompts", "24", "--env_kwargs", '{"gold_reward": "chrf"}'],
           "reward-model": ["--max_steps", "2", "--eval_fraction", "0.3"],
-          "train": ["--budget", "16", "--batch-size", "8", "--mini-batch-size", "8", "--eval-episodes", "8"]}
+          "ppo": ["--budget", "16", "--batch_size", "8", "--num_mini_batches", "1", "--num_ppo_epochs", "1",
+                  "--eval_episodes", "8"]}
 
 
 def test_readme_pipeline_commands_run_as_written(tmp_path, monkeypatch):
     commands = pipeline_commands()
-    assert [shlex.split(c)[1] for c in commands] == ["tiny", "sft", "feedback", "reward-model", "train"]
+    assert [shlex.split(c)[1] for c in commands] == ["tiny", "sft", "feedback", "reward-model", "ppo"]
     monkeypatch.chdir(tmp_path)
     for command in commands:
         words = shlex.split(command)

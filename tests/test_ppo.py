@@ -158,20 +158,23 @@ def test_inf_loss_stops_with_iteration_and_cause(sft_dir, tmp_path):
 
 def test_incompatible_checkpoint_is_refused(sft_dir, tmp_path):
     PPO(small(sft_dir)).train(ENV, 16, 0, tmp_path)
-    with pytest.raises(ValueError, match="cannot resume from incompatible checkpoint .*batch_size was 16 there but is 32"):
+    # The run record names the first difference before anything loads...
+    with pytest.raises(ValueError, match="holds a run with a different batch_size: 16 there, 32 now"):
         PPO(small(sft_dir, batch_size=32)).train(ENV, 64, 0, tmp_path)
-    with pytest.raises(ValueError, match="cannot resume from incompatible checkpoint .*value_model was 'shared'"):
+    with pytest.raises(ValueError, match="holds a run with a different value_model: 'shared' there, 'separate' now"):
         PPO(small(sft_dir, value_model="separate")).train(ENV, 32, 0, tmp_path)
-    with pytest.raises(ValueError, match="incompatible checkpoint .*env_id was 'llm_gym/Arithmetic-v0' there but is "
-                                         "'llm_gym/Count-v0'"):
+    with pytest.raises(ValueError, match="different env_id: 'llm_gym/Arithmetic-v0' there, 'llm_gym/Count-v0' now"):
         PPO(small(sft_dir)).train("llm_gym/Count-v0", 32, 0, tmp_path)
-    with pytest.raises(ValueError, match="incompatible checkpoint .*env_kwargs was {} there but is {'reward': 'exact_match'}"):
+    with pytest.raises(ValueError, match='different env_kwargs: {} there, {"reward": "exact_match"} now'):
         PPO(small(sft_dir)).train(ENV, 32, 0, tmp_path, {"reward": "exact_match"})
     other = tmp_path.parent / f"{tmp_path.name}-copy"
     shutil.copytree(sft_dir, other)
-    with pytest.raises(ValueError, match=f"incompatible checkpoint .*model_name_or_path was '{sft_dir.resolve()}' there "
-                                         f"but is '{other.resolve()}'"):
+    with pytest.raises(ValueError, match=f"different model_name_or_path: '{sft_dir.resolve()}' there, '{other.resolve()}' now"):
         PPO(small(other)).train(ENV, 32, 0, tmp_path)
+    # ...and the checkpoint itself is checked too (a run record deleted or a checkpoint copied in).
+    (tmp_path / "run_record.json").unlink()
+    with pytest.raises(ValueError, match="cannot resume from incompatible checkpoint .*batch_size was 16 there but is 32"):
+        PPO(small(sft_dir, batch_size=32)).train(ENV, 64, 0, tmp_path)
 
 
 # ------------------------------------------------------------------------------------ learning

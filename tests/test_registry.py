@@ -69,7 +69,7 @@ def test_a_toy_algorithm_in_its_own_module_trains_with_one_registration(sft_dir,
     agent = registry.make_algorithm("toy", model_name_or_path=str(sft_dir), batch_size=8, eval_episodes=8, shift=1.0)
     result = agent.train(ENV, 16, 0, tmp_path / "run")
     assert [row["step"] for row in result.curve] == [8, 16] and "loss/policy" in result.curve[0]
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["algo"] == "toy"
+    assert json.loads((tmp_path / "run" / "run_record.json").read_text())["algo"] == "toy"
     sys.modules.pop("toy_algo", None)
 
 

@@ -63,9 +63,9 @@ def test_interrupted_run_resumes_to_the_same_metrics(algo, sft_dir, tmp_path):
     assert resumed.final == full.final
 
 
-def test_cli_trains_saves_config_and_resumes(sft_dir, tmp_path):
+def test_cli_trains_saves_config_and_resumes(sft_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--algo", "rloo", "--env-id", ENV, "--output-dir", str(out), "--model-name-or-path", str(sft_dir),
+    args = ["rloo", "--env-id", ENV, "--output-dir", str(out), "--model-name-or-path", str(sft_dir),
             "--batch-size", "8", "--num-generations", "2", "--eval-episodes", "8",
             "--save-steps", "1", "--env-kwargs", "{reward: exact_match}"]
     assert llm_gym_main([*args, "--budget", "8"]) == 0
@@ -75,15 +75,17 @@ def test_cli_trains_saves_config_and_resumes(sft_dir, tmp_path):
     assert llm_gym_main([*args, "--budget", "24"]) == 0  # same folder, larger budget: continues
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [8, 16, 24] and rows[0] == first[0]
-    with pytest.raises(SystemExit, match="algorithm 'rloo' has no option.* vf_coef"):
+    with pytest.raises(SystemExit) as exit_info:  # a PPO option: rloo does not list it
         llm_gym_main([*args, "--budget", "8", "--vf-coef", "2"])
+    assert exit_info.value.code == 2
+    assert "llm-gym rloo: error: unrecognized arguments: --vf-coef 2" in capsys.readouterr().err
 
 
 def test_two_processes_under_torchrun(sft_dir, tmp_path):
     """accelerate picks up the torchrun process group (gloo on CPU); each process samples its own prompts."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "agents.train_cli", "--algo", "ppo", "--env-id", ENV, "--budget", "32", "--output-dir", str(out),
+           "-m", "agents.train_cli", "ppo", "--env-id", ENV, "--budget", "32", "--output-dir", str(out),
            "--model-name-or-path", str(sft_dir), "--batch-size", "8", "--num-mini-batches", "2", "--num-ppo-epochs", "1",
            "--eval-episodes", "8", "--save-steps", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -97,7 +99,7 @@ def test_two_processes_under_torchrun(sft_dir, tmp_path):
 def test_cli_dispatches_sb3_ppo_to_the_sb3_adapter(tmp_path):
     pytest.importorskip("agents.rl.sb3")
     out = tmp_path / "sb3"
-    assert llm_gym_main(["train", "--algo", "sb3-ppo", "--budget", "16", "--output-dir", str(out), "--num-envs", "4",
+    assert llm_gym_main(["sb3-ppo", "--budget", "16", "--output-dir", str(out), "--num-envs", "4",
                          "--n-steps", "8", "--batch-size", "16", "--eval-episodes", "8", "--log-every", "8",
                          "--env-kwargs", "{reward: exact_match}"]) == 0
     assert (out / "policy").is_dir()

@@ -31,7 +31,11 @@ from agents.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from agents.rl.policy import ActorCritic, Reference, ValueModel, export_policy, load_actor_critic
 from agents.rl.rollout import RolloutEnv
 from agents.run_config import save_config
+from agents.run_record import check_resumable, write_run_record
 from llm_gym.models import resolve_device
+
+
+RL_COMMAND = "rl"  # the run record's command of every RL run (the algorithm is recorded as ``algo``)
 
 
 class TrainingDiverged(RuntimeError):
@@ -63,10 +67,12 @@ def setup_of(algo: str, config: Any, env_id: str, env_kwargs: dict[str, Any] | N
 
 
 class Run:
-    """One training run in ``out_dir``: ``config.yaml``, ``run.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/``.
+    """One training run in ``out_dir``: ``config.yaml``, ``run_record.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/``.
 
     ``compat`` lists the values a checkpoint must share to be resumed (see ``setup_of``); a run
-    restarted in the same folder resumes from its newest checkpoint.
+    restarted in the same folder resumes from its newest checkpoint. The run record (``agents.run_record``:
+    the setup with absolute paths, versions, git commit) is checked first, so a folder that holds a run
+    of another setup is refused even before it has a checkpoint.
     """
 
     def __init__(self, algo: str, config: Any, out_dir: str | Path, budget: int, samples_per_process: int,
@@ -88,9 +94,10 @@ class Run:
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.curve: list[dict[str, float]] = []
         self.writer: SummaryWriter | None = None
+        check_resumable(self.out_dir, RL_COMMAND, config, self.compat)  # every process: all refuse together
         if self.accelerator.is_main_process:
             save_config(config, self.out_dir)
-            (self.out_dir / "run.json").write_text(json.dumps({**self.compat, "budget": budget}, indent=1))
+            write_run_record(self.out_dir, RL_COMMAND, config, {**self.compat, "budget": budget})
             self.writer = SummaryWriter(str(self.out_dir / "tb"))
 
     # ------------------------------------------------------------------------------ checkpoints
