@@ -2,12 +2,21 @@
 
 Why not ``rliable``: it is the reference for these estimators (Agarwal et al. 2021, "Deep RL at
 the Edge of the Statistical Precipice"), but its required ``arch<8`` fails to import with the
-pandas 3 our pins resolve to, so it does not install cleanly. This module reimplements the two
-pieces we use with the same definitions: the interquartile mean is ``scipy.stats.trim_mean(x,
-0.25)`` (drop ``int(0.25 n)`` runs from each end, so with fewer than 4 runs IQM equals the mean),
-and the 95% interval is a percentile bootstrap that resamples runs *within* each env (stratified),
-as ``rliable.library.get_interval_estimates`` does. The bootstrap is seeded, so a leaderboard
-regenerated from the same records shows the same intervals.
+pandas 3 our pins resolve to (``TypeError: deprecate_kwarg() missing 1 required positional
+argument``). This module reimplements the pieces we use with rliable's definitions:
+
+- the interquartile mean is ``scipy.stats.trim_mean(x, 0.25)`` (drop ``int(0.25 n)`` runs from
+  each end, so with fewer than 4 runs IQM equals the mean);
+- the 95% interval is a percentile bootstrap that resamples runs *within* each env (stratified),
+  as ``rliable.library.get_interval_estimates`` does;
+- the probability of improvement P(X > Y) is, per env, the Mann-Whitney statistic
+  P(x > y) + P(x = y) / 2 over all pairs of runs, averaged over envs, with X's and Y's runs
+  resampled independently within each env;
+- a performance profile is, for each threshold tau, the mean over envs of the fraction of runs
+  scoring above tau (rliable's ``create_performance_profile``).
+
+Every bootstrap is seeded, so a leaderboard regenerated from the same records shows the same
+intervals.
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ class Estimate:
     high: float
 
 
+NAN_ESTIMATE = Estimate(float("nan"), float("nan"), float("nan"))
+
+
 def iqm(x: np.ndarray) -> np.ndarray:
     """Interquartile mean along the last axis (``scipy.stats.trim_mean(x, 0.25, axis=-1)``)."""
     x = np.sort(np.asarray(x, dtype=float), axis=-1)
@@ -46,6 +58,21 @@ def iqm_over_groups(groups: Sequence[np.ndarray]) -> np.ndarray:
     return iqm(np.concatenate(groups, axis=-1))
 
 
+def _nonempty(groups: Sequence[np.ndarray]) -> list[np.ndarray]:
+    return [np.asarray(g, dtype=float) for g in groups if len(g)]
+
+
+def _resample(groups: Sequence[np.ndarray], reps: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """For every env independently, ``reps`` draws of as many runs as it has, with replacement."""
+    return [g[rng.integers(0, len(g), size=(reps, len(g)))] for g in groups]
+
+
+def _interval(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(draws, [tail, 100 - tail], axis=0)
+    return low, high
+
+
 def bootstrap(
     groups: Sequence[np.ndarray], statistic: Statistic, reps: int = 2000, seed: int = 0, confidence: float = 0.95
 ) -> Estimate:
@@ -55,15 +82,59 @@ def bootstrap(
     the interval is the central ``confidence`` mass of the statistic over ``reps`` resamples.
     Empty envs are dropped; with no runs at all every field is NaN.
     """
-    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    groups = _nonempty(groups)
     if not groups:
-        return Estimate(float("nan"), float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    resampled = [g[rng.integers(0, len(g), size=(reps, len(g)))] for g in groups]
-    draws = statistic(resampled)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(draws, [tail, 100 - tail])
+        return NAN_ESTIMATE
+    draws = statistic(_resample(groups, reps, np.random.default_rng(seed)))
+    low, high = _interval(draws, confidence)
     return Estimate(float(statistic(groups)), float(low), float(high))
+
+
+def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(x > y) + P(x = y)/2 over all pairs of the last axes (leading axes broadcast)."""
+    diff = x[..., :, None] - y[..., None, :]
+    return (diff > 0).mean(axis=(-2, -1)) + 0.5 * (diff == 0).mean(axis=(-2, -1))
+
+
+def probability_of_improvement(
+    x_groups: Sequence[np.ndarray], y_groups: Sequence[np.ndarray], reps: int = 2000, seed: int = 0,
+    confidence: float = 0.95,
+) -> Estimate:
+    """P(X > Y): the chance a run of X beats a run of Y on a random env, with a stratified bootstrap CI.
+
+    ``x_groups[i]`` and ``y_groups[i]`` are the two algorithms' run scores on env ``i``; envs where
+    either has no run are dropped. 0.5 means no difference; the interval excluding 0.5 means X is
+    reliably better (or worse) than Y, whatever the scale of the scores.
+    """
+    if len(x_groups) != len(y_groups):
+        raise ValueError(f"probability_of_improvement needs the same envs for both: {len(x_groups)} vs {len(y_groups)}")
+    pairs = [(np.asarray(x, float), np.asarray(y, float)) for x, y in zip(x_groups, y_groups) if len(x) and len(y)]
+    if not pairs:
+        return NAN_ESTIMATE
+    point = float(np.mean([_improvement(x, y) for x, y in pairs]))
+    rng = np.random.default_rng(seed)
+    draws = np.mean([_improvement(*_resample([x, y], reps, rng)) for x, y in pairs], axis=0)
+    low, high = _interval(draws, confidence)
+    return Estimate(point, float(low), float(high))
+
+
+def performance_profile(groups: Sequence[np.ndarray], taus: np.ndarray) -> np.ndarray:
+    """Fraction of runs scoring above each ``tau``, averaged over envs (last axis of each group = runs)."""
+    taus = np.asarray(taus, dtype=float)
+    return np.mean([(np.asarray(g)[..., None, :] > taus[:, None]).mean(axis=-1) for g in groups], axis=0)
+
+
+def performance_profile_band(
+    groups: Sequence[np.ndarray], taus: np.ndarray, reps: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(profile, low, high) at each tau; the band is the stratified bootstrap interval, tau by tau."""
+    groups = _nonempty(groups)
+    if not groups:
+        nan = np.full(len(taus), np.nan)
+        return nan, nan, nan
+    draws = performance_profile(_resample(groups, reps, np.random.default_rng(seed)), taus)
+    low, high = _interval(draws, confidence)
+    return performance_profile(groups, taus), low, high
 
 
 def normalized_auc(steps: Sequence[float], values: Sequence[float]) -> float:
