@@ -23,6 +23,10 @@ from typing import Literal
 
 import numpy as np
 
+from agents.metrics import GOLD_REWARD, KL
+from benchmarks.grouping import Grouped, group_records
+from benchmarks.records import RunRecord
+
 Form = Literal["bon", "rl"]
 FORMS: tuple[Form, ...] = ("bon", "rl")
 
@@ -92,3 +96,52 @@ def _peak_d(alpha: float, beta: float, form: Form) -> float:
         return max(alpha / (2 * beta), 0.0)
     exponent = alpha / beta - 1
     return math.exp(exponent) if exponent < 700 else math.inf
+
+
+@dataclass(frozen=True)
+class FitRow:
+    """One fitted curve of the leaderboard: an optimiser on one env (``fit`` is None when it could not be fitted)."""
+
+    env_id: str
+    label: str
+    fit: OveroptFit | None
+    reason: str = ""
+
+
+def _points(records: list[RunRecord], from_curve: bool) -> tuple[list[float], list[float]]:
+    kl, gold = [], []
+    for r in records:
+        points = r.curve if from_curve else [r.final]
+        for p in points:
+            if p.get(KL) is not None and p.get(GOLD_REWARD) is not None:
+                kl.append(float(p[KL]))
+                gold.append(float(p[GOLD_REWARD]))
+    return kl, gold
+
+
+def start_gold(grouped: Grouped, env_id: str, start: str) -> float:
+    """Mean final gold reward of the start policy's runs (the ``start`` row) on ``env_id``; 0 without them."""
+    runs = [r.final.get(GOLD_REWARD) for r in grouped.get(start, {}).get(env_id, [])]
+    runs = [g for g in runs if g is not None]
+    return float(np.mean(runs)) if runs else 0.0
+
+
+def fit_records(records: list[RunRecord], reference: str = "best-of-n", start: str = "best-of-n_1") -> list[FitRow]:
+    """Gao et al. fits for one track's records: per env, best-of-n from the final (KL, gold) of every
+    row whose label starts with ``reference`` (one row per n), and each other row from the (KL, gold)
+    points of its learning curves (the policy along training), gold measured over the ``start`` row."""
+    grouped = group_records(records)
+    out = []
+    for env_id in sorted({r.env_id for r in records}):
+        baseline = start_gold(grouped, env_id, start)
+        bon = [r for label, by_env in grouped.items() if label.startswith(reference) for r in by_env.get(env_id, [])]
+        candidates = [(f"{reference} (all n)", "bon", bon, False)] if bon else []
+        candidates += [(label, "rl", by_env[env_id], True) for label, by_env in sorted(grouped.items())
+                       if not label.startswith(reference) and env_id in by_env]
+        for label, form, runs, from_curve in candidates:
+            kl, gold = _points(runs, from_curve)
+            try:
+                out.append(FitRow(env_id, label, fit_overoptimisation(kl, gold, form, baseline)))
+            except ValueError as err:
+                out.append(FitRow(env_id, label, None, str(err)))
+    return out

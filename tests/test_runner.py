@@ -105,7 +105,7 @@ def test_rerun_skips_finished_runs_and_deleting_a_record_reruns_only_that_run(tm
 
     record = next(r for r in records if r.env_id == ENVS[1] and r.seed == 1)
     assert record.final["objective/gold_reward"] == pytest.approx(0.51)
-    assert (record.final["eval/episodes"], record.final["eval/seed"], record.final["eval/test_split"]) == (4, 10_000, 1)
+    assert (record.final["eval/episodes"], record.final["eval/seed"], record.final["eval/test_split"]) == (4, 10_001, 1)
     assert [p["step"] for p in record.curve] == [0, 4, 8]
     assert record.versions["torch"] and record.git_commit != "" and record.hardware["cpu_cores"] >= 1
     assert record.wall_s > 0 and record.config["budget"] == 8 and record.config["target"] == FAKE
