@@ -41,11 +41,11 @@ def split_tracks(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
 
 def variant_hash(record: RunRecord) -> str:
     """The algorithm setting a record ran: the runner's ``variant`` (its config before ``{env}`` and
-    ``{tag}`` filling); for older records, the config without env kwargs and with the env's short
-    name in algorithm kwargs put back to ``{env}``."""
+    ``{tag}`` filling); for older records, the config without env kwargs and tags, and with the env's
+    short name in algorithm kwargs put back to ``{env}``."""
     if "variant" in record.config:
         return str(record.config["variant"])
-    config = {k: v for k, v in record.config.items() if k != "env_kwargs"}
+    config = {k: v for k, v in record.config.items() if k not in ("env_kwargs", "tags")}
     if isinstance(config.get("algo_kwargs"), dict):
         name = env_name(record.env_id)
         config["algo_kwargs"] = {k: v.replace(name, "{env}") if isinstance(v, str) else v

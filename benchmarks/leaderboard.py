@@ -182,18 +182,19 @@ def _pairwise_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
 
 
 def _fits_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
-    header = ["Env", "Optimiser", "Form", "alpha", "beta", "R²", "KL at peak gold", "Fitted peak gold", "Points"]
+    header = ["Env", "Optimiser", "Form", "alpha", "beta", "R²", "KL at peak gold", "Fitted peak gold", "Points", "Note"]
     body = []
     for row in board.fits:
         if row.fit is None:
-            body.append([row.env_id, row.label, "—", "—", "—", "—", "—", "—", row.reason])
+            body.append([row.env_id, row.label, "—", "—", "—", "—", "—", "—", "—", f"not fitted: {row.reason}"])
             continue
         f = row.fit
         peak_kl = "no peak (beta ≤ 0)" if math.isinf(f.peak_kl) else f"{f.peak_kl:.3g}"
         peak_gold = "—" if math.isnan(f.peak_gold) else f"{f.peak_gold:.3f}"
         r2 = "—" if math.isnan(f.r2) else f"{f.r2:.2f}"
         body.append([row.env_id, row.label, "d(α − βd)" if f.form == "bon" else "d(α − β log d)",
-                     f"{f.alpha:.3f}", f"{f.beta:.3f}", r2, peak_kl, peak_gold, str(f.points)])
+                     f"{f.alpha:.3f}", f"{f.beta:.3f}", r2, peak_kl, peak_gold, str(f.points),
+                     "gold falls from the start (alpha < 0)" if f.alpha < 0 else ""])
     return header, body
 
 
@@ -207,8 +208,8 @@ def _provenance(records: list[RunRecord]) -> list[str]:
                 "from one reproducible commit"] if len(commits) > 1 or dirty else [])
     return warning + [f"git commit(s): {', '.join(commits)}", f"hardware: {'; '.join(hardware)}",
                       f"versions: {'; '.join(versions)}",
-                      f"total CPU time of the recorded runs: {sum(r.wall_s for r in records) / 3600:.2f} h "
-                      f"({len(records)} runs; preparation not included)"]
+                      f"summed wall time of the recorded runs (one thread each): {sum(r.wall_s for r in records) / 3600:.2f} h "
+                      f"over {len(records)} runs; model preparation not included"]
 
 
 METHOD_NOTE = (
@@ -232,14 +233,18 @@ FITS_NOTE = ("Gao et al. (2023) over-optimisation fits of gold reward gained ove
              "down; 'no peak' = it had not turned down within the measured KL.")
 
 
-def _sections(board: Leaderboard, prefix: str) -> list[tuple[str, str, tuple[list[str], list[list[str]]]]]:
-    """(title, note, table) in page order for one track."""
-    sections = [(f"{prefix}Overall", "", _main_table(board, board.overall, True))]
-    sections += [(f"{prefix}{env}", "", _main_table(board, rows, False)) for env, rows in board.per_env.items()]
+Section = tuple[str, str, str, tuple[list[str], list[list[str]]]]  # title, note, kind, (header, body)
+
+
+def _sections(board: Leaderboard, prefix: str) -> list[Section]:
+    """(title, note, kind, table) in page order for one track; ``kind`` "board" marks ranked tables."""
+    sections = [(f"{prefix}Overall", "", "board", _main_table(board, board.overall, True))]
+    sections += [(f"{prefix}{env}", "", "board", _main_table(board, rows, False)) for env, rows in board.per_env.items()]
     if len(board.overall) > 1:
-        sections.append((f"{prefix}Probability of improvement between algorithms", PAIRWISE_NOTE, _pairwise_table(board)))
+        sections.append((f"{prefix}Probability of improvement between algorithms", PAIRWISE_NOTE, "matrix",
+                         _pairwise_table(board)))
     if board.fits:
-        sections.append((f"{prefix}Over-optimisation fits", FITS_NOTE, _fits_table(board)))
+        sections.append((f"{prefix}Over-optimisation fits", FITS_NOTE, "fits", _fits_table(board)))
     return sections
 
 
@@ -263,7 +268,7 @@ def to_markdown(boards: Leaderboard | dict[str, Leaderboard], figure_files: dict
     all_records = [r for b in boards.values() for r in b.records]
     lines = ["# llm_gym leaderboard", "", _note(boards), ""] + [f"- {p}" for p in _provenance(all_records)] + [""]
     for track, board in boards.items():
-        for title, note, (header, body) in _sections(board, _prefix(track, boards)):
+        for title, note, _, (header, body) in _sections(board, _prefix(track, boards)):
             lines += [f"## {title}", ""] + ([note, ""] if note else [])
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(cells) + " |" for cells in body] + [""]
@@ -276,14 +281,24 @@ HTML_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 2em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
-td { white-space: nowrap; }
-th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; font-weight: 600; }
-tbody tr:first-child td { background: #eef7ee; }
+div.scroll { overflow-x: auto; }
+td { white-space: nowrap; } table.board td { white-space: normal; min-width: 5.5em; } table.board td:first-child { white-space: nowrap; }
+span.ci { white-space: nowrap; color: #666; font-size: 0.85em; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; font-weight: 600; white-space: nowrap; }
+table.board tbody tr:first-child td { background: #eef7ee; }
 p.note, ul.prov { max-width: 70em; font-size: 0.85em; color: #555; }
 li.warn { color: #a00; font-weight: 600; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 h1 + p.note { font-size: 0.9em; color: #333; }
 """
+
+
+def _html_cell(text: str) -> str:
+    """A cell's text, with an estimate's interval in a smaller span that wraps below its point as a unit."""
+    point, sep, interval = text.partition(" [")
+    if sep and interval.endswith("]"):
+        return f'{html.escape(point)} <span class="ci">[{html.escape(interval)}</span>'
+    return html.escape(text)
 
 
 def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, bytes] | None = None) -> str:
@@ -301,11 +316,12 @@ def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, byt
         f'<ul class="prov">{prov}</ul>',
     ]
     for track, board in boards.items():
-        for title, note, (header, body) in _sections(board, _prefix(track, boards)):
-            parts.append(f"<h2>{esc(title)}</h2>" + (f'<p class="note">{esc(note)}</p>' if note else "") + "<table><thead><tr>")
+        for title, note, kind, (header, body) in _sections(board, _prefix(track, boards)):
+            parts.append(f"<h2>{esc(title)}</h2>" + (f'<p class="note">{esc(note)}</p>' if note else ""))
+            parts.append(f'<div class="scroll"><table class="{kind}"><thead><tr>')
             parts.append("".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
-            parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in body]
-            parts.append("</tbody></table>")
+            parts += ["<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in cells) + "</tr>" for cells in body]
+            parts.append("</tbody></table></div>")
     for title, png in (figures or {}).items():
         data = base64.b64encode(png).decode()
         parts.append(f'<h2>{esc(title)}</h2><img alt="{esc(title)}" src="data:image/png;base64,{data}">')

@@ -249,3 +249,59 @@ def test_the_page_renders_in_headless_chromium_with_the_records_numbers(tmp_path
     pixels = plt.imread(shot)
     assert pixels.shape[:2] == (900, 1200)
     assert pixels[..., :3].std() > 0.05  # text and tables drawn, not a blank page
+
+
+def _tagged(records, track):
+    return [RunRecord(**{**r.__dict__, "config": {**r.config, "tags": {"track": track, "prep": r.seed % 2}}})
+            for r in records]
+
+
+def test_tracks_are_tabulated_apart_with_probability_of_improvement_and_fits():
+    from benchmarks.leaderboard import POI_HEADER, build_tracks
+    from benchmarks.stats import probability_of_improvement
+
+    base = synthetic_records(seeds=4)
+    records = _tagged(base, "learned-rm") + _tagged(base, "verifier")
+    boards = build_tracks(records, reps=300, start="best_of_n_2", reference="best_of_n")
+    assert list(boards) == ["verifier", "learned-rm"]  # the protocol's order
+    tables = markdown_tables(to_markdown(boards))
+    title = "Verifier track (proxy = gold = the task verifier): Overall"
+    assert {"Overall", *ENVS} & set(tables) == set() and title in tables
+    ppo = next(r for r in tables[title] if r["Algorithm"] == "ppo")
+    runs = [r for r in base if r.algo == "ppo"]
+    start = [r for r in base if r.algo == "best_of_n_2"]
+    expected = probability_of_improvement(
+        [np.array([r.final["objective/gold_reward"] for r in runs if r.env_id == e]) for e in ENVS],
+        [np.array([r.final["objective/gold_reward"] for r in start if r.env_id == e]) for e in ENVS], reps=300)
+    assert parse_ci(ppo[POI_HEADER]) == pytest.approx((expected.point, expected.low, expected.high), abs=6e-4)
+    assert int(ppo["Runs"]) == 12  # seeds of both preparations pooled in one row
+    pairwise = tables["Verifier track (proxy = gold = the task verifier): Probability of improvement between algorithms"]
+    ppo_row = next(r for r in pairwise if r["P(row > column)"] == "ppo")
+    assert ppo_row["reinforce"] == "1.00*" and ppo_row["ppo"] == ""  # ppo targets 0.8 gold, reinforce 0.4
+    fits = tables["Verifier track (proxy = gold = the task verifier): Over-optimisation fits"]
+    assert {f["Optimiser"] for f in fits} >= {"best_of_n (all n)", "ppo", "grpo"}
+    assert all(f["Form"] == "d(α − βd)" for f in fits if f["Optimiser"].startswith("best_of_n"))
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_legends_sit_outside_every_axes():
+    from benchmarks.plots import track_figures
+
+    records = _tagged(synthetic_records(seeds=3), "rm-sweep")
+    records = [RunRecord(**{**r.__dict__, "config": {**r.config, "tags": {**r.config["tags"], "rm": "a", "feedback": 128}}})
+               for r in records]
+    figures = track_figures(records, reference="best_of_n", start="best_of_n_2")
+    assert set(figures) >= {"Learning curves", "Reward-KL frontier", "Over-optimisation", "Performance profiles", "RM sweep"}
+    for title, fig in figures.items():
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        assert fig.legends, f"{title}: no legend"
+        for legend in fig.legends:
+            box = legend.get_window_extent(renderer)
+            for ax in fig.axes:
+                if ax.get_visible():
+                    assert not _overlaps(box, ax.get_window_extent(renderer)), f"{title}: the legend covers a panel"
+        plt.close(fig)

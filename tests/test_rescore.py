@@ -77,3 +77,19 @@ def test_every_config_field_has_help():
     from dataclasses import fields
 
     assert all(f.metadata.get("help") for f in fields(RescoreConfig))
+
+
+def test_the_readme_rescore_command_runs(recorded):
+    import re
+    import shlex
+    from pathlib import Path
+
+    from benchmarks.rescore import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = re.search(r"`(python -m benchmarks\.rescore [^`]*)`", readme.replace("\n", " ")).group(1)
+    argv = shlex.split(command)[3:]
+    tmp_path, config = recorded
+    argv[argv.index("--records") + 1] = config.records  # the tiny stored grid instead of the committed board
+    assert main(argv) == 0
+    assert {line["column"] for line in read_rescores(tmp_path / "rescores.jsonl")} >= {"len8"}

@@ -115,12 +115,14 @@ def test_alert_mode_warns_without_stopping_and_off_mode_never_fires():
 def test_with_an_ensemble_the_rule_watches_its_lower_bound_not_gold():
     """Gold keeps rising, but the ensemble's lower bound falls as completions grow (members disagree more)."""
     members = [length_member(1.0), length_member(-1.0)]  # disagreement grows with length; mean stays 0
-    monitor = RewardMonitor(RewardMonitorConfig(stop_rule="stop", window=2), ensemble=members)
+    alerts = []
+    monitor = RewardMonitor(RewardMonitorConfig(stop_rule="stop", window=2), ensemble=members, alert=alerts.append)
     for i, n in enumerate([1, 2, 3], start=1):
         r = report(i, [0.1 * i, 0.1 * i], [0.1 * i, 0.1 * i], completions=["x" * n, "x" * n])
         if monitor.on_iteration_end(r):
             break
     assert i == 2 and r.metrics[ENSEMBLE_LOWER] == pytest.approx(-2.0)
+    assert "ensemble lower bound fell -1.000 -> -2.000" in alerts[0]
 
 
 def test_bad_settings_name_the_field():
