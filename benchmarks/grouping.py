@@ -60,13 +60,15 @@ def row_label(record: RunRecord, labels_with_variants: set[str]) -> str:
     return f"{record.algo}@{variant_hash(record)[:6]}"
 
 
-def group_records(records: list[RunRecord]) -> Grouped:
-    """Row label -> env id -> the records that row pools (seeds and preparations)."""
+def group_records(records: list[RunRecord], with_rm: bool = True) -> Grouped:
+    """Row label -> env id -> the records that row pools (seeds and preparations). Runs against
+    different reward models of a sweep (the ``rm`` tag) are different rows: ``best-of-n_4 [feedback128]``."""
     variants: dict[str, set[str]] = defaultdict(set)
     for r in records:
         variants[r.algo].add(variant_hash(r))
     multi = {a for a, hashes in variants.items() if len(hashes) > 1}
     out: Grouped = defaultdict(lambda: defaultdict(list))
     for r in records:
-        out[row_label(r, multi)][r.env_id].append(r)
+        rm = tags(r).get("rm") if with_rm else None
+        out[row_label(r, multi) + (f" [{rm}]" if rm is not None else "")][r.env_id].append(r)
     return out

@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from agents.metrics import GOLD_REWARD, KL
-from benchmarks.grouping import Grouped, group_records
+from benchmarks.grouping import Grouped, group_records, tags
 from benchmarks.records import RunRecord
 
 Form = Literal["bon", "rl"]
@@ -127,21 +127,27 @@ def start_gold(grouped: Grouped, env_id: str, start: str) -> float:
 
 
 def fit_records(records: list[RunRecord], reference: str = "best-of-n", start: str = "best-of-n_1") -> list[FitRow]:
-    """Gao et al. fits for one track's records: per env, best-of-n from the final (KL, gold) of every
-    row whose label starts with ``reference`` (one row per n), and each other row from the (KL, gold)
-    points of its learning curves (the policy along training), gold measured over the ``start`` row."""
-    grouped = group_records(records)
+    """Gao et al. fits for one track's records: per env (and per reward model of a sweep), best-of-n
+    from the final (KL, gold) of every row whose label starts with ``reference`` (one row per n), and
+    each other row from the (KL, gold) points of its learning curves (the policy along training),
+    gold measured over the ``start`` row."""
+    by_rm: dict[Any, list[RunRecord]] = {}
+    for r in records:
+        by_rm.setdefault(tags(r).get("rm"), []).append(r)
     out = []
-    for env_id in sorted({r.env_id for r in records}):
-        baseline = start_gold(grouped, env_id, start)
-        bon = [r for label, by_env in grouped.items() if label.startswith(reference) for r in by_env.get(env_id, [])]
-        candidates = [(f"{reference} (all n)", "bon", bon, False)] if bon else []
-        candidates += [(label, "rl", by_env[env_id], True) for label, by_env in sorted(grouped.items())
-                       if not label.startswith(reference) and env_id in by_env]
-        for label, form, runs, from_curve in candidates:
-            kl, gold = _points(runs, from_curve)
-            try:
-                out.append(FitRow(env_id, label, fit_overoptimisation(kl, gold, form, baseline)))
-            except ValueError as err:
-                out.append(FitRow(env_id, label, None, str(err)))
+    for rm, subset in sorted(by_rm.items(), key=lambda item: str(item[0])):
+        grouped = group_records(subset, with_rm=False)
+        suffix = f" [{rm}]" if rm is not None else ""
+        for env_id in sorted({r.env_id for r in subset}):
+            baseline = start_gold(grouped, env_id, start)
+            bon = [r for label, by_env in grouped.items() if label.startswith(reference) for r in by_env.get(env_id, [])]
+            candidates = [(f"{reference} (all n)", "bon", bon, False)] if bon else []
+            candidates += [(label, "rl", by_env[env_id], True) for label, by_env in sorted(grouped.items())
+                           if not label.startswith(reference) and env_id in by_env]
+            for label, form, runs, from_curve in candidates:
+                kl, gold = _points(runs, from_curve)
+                try:
+                    out.append(FitRow(env_id, label + suffix, fit_overoptimisation(kl, gold, form, baseline)))
+                except ValueError as err:
+                    out.append(FitRow(env_id, label + suffix, None, str(err)))
     return out

@@ -52,3 +52,48 @@ def test_bad_inputs_name_the_cause():
         fit_overoptimisation([1.0, 2.0], [0.1], "rl")
     with pytest.raises(ValueError, match="unknown over-optimisation form 'ppo'"):
         fit_overoptimisation([1.0, 2.0], [0.1, 0.2], "ppo")
+
+
+def test_fits_from_records_split_by_reward_model_and_measure_gold_over_the_start():
+    """Best-of-n records drawn exactly from d(alpha - beta d) over a start gold of 0.3, for two RMs."""
+    from benchmarks.overopt import fit_records
+    from benchmarks.records import RunRecord
+
+    records = []
+    for rm, (alpha, beta) in {"feedback128": (0.2, 0.15), "feedback2048": (0.4, 0.1)}.items():
+        for n in (1, 4, 16, 64):
+            kl = math.log(n) - (n - 1) / n
+            d = math.sqrt(kl)
+            for seed in range(2):
+                records.append(RunRecord(f"best-of-n_{n}", "llm_gym/Sort-v0", seed, {"n": n, "tags": {"rm": rm}},
+                                         final={"objective/kl": kl, "objective/gold_reward": 0.3 + d * (alpha - beta * d)}))
+    fits = {row.label: row.fit for row in fit_records(records)}
+    assert set(fits) == {"best-of-n (all n) [feedback128]", "best-of-n (all n) [feedback2048]"}
+    better = fits["best-of-n (all n) [feedback2048]"]
+    assert (better.alpha, better.beta, better.baseline) == (pytest.approx(0.4), pytest.approx(0.1), pytest.approx(0.3))
+    assert better.peak_kl == pytest.approx((0.4 / 0.2) ** 2)
+    assert fits["best-of-n (all n) [feedback128]"].peak_kl < better.peak_kl  # the worse RM peaks earlier
+
+
+def test_rm_sweep_plot_draws_the_fitted_peak_against_the_amount_of_feedback():
+    import matplotlib.pyplot as plt
+
+    from benchmarks.plots import rm_sweep
+    from benchmarks.records import RunRecord
+
+    params = {128: (0.2, 0.2), 512: (0.3, 0.15), 2048: (0.4, 0.1)}  # more feedback: a later, higher peak
+    records = []
+    for feedback, (alpha, beta) in params.items():
+        for n in (1, 4, 16, 64):
+            kl = math.log(n) - (n - 1) / n
+            d = math.sqrt(kl)
+            records.append(RunRecord(f"best-of-n_{n}", "llm_gym/Sort-v0", 0,
+                                     {"n": n, "tags": {"track": "rm-sweep", "rm": f"feedback{feedback}", "feedback": feedback}},
+                                     final={"objective/kl": kl, "objective/gold_reward": 0.3 + d * (alpha - beta * d)}))
+    fig = rm_sweep(records)
+    peak_gold_line = next(line for line in fig.axes[0].lines if line.get_label().endswith("fitted peak"))
+    peak_kl_line = fig.axes[1].lines[0]
+    assert list(peak_gold_line.get_xdata()) == [128, 512, 2048]
+    assert list(peak_gold_line.get_ydata()) == pytest.approx([0.3 + a * a / (4 * b) for a, b in params.values()])
+    assert list(peak_kl_line.get_ydata()) == pytest.approx([(a / (2 * b)) ** 2 for a, b in params.values()])
+    plt.close(fig)
