@@ -315,16 +315,20 @@ def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, byt
         f'<p class="note">{esc(_note(boards))}</p>',
         f'<ul class="prov">{prov}</ul>',
     ]
-    for track, board in boards.items():
-        for title, note, kind, (header, body) in _sections(board, _prefix(track, boards)):
-            parts.append(f"<h2>{esc(title)}</h2>" + (f'<p class="note">{esc(note)}</p>' if note else ""))
-            parts.append(f'<div class="scroll"><table class="{kind}"><thead><tr>')
-            parts.append("".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
-            parts += ["<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in cells) + "</tr>" for cells in body]
-            parts.append("</tbody></table></div>")
+    sections = [section for track, board in boards.items() for section in _sections(board, _prefix(track, boards))]
+    titles = [title for title, *_ in sections] + list(figures or {})
+    anchors = {title: f"s{i}" for i, title in enumerate(titles)}
+    parts.append('<nav><p class="note">Contents: ' + " · ".join(
+        f'<a href="#{anchors[t]}">{esc(t)}</a>' for t in titles) + "</p></nav>")
+    for title, note, kind, (header, body) in sections:
+        parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2>' + (f'<p class="note">{esc(note)}</p>' if note else ""))
+        parts.append(f'<div class="scroll"><table class="{kind}"><thead><tr>')
+        parts.append("".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        parts += ["<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in cells) + "</tr>" for cells in body]
+        parts.append("</tbody></table></div>")
     for title, png in (figures or {}).items():
         data = base64.b64encode(png).decode()
-        parts.append(f'<h2>{esc(title)}</h2><img alt="{esc(title)}" src="data:image/png;base64,{data}">')
+        parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2><img alt="{esc(title)}" src="data:image/png;base64,{data}">')
     parts.append("</body></html>")
     return "\n".join(parts)
 

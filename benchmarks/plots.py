@@ -204,9 +204,9 @@ def performance_profiles(records: list[RunRecord], reps: int = 1000, seed: int =
 
 def rm_sweep(records: list[RunRecord], reference: str = "best-of-n", start: str = "best-of-n_1") -> Figure:
     """Per env: the best-of-n fit's peak gold reward and the KL at that peak against the amount of
-    feedback each reward model was trained on (the ``feedback`` tag of the ``rm`` the runs used)."""
+    feedback (prompts labelled) each reward model was trained on (the ``feedback`` tag of the runs)."""
     envs = sorted({r.env_id for r in records})
-    fig, axes = _axes(2, "Reward-model sweep: over-optimisation vs RM quality (feedback pairs)")
+    fig, axes = _axes(2, "Reward-model sweep: over-optimisation vs RM quality (prompts labelled for the RM)")
     by_rm: dict[tuple[str, float], list[RunRecord]] = {}
     for r in records:
         if "rm" in tags(r):
@@ -225,8 +225,8 @@ def rm_sweep(records: list[RunRecord], reference: str = "best-of-n", start: str 
             axes[0].plot(x, peak, "-o", color=colors[env_id], label=f"{env_id} fitted peak")
             axes[0].plot(x, best, ":s", color=colors[env_id], label=f"{env_id} best measured")
             axes[1].plot(x, np.where(np.isfinite(peak_kl), peak_kl, np.nan), "-o", color=colors[env_id], label=f"{env_id} fitted peak")
-    axes[0].set(xlabel="feedback pairs the RM was trained on", ylabel="gold reward at the peak", xscale="log")
-    axes[1].set(xlabel="feedback pairs the RM was trained on", ylabel="KL at peak gold (no point: no peak)", xscale="log")
+    axes[0].set(xlabel="prompts labelled for the RM (k completions each, all pairs)", ylabel="gold reward at the peak", xscale="log")
+    axes[1].set(xlabel="prompts labelled for the RM (k completions each, all pairs)", ylabel="KL at peak gold (no point: no peak)", xscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)
         if not ax.has_data():

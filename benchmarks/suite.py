@@ -172,9 +172,10 @@ class Progress:
 
 def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[str], None] = print, prep: int = 0,
                 feedback_prompts: int | None = None, rm_dir: str | None = None,
-                feedback_file: str | None = None) -> dict[str, Any]:
+                feedback_file: str | None = None, reward_model: bool = True) -> dict[str, Any]:
     """Tiny model -> SFT -> simulated feedback -> reward model for one env and preparation, each skipped when done.
 
+    ``reward_model=False`` stops after SFT (the tuning env uses the verifier reward only).
     ``feedback_prompts``/``rm_dir``/``feedback_file`` override the board's values (the RM sweep trains
     more reward models on one preparation's SFT policy). Returns what the suite reports: each stage's
     wall time in this call (``None`` when skipped) and the SFT and reward-model held-out metrics.
@@ -202,7 +203,7 @@ def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[st
             model=str(tiny), output_dir=str(sft), task=task_name, max_steps=config.sft_steps.get(env, config.default_sft_steps),
             batch_size=config.sft_batch_size, lr=config.sft_lr, warmup_steps=20, eval_every=0, eval_size=256,
             resume="auto", seed=seed)))
-    if not (rm / RM_DONE).is_file():
+    if reward_model and not (rm / RM_DONE).is_file():
         # Labels are appended and resumed by item id, so an interrupted collection continues.
         timed("feedback", lambda: collect_feedback(FeedbackConfig(
             policy=str(sft), output=str(feedback), task=task_name, num_prompts=feedback_prompts or config.feedback_prompts,
@@ -211,7 +212,7 @@ def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[st
             data=str(feedback), output_dir=str(rm), base_model=str(sft), max_steps=config.rm_steps,
             batch_size=config.rm_batch_size, eval_every=0, resume="auto", seed=seed)))
     sft_results = json.loads((sft / SFT_DONE).read_text())
-    rm_results = json.loads((rm / RM_DONE).read_text())
+    rm_results = json.loads((rm / RM_DONE).read_text()) if reward_model else {"final": {}}
     return {
         "task": task_name,
         "prep": prep,
@@ -380,12 +381,13 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> int:
     if "prepare" in config.stages:
         envs = env_tasks(bench.envs)
         jobs = [(prep, env, task, {}) for prep in config.preps for env, task in envs.items()]
-        jobs += [(config.preps[0], short_env_name(config.tuning_env), short_env_name(config.tuning_env), {})]
+        jobs += [(config.preps[0], short_env_name(config.tuning_env), short_env_name(config.tuning_env),
+                  {"reward_model": False})]
         jobs += [(config.preps[0], env, env, {"feedback_prompts": n, "rm_dir": sweep_rm_dir(config, n),
                   "feedback_file": sweep_feedback_file(config, n)})
                  for n in config.rm_sweep_feedback for env in env_tasks(config.rm_sweep_envs)]
         for prep, env, task, extra in jobs:
-            stage = f"prepare/prep{prep}/{env}" + (f"/feedback{extra['feedback_prompts']}" if extra else "")
+            stage = f"prepare/prep{prep}/{env}" + (f"/feedback{extra['feedback_prompts']}" if "feedback_prompts" in extra else "")
             start = time.perf_counter()
             info = prepare_env(config, env, task, log, prep=prep, **extra)
             progress.record(stage, "done", time.perf_counter() - start, sft_accuracy=info["sft_accuracy"],

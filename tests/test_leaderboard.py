@@ -210,7 +210,8 @@ def test_write_leaderboard_writes_self_contained_page_and_plots(tmp_path):
     paths = write_leaderboard(records_path, tmp_path / "board", reps=300)
     page = paths["html"].read_text()
     assert page.count("data:image/png;base64,") == 4
-    assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # nothing loaded from outside the file
+    assert not re.search(r"""(src|href)=["'](?!data:|#)""", page)  # nothing loaded from outside the file
+    assert page.count('<a href="#') == page.count("<h2 id=")  # the contents link every section
     assert "Overall" in paths["markdown"].read_text()
     for name in ("Learning curves", "Reward-KL frontier", "Over-optimisation", "Performance profiles"):
         assert paths[name].read_bytes().startswith(b"\x89PNG")
