@@ -127,7 +127,12 @@ def rescore(config: RescoreConfig, log: Callable[[str], None] = print) -> Rescor
         rows = read_rollouts(path)
         if record.env_id not in rewards:
             rewards[record.env_id] = _reward_for(config.reward, record.env_id)
-        scores = score_rows(rewards[record.env_id], rows, config.batch_size)
+        try:
+            scores = score_rows(rewards[record.env_id], rows, config.batch_size)
+        except (KeyError, IndexError, TypeError) as err:
+            hint = "" if all("metadata" in r for r in rows) else (
+                "; these rows store no 'metadata', which specs that check the task's answer need")
+            raise ValueError(f"{path}: reward {config.reward!r} failed on the stored rollouts ({err!r}){hint}") from err
         line = {"column": config.column, "reward": config.reward, "algo": key[0], "env_id": key[1], "seed": key[2],
                 "config_hash": key[3], "value": float(scores.mean()) if len(scores) else None,
                 "episodes": len(scores), "wall_s": time.perf_counter() - start}

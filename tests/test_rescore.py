@@ -93,3 +93,10 @@ def test_the_readme_rescore_command_runs(recorded):
     argv[argv.index("--records") + 1] = config.records  # the tiny stored grid instead of the committed board
     assert main(argv) == 0
     assert {line["column"] for line in read_rescores(tmp_path / "rescores.jsonl")} >= {"len8"}
+
+
+def test_a_spec_that_needs_stored_metadata_fails_naming_the_file_and_the_cause(recorded, tmp_path):
+    _, config = recorded
+    with pytest.raises(ValueError, match=r"seed0-.*\.jsonl\.gz: reward 'exact_match' failed .* store no 'metadata'"):
+        rescore(RescoreConfig(reward="exact_match", column="em", records=config.records,
+                              output=str(tmp_path / "em.jsonl")), log=lambda _: None)
