@@ -81,7 +81,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, di
 
     stage("1-4. tiny model -> SFT -> simulated feedback -> reward model")
     prepared = prepare_env(
-        SuiteConfig(tiny_dir=str(out / "tiny"), sft_dir=str(out / "sft"), feedback_file=str(out / "feedback.jsonl"),
+        SuiteConfig(tiny_dir=str(out / "tiny"), sft_dir=str(out / "sft"), feedback_dir=str(out / "feedback"),
                     rm_dir=str(out / "reward_model"), sft_steps={config.task: config.sft_steps},
                     feedback_prompts=config.feedback_prompts, feedback_k=config.feedback_k,
                     label_noise=config.label_noise, rm_steps=config.rm_steps, seed=config.seed),

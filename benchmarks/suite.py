@@ -53,6 +53,7 @@ from llm_gym.models import TinyModelConfig, save_tiny
 from llm_gym.tasks import TASKS, make_task
 
 SFT_DONE, RM_DONE = "sft_results.json", "reward_model_results.json"
+FEEDBACK_FILE = "pairs.jsonl"
 PROGRESS_FILE = "progress.json"
 STAGES = ("prepare", "tune", "grid", "rm_sweep", "leaderboard")
 TRACKS = ("verifier", "learned-rm")
@@ -85,7 +86,7 @@ class SuiteConfig:
                                     factory=lambda: ["sb3-ppo"])
     tiny_dir: str = _help("untrained tiny model per preparation and env", "runs/suite/prep{prep}/tiny-{env}")
     sft_dir: str = _help("SFT start policy", "runs/suite/prep{prep}/sft-{env}")
-    feedback_file: str = _help("simulated preference pairs", "runs/suite/prep{prep}/feedback-{env}/pairs.jsonl")
+    feedback_dir: str = _help("simulated preference labels (pairs.jsonl inside)", "runs/suite/prep{prep}/feedback-{env}")
     rm_dir: str = _help("reward model (the learned-RM track's proxy)", "runs/suite/prep{prep}/rm-{env}")
     n_layer: int = _help("tiny model layers (the CPU demo scale)", 3)
     n_embd: int = _help("tiny model width", 128)
@@ -172,18 +173,18 @@ class Progress:
 
 def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[str], None] = print, prep: int = 0,
                 feedback_prompts: int | None = None, rm_dir: str | None = None,
-                feedback_file: str | None = None, reward_model: bool = True) -> dict[str, Any]:
+                feedback_dir: str | None = None, reward_model: bool = True) -> dict[str, Any]:
     """Tiny model -> SFT -> simulated feedback -> reward model for one env and preparation, each skipped when done.
 
     ``reward_model=False`` stops after SFT (the tuning env uses the verifier reward only).
-    ``feedback_prompts``/``rm_dir``/``feedback_file`` override the board's values (the RM sweep trains
+    ``feedback_prompts``/``rm_dir``/``feedback_dir`` override the board's values (the RM sweep trains
     more reward models on one preparation's SFT policy). Returns what the suite reports: each stage's
     wall time in this call (``None`` when skipped) and the SFT and reward-model held-out metrics.
     """
     task = make_task(task_name)
     seed = config.seed + prep
     tiny, sft = _path(config.tiny_dir, env, prep), _path(config.sft_dir, env, prep)
-    feedback = _path(feedback_file or config.feedback_file, env, prep)
+    feedback = _path(feedback_dir or config.feedback_dir, env, prep) / FEEDBACK_FILE
     rm = _path(rm_dir or config.rm_dir, env, prep)
     seconds: dict[str, float | None] = {"tiny": None, "sft": None, "feedback": None, "reward_model": None}
 
@@ -230,8 +231,8 @@ def sweep_rm_dir(config: SuiteConfig, feedback: int) -> str:
     return str(Path(config.rm_dir).parent / f"rm-sweep{feedback}-{{env}}")
 
 
-def sweep_feedback_file(config: SuiteConfig, feedback: int) -> str:
-    return str(Path(config.rm_dir).parent / f"feedback-sweep{feedback}-{{env}}" / "pairs.jsonl")
+def sweep_feedback_dir(config: SuiteConfig, feedback: int) -> str:
+    return str(Path(config.feedback_dir).parent / f"feedback-sweep{feedback}-{{env}}")
 
 
 def _tuned_key(kwargs: dict[str, Any]) -> str | None:
@@ -384,7 +385,7 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> int:
         jobs += [(config.preps[0], short_env_name(config.tuning_env), short_env_name(config.tuning_env),
                   {"reward_model": False})]
         jobs += [(config.preps[0], env, env, {"feedback_prompts": n, "rm_dir": sweep_rm_dir(config, n),
-                  "feedback_file": sweep_feedback_file(config, n)})
+                  "feedback_dir": sweep_feedback_dir(config, n)})
                  for n in config.rm_sweep_feedback for env in env_tasks(config.rm_sweep_envs)]
         for prep, env, task, extra in jobs:
             stage = f"prepare/prep{prep}/{env}" + (f"/feedback{extra['feedback_prompts']}" if "feedback_prompts" in extra else "")

@@ -13,7 +13,7 @@ from benchmarks.suite import SuiteConfig, env_tasks, prepare_env
 
 def _config(tmp_path: Path) -> SuiteConfig:
     return SuiteConfig(tiny_dir=str(tmp_path / "tiny-{env}"), sft_dir=str(tmp_path / "sft-{env}"),
-                       feedback_file=str(tmp_path / "fb-{env}" / "pairs.jsonl"), rm_dir=str(tmp_path / "rm-{env}"))
+                       feedback_dir=str(tmp_path / "fb-{env}"), rm_dir=str(tmp_path / "rm-{env}"))
 
 
 def _fake_stages(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
@@ -100,7 +100,7 @@ def test_one_setting_on_several_envs_is_one_leaderboard_row():
 
 def _suite(tmp_path: Path, **overrides) -> SuiteConfig:
     return SuiteConfig(leaderboard_dir=str(tmp_path / "board"), tiny_dir=str(tmp_path / "p{prep}/tiny-{env}"),
-                       sft_dir=str(tmp_path / "p{prep}/sft-{env}"), feedback_file=str(tmp_path / "p{prep}/fb-{env}/pairs.jsonl"),
+                       sft_dir=str(tmp_path / "p{prep}/sft-{env}"), feedback_dir=str(tmp_path / "p{prep}/fb-{env}"),
                        rm_dir=str(tmp_path / "p{prep}/rm-{env}"), **{"allow_dirty": True, **overrides})
 
 
