@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.metrics import GOLD_REWARD, KL, REWARD
-from benchmarks.grouping import Grouped, group_records, split_tracks
+from benchmarks.grouping import Grouped, group_records, split_tracks, tags
 from benchmarks.overopt import FitRow, fit_records
 from benchmarks.plots import render_figures
 from benchmarks.records import RunRecord, read_records
@@ -89,23 +89,40 @@ def run_value(record: RunRecord, source: str) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _scores(by_env: dict[str, list[RunRecord]], envs: list[str], source: str) -> list[np.ndarray]:
-    groups = [np.array([run_value(r, source) for r in by_env.get(env, [])], dtype=float) for env in envs]
-    return [g[np.isfinite(g)] for g in groups]
+Scores = tuple[list[np.ndarray], list[np.ndarray]]  # per env: run values, and each run's preparation id
+
+
+def _scores(by_env: dict[str, list[RunRecord]], envs: list[str], source: str) -> Scores:
+    """Per env, the finite values runs contribute to a column and the preparation each run came from
+    (so the bootstrap resamples preparations, then runs)."""
+    values, preps = [], []
+    for env in envs:
+        runs = by_env.get(env, [])
+        v = np.array([run_value(r, source) for r in runs], dtype=float)
+        p = np.array([str(tags(r).get("prep", "")) for r in runs])
+        keep = np.isfinite(v)
+        values.append(v[keep])
+        preps.append(p[keep])
+    return values, preps
 
 
 def _row(label: str, by_env: dict[str, list[RunRecord]], columns: dict, start: dict[str, list[RunRecord]] | None,
          reps: int, seed: int) -> Row:
     cells = {}
     for key, (_, source, stat) in columns.items():
-        groups = _scores(by_env, list(by_env), source)
-        cells[key] = bootstrap(groups, mean_over_groups if stat == "mean" else iqm_over_groups, reps=reps, seed=seed)
+        groups, preps = _scores(by_env, list(by_env), source)
+        cells[key] = bootstrap(groups, mean_over_groups if stat == "mean" else iqm_over_groups, reps=reps, seed=seed,
+                               clusters=preps)
     if start is not None:
-        envs = list(by_env)
-        cells[POI_START] = probability_of_improvement(_scores(by_env, envs, GOLD_REWARD), _scores(start, envs, GOLD_REWARD),
-                                                      reps=reps, seed=seed)
+        cells[POI_START] = _improvement(by_env, start, list(by_env), reps, seed)
     runs = [r for recs in by_env.values() for r in recs]
     return Row(label, len(runs), len(by_env), cells, float(np.mean([r.wall_s for r in runs])))
+
+
+def _improvement(x: dict[str, list[RunRecord]], y: dict[str, list[RunRecord]], envs: list[str], reps: int,
+                 seed: int) -> Estimate:
+    (x_gold, x_preps), (y_gold, y_preps) = _scores(x, envs, GOLD_REWARD), _scores(y, envs, GOLD_REWARD)
+    return probability_of_improvement(x_gold, y_gold, reps=reps, seed=seed, x_clusters=x_preps, y_clusters=y_preps)
 
 
 def _pairwise(grouped: Grouped, envs: list[str], reps: int, seed: int) -> dict[tuple[str, str], Estimate]:
@@ -114,10 +131,8 @@ def _pairwise(grouped: Grouped, envs: list[str], reps: int, seed: int) -> dict[t
     for x, x_envs in grouped.items():
         for y, y_envs in grouped.items():
             shared = [e for e in envs if e in x_envs and e in y_envs]
-            if x == y or not shared:
-                continue
-            out[(x, y)] = probability_of_improvement(_scores(x_envs, shared, GOLD_REWARD),
-                                                     _scores(y_envs, shared, GOLD_REWARD), reps=reps, seed=seed)
+            if x != y and shared:
+                out[(x, y)] = _improvement(x_envs, y_envs, shared, reps, seed)
     return out
 
 
@@ -215,7 +230,7 @@ def _provenance(records: list[RunRecord]) -> list[str]:
 METHOD_NOTE = (
     "How to read this page. Each row is one algorithm setting; a cell is a point estimate with a 95% stratified "
     "percentile-bootstrap confidence interval ({reps} resamples) over its runs — every seed of every independent "
-    "SFT + reward-model preparation — resampled within each env. Mean = mean over envs of the mean over runs; "
+    "SFT + reward-model preparation — resampled within each env, preparations first, then seeds within them. Mean = mean over envs of the mean over runs; "
     "IQM = interquartile mean of all runs (with fewer than 4 runs it equals the mean). Gold reward is the task's "
     "verifier on held-out prompts; proxy reward is what the algorithm optimised. Final numbers come from the "
     "runner's evaluation of each final policy (evaluation seed = base seed + run seed, the same for every algorithm "

@@ -8,7 +8,9 @@ argument``). This module reimplements the pieces we use with rliable's definitio
 - the interquartile mean is ``scipy.stats.trim_mean(x, 0.25)`` (drop ``int(0.25 n)`` runs from
   each end, so with fewer than 4 runs IQM equals the mean);
 - the 95% interval is a percentile bootstrap that resamples runs *within* each env (stratified),
-  as ``rliable.library.get_interval_estimates`` does;
+  as ``rliable.library.get_interval_estimates`` does; when runs come from several independent
+  preparations (SFT + reward model), the resampling is two-level — preparations, then runs within
+  them — so a preparation effect widens the interval instead of hiding in it;
 - the probability of improvement P(X > Y) is, per env, the Mann-Whitney statistic
   P(x > y) + P(x = y) / 2 over all pairs of runs, averaged over envs, with X's and Y's runs
   resampled independently within each env;
@@ -58,13 +60,40 @@ def iqm_over_groups(groups: Sequence[np.ndarray]) -> np.ndarray:
     return iqm(np.concatenate(groups, axis=-1))
 
 
-def _nonempty(groups: Sequence[np.ndarray]) -> list[np.ndarray]:
-    return [np.asarray(g, dtype=float) for g in groups if len(g)]
+Clusters = Sequence[np.ndarray] | None  # per env, each run's cluster id (its preparation); None: runs independent
 
 
-def _resample(groups: Sequence[np.ndarray], reps: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """For every env independently, ``reps`` draws of as many runs as it has, with replacement."""
-    return [g[rng.integers(0, len(g), size=(reps, len(g)))] for g in groups]
+def _nonempty(groups: Sequence[np.ndarray], clusters: Clusters) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    ids = list(clusters) if clusters is not None else [None] * len(groups)
+    if len(ids) != len(groups):
+        raise ValueError(f"clusters must give one id array per env: {len(ids)} for {len(groups)} envs")
+    kept = [(np.asarray(g, dtype=float), None if c is None else np.asarray(c)) for g, c in zip(groups, ids) if len(g)]
+    for g, c in kept:
+        if c is not None and c.shape != g.shape:
+            raise ValueError(f"clusters must give one id per run: {c.shape} ids for {g.shape} runs")
+    return [g for g, _ in kept], [c for _, c in kept]
+
+
+def _resample_group(g: np.ndarray, ids: np.ndarray | None, reps: int, rng: np.random.Generator) -> np.ndarray:
+    """``reps`` resamples of one env's runs, shape (reps, runs). With cluster ids (several preparations),
+    a two-level bootstrap: draw as many clusters as there are, with replacement, then runs within each
+    drawn cluster with replacement (each cluster contributes its smallest cluster's run count, so every
+    resample has the same size), so the spread between preparations widens the interval."""
+    if ids is None or len(np.unique(ids)) < 2:
+        return g[rng.integers(0, len(g), size=(reps, len(g)))]
+    members = [g[ids == c] for c in np.unique(ids)]
+    sizes = np.array([len(x) for x in members])
+    k, m = len(members), int(sizes.min())
+    padded = np.stack([np.pad(x, (0, sizes.max() - len(x))) for x in members])
+    chosen = rng.integers(0, k, size=(reps, k))
+    within = (rng.random((reps, k, m)) * sizes[chosen][..., None]).astype(int)  # uniform within each drawn cluster
+    return padded[chosen[..., None], within].reshape(reps, k * m)
+
+
+def _resample(groups: Sequence[np.ndarray], ids: Sequence[np.ndarray | None], reps: int,
+              rng: np.random.Generator) -> list[np.ndarray]:
+    """For every env independently (stratified), ``reps`` resamples of its runs."""
+    return [_resample_group(g, c, reps, rng) for g, c in zip(groups, ids)]
 
 
 def _interval(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
@@ -74,18 +103,20 @@ def _interval(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndar
 
 
 def bootstrap(
-    groups: Sequence[np.ndarray], statistic: Statistic, reps: int = 2000, seed: int = 0, confidence: float = 0.95
+    groups: Sequence[np.ndarray], statistic: Statistic, reps: int = 2000, seed: int = 0, confidence: float = 0.95,
+    clusters: Clusters = None,
 ) -> Estimate:
     """``statistic`` of the per-env arrays of run scores, with a stratified percentile-bootstrap CI.
 
-    Each resample draws, for every env independently, as many runs as it has, with replacement;
-    the interval is the central ``confidence`` mass of the statistic over ``reps`` resamples.
-    Empty envs are dropped; with no runs at all every field is NaN.
+    Each resample draws, for every env independently, as many runs as it has, with replacement
+    (two-level, preparations then runs, when ``clusters`` gives each run's preparation); the interval
+    is the central ``confidence`` mass of the statistic over ``reps`` resamples. Empty envs are
+    dropped; with no runs at all every field is NaN.
     """
-    groups = _nonempty(groups)
+    groups, ids = _nonempty(groups, clusters)
     if not groups:
         return NAN_ESTIMATE
-    draws = statistic(_resample(groups, reps, np.random.default_rng(seed)))
+    draws = statistic(_resample(groups, ids, reps, np.random.default_rng(seed)))
     low, high = _interval(draws, confidence)
     return Estimate(float(statistic(groups)), float(low), float(high))
 
@@ -98,7 +129,7 @@ def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def probability_of_improvement(
     x_groups: Sequence[np.ndarray], y_groups: Sequence[np.ndarray], reps: int = 2000, seed: int = 0,
-    confidence: float = 0.95,
+    confidence: float = 0.95, x_clusters: Clusters = None, y_clusters: Clusters = None,
 ) -> Estimate:
     """P(X > Y): the chance a run of X beats a run of Y on a random env, with a stratified bootstrap CI.
 
@@ -108,12 +139,15 @@ def probability_of_improvement(
     """
     if len(x_groups) != len(y_groups):
         raise ValueError(f"probability_of_improvement needs the same envs for both: {len(x_groups)} vs {len(y_groups)}")
-    pairs = [(np.asarray(x, float), np.asarray(y, float)) for x, y in zip(x_groups, y_groups) if len(x) and len(y)]
+    x_ids = list(x_clusters) if x_clusters is not None else [None] * len(x_groups)
+    y_ids = list(y_clusters) if y_clusters is not None else [None] * len(y_groups)
+    pairs = [(np.asarray(x, float), np.asarray(y, float), cx, cy)
+             for x, y, cx, cy in zip(x_groups, y_groups, x_ids, y_ids) if len(x) and len(y)]
     if not pairs:
         return NAN_ESTIMATE
-    point = float(np.mean([_improvement(x, y) for x, y in pairs]))
+    point = float(np.mean([_improvement(x, y) for x, y, _, _ in pairs]))
     rng = np.random.default_rng(seed)
-    draws = np.mean([_improvement(*_resample([x, y], reps, rng)) for x, y in pairs], axis=0)
+    draws = np.mean([_improvement(*_resample([x, y], [cx, cy], reps, rng)) for x, y, cx, cy in pairs], axis=0)
     low, high = _interval(draws, confidence)
     return Estimate(point, float(low), float(high))
 
@@ -125,14 +159,15 @@ def performance_profile(groups: Sequence[np.ndarray], taus: np.ndarray) -> np.nd
 
 
 def performance_profile_band(
-    groups: Sequence[np.ndarray], taus: np.ndarray, reps: int = 2000, seed: int = 0, confidence: float = 0.95
+    groups: Sequence[np.ndarray], taus: np.ndarray, reps: int = 2000, seed: int = 0, confidence: float = 0.95,
+    clusters: Clusters = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(profile, low, high) at each tau; the band is the stratified bootstrap interval, tau by tau."""
-    groups = _nonempty(groups)
+    groups, ids = _nonempty(groups, clusters)
     if not groups:
         nan = np.full(len(taus), np.nan)
         return nan, nan, nan
-    draws = performance_profile(_resample(groups, reps, np.random.default_rng(seed)), taus)
+    draws = performance_profile(_resample(groups, ids, reps, np.random.default_rng(seed)), taus)
     low, high = _interval(draws, confidence)
     return performance_profile(groups, taus), low, high
 

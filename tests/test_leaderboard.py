@@ -258,6 +258,7 @@ def _tagged(records, track):
 
 
 def test_tracks_are_tabulated_apart_with_probability_of_improvement_and_fits():
+    """Two preparations (seed % 2): intervals resample preparations, then seeds (checked against stats)."""
     from benchmarks.leaderboard import POI_HEADER, build_tracks
     from benchmarks.stats import probability_of_improvement
 
@@ -268,14 +269,19 @@ def test_tracks_are_tabulated_apart_with_probability_of_improvement_and_fits():
     tables = markdown_tables(to_markdown(boards))
     title = "Verifier track (proxy = gold = the task verifier): Overall"
     assert {"Overall", *ENVS} & set(tables) == set() and title in tables
-    ppo = next(r for r in tables[title] if r["Algorithm"] == "ppo")
-    runs = [r for r in base if r.algo == "ppo"]
-    start = [r for r in base if r.algo == "best_of_n_2"]
-    expected = probability_of_improvement(
-        [np.array([r.final["objective/gold_reward"] for r in runs if r.env_id == e]) for e in ENVS],
-        [np.array([r.final["objective/gold_reward"] for r in start if r.env_id == e]) for e in ENVS], reps=300)
-    assert parse_ci(ppo[POI_HEADER]) == pytest.approx((expected.point, expected.low, expected.high), abs=6e-4)
-    assert int(ppo["Runs"]) == 12  # seeds of both preparations pooled in one row
+    rows = {r["Algorithm"]: r for r in tables[title]}
+
+    def by_env(algo, value):
+        return [np.array([value(r) for r in base if r.algo == algo and r.env_id == e]) for e in ENVS]
+
+    gold, prep = (lambda r: r.final["objective/gold_reward"]), (lambda r: str(r.seed % 2))
+    clustered = bootstrap(by_env("grpo", gold), mean_over_groups, reps=300, clusters=by_env("grpo", prep))
+    assert parse_ci(rows["grpo"]["Gold reward, mean"]) == pytest.approx(
+        (clustered.point, clustered.low, clustered.high), abs=6e-4)
+    expected = probability_of_improvement(by_env("ppo", gold), by_env("best_of_n_2", gold), reps=300,
+                                          x_clusters=by_env("ppo", prep), y_clusters=by_env("best_of_n_2", prep))
+    assert parse_ci(rows["ppo"][POI_HEADER]) == pytest.approx((expected.point, expected.low, expected.high), abs=6e-4)
+    assert int(rows["ppo"]["Runs"]) == 12  # seeds of both preparations pooled in one row
     pairwise = tables["Verifier track (proxy = gold = the task verifier): Probability of improvement between algorithms"]
     ppo_row = next(r for r in pairwise if r["P(row > column)"] == "ppo")
     assert ppo_row["reinforce"] == "1.00*" and ppo_row["ppo"] == ""  # ppo targets 0.8 gold, reinforce 0.4

@@ -89,3 +89,33 @@ def test_bootstrap_interval_shrinks_with_more_runs_and_is_seeded():
     width = lambda e: e.high - e.low  # noqa: E731
     assert width(bootstrap(many, mean_over_groups)) < width(bootstrap(few, mean_over_groups))
     assert bootstrap(few, iqm_over_groups, seed=4) == bootstrap(few, iqm_over_groups, seed=4)
+
+
+def test_two_level_bootstrap_puts_the_preparation_spread_in_the_interval():
+    """Two preparations whose runs agree within but differ between: resampling preparations gives
+    means a, (a+b)/2, b with probabilities 1/4, 1/2, 1/4, so the 95% interval is exactly [a, b];
+    treating the 10 runs as independent gives a much narrower one."""
+    runs = np.array([0.2] * 5 + [0.6] * 5)
+    preps = np.array([0] * 5 + [1] * 5)
+    clustered = bootstrap([runs], mean_over_groups, reps=4000, clusters=[preps])
+    assert (clustered.point, clustered.low, clustered.high) == (pytest.approx(0.4), pytest.approx(0.2), pytest.approx(0.6))
+    pooled = bootstrap([runs], mean_over_groups, reps=4000)
+    assert pooled.high - pooled.low < 0.3
+    # Unequal preparations: every resample keeps the smallest preparation's size per drawn preparation.
+    uneven = bootstrap([np.array([0.2, 0.2, 0.2, 0.6, 0.6])], mean_over_groups, reps=4000,
+                       clusters=[np.array([0, 0, 0, 1, 1])])
+    assert (uneven.low, uneven.high) == (pytest.approx(0.2), pytest.approx(0.6))
+    # One preparation: the ordinary bootstrap.
+    assert bootstrap([runs], mean_over_groups, clusters=[np.zeros(10)]) == pooled
+    with pytest.raises(ValueError, match="one id per run"):
+        bootstrap([runs], mean_over_groups, clusters=[preps[:3]])
+
+
+def test_probability_of_improvement_resamples_preparations_too():
+    x = np.array([0.5] * 4 + [0.1] * 4)
+    y = np.array([0.3] * 8)
+    preps = np.array([0] * 4 + [1] * 4)
+    clustered = probability_of_improvement([x], [y], reps=4000, x_clusters=[preps], y_clusters=[preps])
+    assert clustered.point == 0.5 and (clustered.low, clustered.high) == (0.0, 1.0)  # one preparation wins, one loses
+    pooled = probability_of_improvement([x], [y], reps=4000)
+    assert pooled.high - pooled.low < 1.0
