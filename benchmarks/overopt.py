@@ -67,7 +67,7 @@ def _design(d: np.ndarray, form: Form) -> np.ndarray:
 def fit_overoptimisation(kl: Sequence[float], gold: Sequence[float], form: Form, baseline: float = 0.0) -> OveroptFit:
     """Least-squares fit of ``gold - baseline`` against d = sqrt(``kl``) in Gao et al.'s ``form``.
 
-    Needs at least two points with KL > 0 (two parameters); negative KL estimates (sampling noise
+    Needs at least two distinct KL values > 0 (two parameters); negative KL estimates (sampling noise
     around 0) are clipped to 0. R^2 is measured on ``gold - baseline`` around its mean.
     """
     kl, gold = np.asarray(kl, dtype=float), np.asarray(gold, dtype=float)
@@ -75,8 +75,9 @@ def fit_overoptimisation(kl: Sequence[float], gold: Sequence[float], form: Form,
         raise ValueError(f"kl and gold must have the same shape, got {kl.shape} and {gold.shape}")
     keep = np.isfinite(kl) & np.isfinite(gold)
     kl, gold = np.clip(kl[keep], 0.0, None), gold[keep]
-    if int((kl > 0).sum()) < 2:
-        raise ValueError(f"fitting the {form!r} form needs >= 2 points with KL > 0, got {int((kl > 0).sum())}")
+    distinct = len(np.unique(kl[kl > 0]))
+    if distinct < 2:  # two parameters: one KL value (however many runs) cannot separate alpha from beta
+        raise ValueError(f"fitting the {form!r} form needs >= 2 distinct KL values > 0, got {distinct}")
     d = np.sqrt(kl)
     x, y = _design(d, form), gold - baseline
     (alpha, minus_beta), *_ = np.linalg.lstsq(x, y, rcond=None)

@@ -46,8 +46,8 @@ def test_a_curve_that_never_turns_down_has_no_peak():
 
 
 def test_bad_inputs_name_the_cause():
-    with pytest.raises(ValueError, match="needs >= 2 points with KL > 0, got 1"):
-        fit_overoptimisation([0.0, 0.0, 1.0], [0.1, 0.1, 0.3], "bon")
+    with pytest.raises(ValueError, match="needs >= 2 distinct KL values > 0, got 1"):
+        fit_overoptimisation([0.0, 1.0, 1.0], [0.1, 0.3, 0.35], "bon")  # two runs at one KL: alpha, beta not separable
     with pytest.raises(ValueError, match="same shape"):
         fit_overoptimisation([1.0, 2.0], [0.1], "rl")
     with pytest.raises(ValueError, match="unknown over-optimisation form 'ppo'"):
