@@ -49,9 +49,20 @@ COLUMNS: dict[str, tuple[str, str, str]] = {
 POI_START = "poi_start"
 POI_HEADER = "P(gold > start)"
 TRACK_TITLES = {
-    "verifier": "Verifier track (proxy = gold = the task verifier)",
-    "learned-rm": "Learned-RM track (proxy = reward model, gold = verifier)",
-    "rm-sweep": "RM sweep (best-of-n against reward models trained on more or less feedback)",
+    "verifier": "Verifier track",
+    "learned-rm": "Learned-RM track",
+    "rm-sweep": "RM sweep",
+    "from-scratch": "From-scratch track",
+}
+TRACK_NOTES = {
+    "verifier": "The reward optimised is the task's verifier (proxy = gold): does each optimiser improve the true "
+                "objective over the SFT start?",
+    "learned-rm": "The reward optimised (proxy) is a reward model learned from simulated preference feedback; gold is "
+                  "the task's verifier: where does each optimiser peak, and when does it over-optimise the proxy?",
+    "rm-sweep": "Best-of-n against reward models trained on more or less feedback (rows suffixed [feedbackN]: N "
+                "prompts labelled); gold is the task's verifier.",
+    "from-scratch": "Algorithms that cannot start from the SFT weights (their own small policy, trained from random "
+                    "weights) on the verifier reward. Not comparable with the SFT-started rows of the other tracks.",
 }
 
 
@@ -158,8 +169,10 @@ def build_leaderboard(records: list[RunRecord], reps: int = 2000, seed: int = 0,
         per_env[env_id] = sorted(rows, key=best_first)
     overall = sorted((_row(label, by_env, columns, start_runs, reps, seed) for label, by_env in grouped.items()),
                      key=best_first)
+    has_reference = start_runs is not None or any(label.startswith(reference) for label in grouped)
+    fits = fit_records(records, reference, start) if has_reference else []  # no start policy: no gain to fit
     return Leaderboard(per_env, overall, records, reps, columns, start if start_runs else None,
-                       _pairwise(grouped, envs, reps, seed), fit_records(records, reference, start))
+                       _pairwise(grouped, envs, reps, seed), fits)
 
 
 def format_estimate(estimate: Estimate) -> str:
@@ -273,22 +286,45 @@ def _note(boards: dict[str, Leaderboard]) -> str:
     return METHOD_NOTE.format(reps=first.reps, poi=POI_NOTE.format(start=", ".join(starts)) if starts else "")
 
 
-def _prefix(track: str, boards: dict[str, Leaderboard]) -> str:
-    return f"{TRACK_TITLES.get(track, track)}: " if len(boards) > 1 or track else ""
+@dataclass
+class _TrackPage:
+    """One track's part of the page: its heading and note (none for records without tracks), its
+    tables and the keys of its figures (``render_figures`` prefixes them with ``"<track>: "``)."""
+
+    heading: str
+    note: str
+    prefix: str
+    sections: list[Section]
+    figures: list[tuple[str, str]]  # (figure key, displayed title)
+
+
+def _layout(boards: dict[str, Leaderboard], figure_keys: list[str]) -> list[_TrackPage]:
+    pages = []
+    for track, board in boards.items():
+        name = TRACK_TITLES.get(track, track)
+        prefix = f"{name}: " if track else ""
+        figures = [(k, prefix + k.split(": ", 1)[1]) for k in figure_keys if track and k.startswith(f"{track}: ")]
+        figures += [(k, k) for k in figure_keys if not track and ": " not in k]
+        pages.append(_TrackPage(name if track else "", TRACK_NOTES.get(track, ""), prefix,
+                                _sections(board, prefix), figures))
+    return pages
 
 
 def to_markdown(boards: Leaderboard | dict[str, Leaderboard], figure_files: dict[str, str] | None = None) -> str:
-    """The tables as GitHub Markdown (one section per table); ``figure_files`` (title -> relative path) at the end."""
+    """The page as GitHub Markdown: per track its note, one section per table, then its figures
+    (``figure_files``: figure key -> relative path)."""
     boards = _tracks(boards)
     all_records = [r for b in boards.values() for r in b.records]
     lines = ["# llm_gym leaderboard", "", _note(boards), ""] + [f"- {p}" for p in _provenance(all_records)] + [""]
-    for track, board in boards.items():
-        for title, note, _, (header, body) in _sections(board, _prefix(track, boards)):
+    for page in _layout(boards, list(figure_files or {})):
+        if page.heading:
+            lines += [f"## {page.heading}", ""] + ([page.note, ""] if page.note else [])
+        for title, note, _, (header, body) in page.sections:
             lines += [f"## {title}", ""] + ([note, ""] if note else [])
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(cells) + " |" for cells in body] + [""]
-    for title, path in (figure_files or {}).items():
-        lines += [f"## {title}", "", f"![{title}]({path})", ""]
+        for key, title in page.figures:
+            lines += [f"## {title}", "", f"![{title}]({figure_files[key]})", ""]
     return "\n".join(lines)
 
 
@@ -305,6 +341,8 @@ p.note, ul.prov { max-width: 70em; font-size: 0.85em; color: #555; }
 li.warn { color: #a00; font-weight: 600; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 h1 + p.note { font-size: 0.9em; color: #333; }
+h2.track { margin-top: 2.5em; padding-top: 0.5em; border-top: 3px solid #446; font-size: 1.7em; }
+p.track { max-width: 70em; font-size: 1em; }
 """
 
 
@@ -330,20 +368,30 @@ def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, byt
         f'<p class="note">{esc(_note(boards))}</p>',
         f'<ul class="prov">{prov}</ul>',
     ]
-    sections = [section for track, board in boards.items() for section in _sections(board, _prefix(track, boards))]
-    titles = [title for title, *_ in sections] + list(figures or {})
-    anchors = {title: f"s{i}" for i, title in enumerate(titles)}
-    parts.append('<nav><p class="note">Contents: ' + " · ".join(
-        f'<a href="#{anchors[t]}">{esc(t)}</a>' for t in titles) + "</p></nav>")
-    for title, note, kind, (header, body) in sections:
-        parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2>' + (f'<p class="note">{esc(note)}</p>' if note else ""))
-        parts.append(f'<div class="scroll"><table class="{kind}"><thead><tr>')
-        parts.append("".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
-        parts += ["<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in cells) + "</tr>" for cells in body]
-        parts.append("</tbody></table></div>")
-    for title, png in (figures or {}).items():
-        data = base64.b64encode(png).decode()
-        parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2><img alt="{esc(title)}" src="data:image/png;base64,{data}">')
+    pages = _layout(boards, list(figures or {}))
+    anchors: dict[str, str] = {}
+    for page in pages:
+        for title in [t for t, *_ in page.sections] + [t for _, t in page.figures]:
+            anchors[title] = f"s{len(anchors)}"
+    contents = []
+    for page in pages:
+        links = [f'<a href="#{anchors[t]}">{esc(t[len(page.prefix):])}</a>'
+                 for t in [t for t, *_ in page.sections] + [t for _, t in page.figures]]
+        contents.append((f"<b>{esc(page.heading)}</b>: " if page.heading else "") + " · ".join(links))
+    parts.append('<nav><p class="note">Contents<br>' + "<br>".join(contents) + "</p></nav>")
+    for page in pages:
+        if page.heading:
+            parts.append(f'<h2 class="track">{esc(page.heading)}</h2><p class="track">{esc(page.note)}</p>')
+        for title, note, kind, (header, body) in page.sections:
+            parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2>' + (f'<p class="note">{esc(note)}</p>' if note else ""))
+            parts.append(f'<div class="scroll"><table class="{kind}"><thead><tr>')
+            parts.append("".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
+            parts += ["<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in cells) + "</tr>" for cells in body]
+            parts.append("</tbody></table></div>")
+        for key, title in page.figures:
+            data = base64.b64encode(figures[key]).decode()
+            parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2><img alt="{esc(title)}" '
+                         f'src="data:image/png;base64,{data}">')
     parts.append("</body></html>")
     return "\n".join(parts)
 

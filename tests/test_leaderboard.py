@@ -267,7 +267,7 @@ def test_tracks_are_tabulated_apart_with_probability_of_improvement_and_fits():
     boards = build_tracks(records, reps=300, start="best_of_n_2", reference="best_of_n")
     assert list(boards) == ["verifier", "learned-rm"]  # the protocol's order
     tables = markdown_tables(to_markdown(boards))
-    title = "Verifier track (proxy = gold = the task verifier): Overall"
+    title = "Verifier track: Overall"
     assert {"Overall", *ENVS} & set(tables) == set() and title in tables
     rows = {r["Algorithm"]: r for r in tables[title]}
 
@@ -282,10 +282,10 @@ def test_tracks_are_tabulated_apart_with_probability_of_improvement_and_fits():
                                           x_clusters=by_env("ppo", prep), y_clusters=by_env("best_of_n_2", prep))
     assert parse_ci(rows["ppo"][POI_HEADER]) == pytest.approx((expected.point, expected.low, expected.high), abs=6e-4)
     assert int(rows["ppo"]["Runs"]) == 12  # seeds of both preparations pooled in one row
-    pairwise = tables["Verifier track (proxy = gold = the task verifier): Probability of improvement between algorithms"]
+    pairwise = tables["Verifier track: Probability of improvement between algorithms"]
     ppo_row = next(r for r in pairwise if r["P(row > column)"] == "ppo")
     assert ppo_row["reinforce"] == "1.00*" and ppo_row["ppo"] == ""  # ppo targets 0.8 gold, reinforce 0.4
-    fits = tables["Verifier track (proxy = gold = the task verifier): Over-optimisation fits"]
+    fits = tables["Verifier track: Over-optimisation fits"]
     assert {f["Optimiser"] for f in fits} >= {"best_of_n (all n)", "ppo", "grpo"}
     assert all(f["Form"] == "d(α − βd)" for f in fits if f["Optimiser"].startswith("best_of_n"))
 
