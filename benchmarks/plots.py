@@ -137,13 +137,14 @@ def reward_kl_frontier(records: list[RunRecord], reps: int = 1000, seed: int = 0
     return _finish(fig, axes)
 
 
-def _trajectory(records: list[RunRecord]) -> np.ndarray:
+def _trajectory(records: list[RunRecord], final_only: bool = False) -> np.ndarray:
     """(KL, proxy, gold) rows sorted by KL: the seeds' mean at each shared training-curve step, or,
-    for runs that logged no KL curve (best-of-n trains nothing), the mean final evaluation."""
+    with ``final_only`` (best-of-n trains nothing: its point is its evaluation) or for runs that
+    logged no KL curve, the mean final evaluation."""
     steps, kl = _grid(records, KL)
     _, proxy = _grid(records, PROXY)
     _, gold = _grid(records, GOLD)
-    if len(steps) and proxy.shape == kl.shape == gold.shape:
+    if not final_only and len(steps) and proxy.shape == kl.shape == gold.shape:
         points = np.stack([kl.mean(0), proxy.mean(0), gold.mean(0)], axis=1)
     else:
         finals = [(r.final.get(KL), r.final.get(PROXY), r.final.get(GOLD)) for r in records]
@@ -162,7 +163,7 @@ def overoptimisation(records: list[RunRecord], reference: str = "best-of-n") -> 
     for ax, env_id in zip(axes, envs):
         reference_points = []
         for label, by_env in sorted(grouped.items()):
-            traj = _trajectory(by_env.get(env_id, []))
+            traj = _trajectory(by_env.get(env_id, []), final_only=label.startswith(reference))
             if label.startswith(reference):
                 reference_points.append(traj)
                 continue
