@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from benchmarks.leaderboard import write_leaderboard
+from benchmarks.rescore import RescoreConfig, run_rescore
 from benchmarks.runner import load_bench_config, pending_runs, plan_runs, run_benchmark
 from llm_gym.commands import add_dataclass_command
 
@@ -74,6 +75,8 @@ def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """The ``llm-gym bench`` subcommands, one line each."""
     add_dataclass_command(subparsers, "run", "run every grid cell without a record yet (rerunning resumes)", BenchRunArguments, run_grid)
     add_dataclass_command(subparsers, "leaderboard", "records -> leaderboard.md, index.html and plots", LeaderboardArguments, leaderboard)
+    add_dataclass_command(subparsers, "rescore", "score stored evaluation rollouts with another reward, as a new column",
+                          RescoreConfig, run_rescore)
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:

@@ -1,11 +1,14 @@
-"""Leaderboard: results records -> per-env and overall tables, as Markdown and a static HTML page.
+"""Leaderboard: results records -> per-track, per-env and overall tables, as Markdown and a static HTML page.
 
 Why computed from records only: anyone holding the JSONL file can regenerate (and check) every
-number on the page, and nothing from a live run leaks in. Per env, each row aggregates one
-algorithm's seeds; "overall" aggregates an algorithm's runs across envs with a bootstrap
-stratified by env (``benchmarks.stats``). Rows are distinguished by their config: if one label was
-run with several settings (say, records from an older budget are still in the file), each
-setting gets its own row, suffixed with a short hash of the non-env part of the config.
+number on the page, and nothing from a live run leaks in. Records are split by track (verifier
+reward vs a learned reward model, see ``benchmarks/PROTOCOL.md``); within a track each row pools
+one algorithm setting's runs over seeds and preparations (``benchmarks.grouping``). Per env, a
+cell aggregates those runs; "overall" aggregates across envs with a bootstrap stratified by env
+(``benchmarks.stats``). Beside the means and IQMs the board reports the probability that a row's
+run beats a run of the start policy (and each other row), and Gao et al.'s over-optimisation fits
+(``benchmarks.overopt``). Columns rescored from stored rollouts (``benchmarks.rescore``) are added
+when a rescores file sits beside the records.
 """
 
 from __future__ import annotations
@@ -13,26 +16,53 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from agents.metrics import GOLD_REWARD, KL, REWARD
+from benchmarks.grouping import Grouped, group_records, split_tracks, tags
+from benchmarks.overopt import FitRow, fit_records
 from benchmarks.plots import render_figures
 from benchmarks.records import RunRecord, read_records
-from benchmarks.stats import Estimate, bootstrap, iqm_over_groups, mean_over_groups, normalized_auc
-from benchmarks.variants import row_label, variant_hash
+from benchmarks.rescore import rescore_columns, rescores_path
+from benchmarks.stats import (
+    NAN_ESTIMATE,
+    Estimate,
+    bootstrap,
+    iqm_over_groups,
+    mean_over_groups,
+    normalized_auc,
+    probability_of_improvement,
+)
 
-GOLD, PROXY, KL = "objective/gold_reward", "objective/reward", "objective/kl"
 # Column key -> (header, metric source, statistic). "auc" is the normalised area under the gold curve.
 COLUMNS: dict[str, tuple[str, str, str]] = {
-    "gold_mean": ("Gold reward, mean", GOLD, "mean"),
-    "gold_iqm": ("Gold reward, IQM", GOLD, "iqm"),
-    "proxy_mean": ("Proxy reward, mean", PROXY, "mean"),
-    "proxy_iqm": ("Proxy reward, IQM", PROXY, "iqm"),
+    "gold_mean": ("Gold reward, mean", GOLD_REWARD, "mean"),
+    "gold_iqm": ("Gold reward, IQM", GOLD_REWARD, "iqm"),
+    "proxy_mean": ("Proxy reward, mean", REWARD, "mean"),
+    "proxy_iqm": ("Proxy reward, IQM", REWARD, "iqm"),
     "kl": ("Final KL, mean", KL, "mean"),
     "auc": ("Sample efficiency (gold AUC)", "auc", "mean"),
+}
+POI_START = "poi_start"
+POI_HEADER = "P(gold > start)"
+TRACK_TITLES = {
+    "verifier": "Verifier track",
+    "learned-rm": "Learned-RM track",
+    "rm-sweep": "RM sweep",
+    "from-scratch": "From-scratch track",
+}
+TRACK_NOTES = {
+    "verifier": "The reward optimised is the task's verifier (proxy = gold): does each optimiser improve the true "
+                "objective over the SFT start?",
+    "learned-rm": "The reward optimised (proxy) is a reward model learned from simulated preference feedback; gold is "
+                  "the task's verifier: where does each optimiser peak, and when does it over-optimise the proxy?",
+    "rm-sweep": "Best-of-n against reward models trained on more or less feedback (rows suffixed [feedbackN]: N "
+                "prompts labelled); gold is the task's verifier.",
+    "from-scratch": "Algorithms that cannot start from the SFT weights (their own small policy, trained from random "
+                    "weights) on the verifier reward. Not comparable with the SFT-started rows of the other tracks.",
 }
 
 
@@ -49,52 +79,100 @@ class Row:
 
 @dataclass
 class Leaderboard:
+    """One track's tables: per-env and overall rows, pairwise probabilities of improvement, fits."""
+
     per_env: dict[str, list[Row]]
     overall: list[Row]
     records: list[RunRecord] = field(default_factory=list)
     reps: int = 2000
+    columns: dict[str, tuple[str, str, str]] = field(default_factory=lambda: dict(COLUMNS))
+    start: str | None = None  # the start-policy row the P(gold > start) column compares with
+    pairwise: dict[tuple[str, str], Estimate] = field(default_factory=dict)
+    fits: list[FitRow] = field(default_factory=list)
 
 
 def run_value(record: RunRecord, source: str) -> float:
     """The value a record contributes to a column (NaN when it did not log that metric)."""
     if source == "auc":
-        points = [(p["step"], p.get(GOLD)) for p in record.curve if p.get(GOLD) is not None]
+        points = [(p["step"], p.get(GOLD_REWARD)) for p in record.curve if p.get(GOLD_REWARD) is not None]
         return normalized_auc([s for s, _ in points], [v for _, v in points]) if points else float("nan")
     value = record.final.get(source)
     return float("nan") if value is None else float(value)
 
 
-def _row(label: str, by_env: dict[str, list[RunRecord]], reps: int, seed: int) -> Row:
+Scores = tuple[list[np.ndarray], list[np.ndarray]]  # per env: run values, and each run's preparation id
+
+
+def _scores(by_env: dict[str, list[RunRecord]], envs: list[str], source: str) -> Scores:
+    """Per env, the finite values runs contribute to a column and the preparation each run came from
+    (so the bootstrap resamples preparations, then runs)."""
+    values, preps = [], []
+    for env in envs:
+        runs = by_env.get(env, [])
+        v = np.array([run_value(r, source) for r in runs], dtype=float)
+        p = np.array([str(tags(r).get("prep", "")) for r in runs])
+        keep = np.isfinite(v)
+        values.append(v[keep])
+        preps.append(p[keep])
+    return values, preps
+
+
+def _row(label: str, by_env: dict[str, list[RunRecord]], columns: dict, start: dict[str, list[RunRecord]] | None,
+         reps: int, seed: int) -> Row:
     cells = {}
-    for key, (_, source, stat) in COLUMNS.items():
-        groups = [np.array([run_value(r, source) for r in recs]) for recs in by_env.values()]
-        groups = [g[np.isfinite(g)] for g in groups]
-        cells[key] = bootstrap(groups, mean_over_groups if stat == "mean" else iqm_over_groups, reps=reps, seed=seed)
+    for key, (_, source, stat) in columns.items():
+        groups, preps = _scores(by_env, list(by_env), source)
+        cells[key] = bootstrap(groups, mean_over_groups if stat == "mean" else iqm_over_groups, reps=reps, seed=seed,
+                               clusters=preps)
+    if start is not None:
+        cells[POI_START] = _improvement(by_env, start, list(by_env), reps, seed)
     runs = [r for recs in by_env.values() for r in recs]
     return Row(label, len(runs), len(by_env), cells, float(np.mean([r.wall_s for r in runs])))
 
 
-def build_leaderboard(records: list[RunRecord], reps: int = 2000, seed: int = 0) -> Leaderboard:
-    """Aggregate records into per-env rows (over seeds) and overall rows (over envs and seeds),
-    each sorted by mean final gold reward, best first."""
-    variants: dict[str, set[str]] = defaultdict(set)
-    for record in records:
-        variants[record.algo].add(variant_hash(record))
-    multi = {algo for algo, hashes in variants.items() if len(hashes) > 1}
-    grouped: dict[str, dict[str, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
-    for record in records:
-        grouped[row_label(record, multi)][record.env_id].append(record)
+def _improvement(x: dict[str, list[RunRecord]], y: dict[str, list[RunRecord]], envs: list[str], reps: int,
+                 seed: int) -> Estimate:
+    (x_gold, x_preps), (y_gold, y_preps) = _scores(x, envs, GOLD_REWARD), _scores(y, envs, GOLD_REWARD)
+    return probability_of_improvement(x_gold, y_gold, reps=reps, seed=seed, x_clusters=x_preps, y_clusters=y_preps)
+
+
+def _pairwise(grouped: Grouped, envs: list[str], reps: int, seed: int) -> dict[tuple[str, str], Estimate]:
+    """P(X's gold > Y's gold) over the envs both ran, for every ordered pair of rows."""
+    out = {}
+    for x, x_envs in grouped.items():
+        for y, y_envs in grouped.items():
+            shared = [e for e in envs if e in x_envs and e in y_envs]
+            if x != y and shared:
+                out[(x, y)] = _improvement(x_envs, y_envs, shared, reps, seed)
+    return out
+
+
+def build_leaderboard(records: list[RunRecord], reps: int = 2000, seed: int = 0, start: str = "best-of-n_1",
+                      extra_columns: dict[str, tuple[str, str, str]] | None = None,
+                      reference: str = "best-of-n") -> Leaderboard:
+    """Aggregate one track's records into per-env rows (over seeds and preparations) and overall rows
+    (over envs too), each sorted by mean final gold reward, best first. When a row is labelled
+    ``start`` (best-of-1 is the SFT policy itself), every row also gets P(its gold > start's gold)."""
+    columns = {**COLUMNS, **(extra_columns or {})}
+    grouped = group_records(records)
+    start_runs = grouped.get(start)
 
     def best_first(row: Row) -> tuple[float, str]:
         gold = row.cells["gold_mean"].point
         return (-gold if math.isfinite(gold) else math.inf), row.label  # ties: alphabetical
 
+    envs = sorted({r.env_id for r in records})
     per_env: dict[str, list[Row]] = {}
-    for env_id in sorted({r.env_id for r in records}):
-        rows = [_row(label, {env_id: envs[env_id]}, reps, seed) for label, envs in grouped.items() if env_id in envs]
+    for env_id in envs:
+        rows = [_row(label, {env_id: by_env[env_id]}, columns, start_runs, reps, seed)
+                for label, by_env in grouped.items() if env_id in by_env]
         per_env[env_id] = sorted(rows, key=best_first)
-    overall = sorted((_row(label, envs, reps, seed) for label, envs in grouped.items()), key=best_first)
-    return Leaderboard(per_env, overall, records, reps)
+    overall = sorted((_row(label, by_env, columns, start_runs, reps, seed) for label, by_env in grouped.items()),
+                     key=best_first)
+    has_reference = start_runs is not None or any(label.startswith(reference) for label in grouped)
+    fits = fit_records(records, reference, start) if has_reference else []  # no start policy: no gain to fit
+    return Leaderboard(per_env, overall, records, reps, columns, start if start_runs else None,
+                       _pairwise(grouped, envs, reps, seed), fits)
 
 
 def format_estimate(estimate: Estimate) -> str:
@@ -103,45 +181,150 @@ def format_estimate(estimate: Estimate) -> str:
     return f"{estimate.point:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
 
 
-def _table_rows(rows: list[Row], overall: bool) -> tuple[list[str], list[list[str]]]:
-    header = ["Algorithm", "Envs" if overall else "Seeds"] + ([] if not overall else ["Runs"])
-    header += [COLUMNS[k][0] for k in COLUMNS] + ["Wall time per run (s)"]
+def format_probability(estimate: Estimate) -> str:
+    """``0.83*``: the star marks an interval that excludes 0.5 (a reliable difference)."""
+    if not math.isfinite(estimate.point):
+        return "—"
+    reliable = estimate.low > 0.5 or estimate.high < 0.5
+    return f"{estimate.point:.2f}{'*' if reliable else ''}"
+
+
+def _main_table(board: Leaderboard, rows: list[Row], overall: bool) -> tuple[list[str], list[list[str]]]:
+    keys = list(board.columns)
+    header = ["Algorithm", "Envs" if overall else "Runs"] + (["Runs"] if overall else [])
+    header += [board.columns[k][0] for k in keys] + ([POI_HEADER] if board.start else []) + ["Wall time per run (s)"]
     body = []
     for row in rows:
         counts = [str(row.envs), str(row.runs)] if overall else [str(row.runs)]
-        body.append([row.label, *counts, *(format_estimate(row.cells[k]) for k in COLUMNS), f"{row.wall_s:.1f}"])
+        poi = [format_estimate(row.cells.get(POI_START, NAN_ESTIMATE))] if board.start else []
+        body.append([row.label, *counts, *(format_estimate(row.cells[k]) for k in keys), *poi, f"{row.wall_s:.1f}"])
+    return header, body
+
+
+def _pairwise_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    labels = [row.label for row in board.overall]
+    header = ["P(row > column)"] + labels
+    body = [[x] + ["" if x == y else format_probability(board.pairwise.get((x, y), NAN_ESTIMATE)) for y in labels]
+            for x in labels]
+    return header, body
+
+
+def _fits_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    header = ["Env", "Optimiser", "Form", "alpha", "beta", "R²", "KL at peak gold", "Fitted peak gold", "Points", "Note"]
+    body = []
+    for row in board.fits:
+        if row.fit is None:
+            body.append([row.env_id, row.label, "—", "—", "—", "—", "—", "—", "—", f"not fitted: {row.reason}"])
+            continue
+        f = row.fit
+        peak_kl = "no peak (beta ≤ 0)" if math.isinf(f.peak_kl) else f"{f.peak_kl:.3g}"
+        peak_gold = "—" if math.isnan(f.peak_gold) else f"{f.peak_gold:.3f}"
+        r2 = "—" if math.isnan(f.r2) else f"{f.r2:.2f}"
+        body.append([row.env_id, row.label, "d(α − βd)" if f.form == "bon" else "d(α − β log d)",
+                     f"{f.alpha:.3f}", f"{f.beta:.3f}", r2, peak_kl, peak_gold, str(f.points),
+                     "gold falls from the start (alpha < 0)" if f.alpha < 0 else ""])
     return header, body
 
 
 def _provenance(records: list[RunRecord]) -> list[str]:
     commits = sorted({r.git_commit for r in records})
+    dirty = [c for c in commits if c.endswith("-dirty") or c == "unknown"]
     hardware = sorted({f"{r.hardware.get('cpu')} ({r.hardware.get('usable_cores')} usable cores)"
                        + (f", GPU {r.hardware['gpu']}" if r.hardware.get("gpu") else "") for r in records})
     versions = sorted({", ".join(f"{k} {v}" for k, v in r.versions.items()) for r in records})
-    return [f"git commit(s): {', '.join(commits)}", f"hardware: {'; '.join(hardware)}", f"versions: {'; '.join(versions)}"]
+    warning = ([f"WARNING: {len(commits)} commits, {len(dirty)} with uncommitted changes: these records are not "
+                "from one reproducible commit"] if len(commits) > 1 or dirty else [])
+    return warning + [f"git commit(s): {', '.join(commits)}", f"hardware: {'; '.join(hardware)}",
+                      f"versions: {'; '.join(versions)}",
+                      f"summed wall time of the recorded runs (one thread each): {sum(r.wall_s for r in records) / 3600:.2f} h "
+                      f"over {len(records)} runs; model preparation not included"]
 
 
 METHOD_NOTE = (
-    "Each cell is a point estimate with a 95% stratified percentile-bootstrap confidence interval over seeds "
-    "({reps} resamples; overall rows resample seeds within each env). Mean = mean over envs of the mean over "
-    "seeds; IQM = interquartile mean of all runs (with fewer than 4 runs it equals the mean). Final numbers come "
-    "from the runner's evaluation of each final policy on the same held-out episodes. Sample efficiency = area "
-    "under the gold-reward learning curve divided by its step range (the average gold reward during training; "
-    "— when a run logged no curve). Wall time covers training and the final evaluation."
+    "How to read this page. Each row is one algorithm setting; a cell is a point estimate with a 95% stratified "
+    "percentile-bootstrap confidence interval ({reps} resamples) over its runs — every seed of every independent "
+    "SFT + reward-model preparation — resampled within each env, preparations first, then seeds within them. Mean = mean over envs of the mean over runs; "
+    "IQM = interquartile mean of all runs (with fewer than 4 runs it equals the mean). Gold reward is the task's "
+    "verifier on held-out prompts; proxy reward is what the algorithm optimised. Final numbers come from the "
+    "runner's evaluation of each final policy (evaluation seed = base seed + run seed, the same for every algorithm "
+    "at one seed). {poi}Sample efficiency = average gold reward during training (area under the curve over its "
+    "step range; — when a run logged no curve). Wall time covers training and the final evaluation."
 )
+POI_NOTE = ("P(gold > start) = probability that a run of the row beats a run of the start policy ({start}) on "
+            "gold reward, averaged over envs (0.5 = no difference; Agarwal et al. 2021); the interval excluding "
+            "0.5 means a reliable difference. ")
+PAIRWISE_NOTE = ("Probability that a run of the row algorithm has a higher final gold reward than a run of the column "
+                 "algorithm (averaged over the envs both ran); * = the 95% bootstrap interval excludes 0.5.")
+FITS_NOTE = ("Gao et al. (2023) over-optimisation fits of gold reward gained over the start policy against "
+             "d = sqrt(KL): best-of-n from the final policies of every n, RL algorithms from their learning curves "
+             "(training-batch gold and KL at each logged iteration). KL at peak gold = where the fitted curve turns "
+             "down; 'no peak' = it had not turned down within the measured KL.")
 
 
-def to_markdown(board: Leaderboard, figure_files: dict[str, str] | None = None) -> str:
-    """The tables as GitHub Markdown; ``figure_files`` (title -> relative path) are linked at the end."""
-    lines = ["# llm_gym leaderboard", "", METHOD_NOTE.format(reps=board.reps), ""]
-    lines += [f"- {p}" for p in _provenance(board.records)] + [""]
-    sections = [("Overall", board.overall, True)] + [(env, rows, False) for env, rows in board.per_env.items()]
-    for title, rows, overall in sections:
-        header, body = _table_rows(rows, overall)
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body] + [""]
-    for title, path in (figure_files or {}).items():
-        lines += [f"## {title}", "", f"![{title}]({path})", ""]
+Section = tuple[str, str, str, tuple[list[str], list[list[str]]]]  # title, note, kind, (header, body)
+
+
+def _sections(board: Leaderboard, prefix: str) -> list[Section]:
+    """(title, note, kind, table) in page order for one track; ``kind`` "board" marks ranked tables."""
+    sections = [(f"{prefix}Overall", "", "board", _main_table(board, board.overall, True))]
+    sections += [(f"{prefix}{env}", "", "board", _main_table(board, rows, False)) for env, rows in board.per_env.items()]
+    if len(board.overall) > 1:
+        sections.append((f"{prefix}Probability of improvement between algorithms", PAIRWISE_NOTE, "matrix",
+                         _pairwise_table(board)))
+    if board.fits:
+        sections.append((f"{prefix}Over-optimisation fits", FITS_NOTE, "fits", _fits_table(board)))
+    return sections
+
+
+def _tracks(boards: Leaderboard | dict[str, Leaderboard]) -> dict[str, Leaderboard]:
+    return boards if isinstance(boards, dict) else {"": boards}
+
+
+def _note(boards: dict[str, Leaderboard]) -> str:
+    first = next(iter(boards.values()))
+    starts = sorted({b.start for b in boards.values() if b.start})
+    return METHOD_NOTE.format(reps=first.reps, poi=POI_NOTE.format(start=", ".join(starts)) if starts else "")
+
+
+@dataclass
+class _TrackPage:
+    """One track's part of the page: its heading and note (none for records without tracks), its
+    tables and the keys of its figures (``render_figures`` prefixes them with ``"<track>: "``)."""
+
+    heading: str
+    note: str
+    prefix: str
+    sections: list[Section]
+    figures: list[tuple[str, str]]  # (figure key, displayed title)
+
+
+def _layout(boards: dict[str, Leaderboard], figure_keys: list[str]) -> list[_TrackPage]:
+    pages = []
+    for track, board in boards.items():
+        name = TRACK_TITLES.get(track, track)
+        prefix = f"{name}: " if track else ""
+        figures = [(k, prefix + k.split(": ", 1)[1]) for k in figure_keys if track and k.startswith(f"{track}: ")]
+        figures += [(k, k) for k in figure_keys if not track and ": " not in k]
+        pages.append(_TrackPage(name if track else "", TRACK_NOTES.get(track, ""), prefix,
+                                _sections(board, prefix), figures))
+    return pages
+
+
+def to_markdown(boards: Leaderboard | dict[str, Leaderboard], figure_files: dict[str, str] | None = None) -> str:
+    """The page as GitHub Markdown: per track its note, one section per table, then its figures
+    (``figure_files``: figure key -> relative path)."""
+    boards = _tracks(boards)
+    all_records = [r for b in boards.values() for r in b.records]
+    lines = ["# llm_gym leaderboard", "", _note(boards), ""] + [f"- {p}" for p in _provenance(all_records)] + [""]
+    for page in _layout(boards, list(figure_files or {})):
+        if page.heading:
+            lines += [f"## {page.heading}", ""] + ([page.note, ""] if page.note else [])
+        for title, note, _, (header, body) in page.sections:
+            lines += [f"## {title}", ""] + ([note, ""] if note else [])
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(cells) + " |" for cells in body] + [""]
+        for key, title in page.figures:
+            lines += [f"## {title}", "", f"![{title}]({figure_files[key]})", ""]
     return "\n".join(lines)
 
 
@@ -149,54 +332,99 @@ HTML_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 2em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
-td { white-space: nowrap; }
-th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; font-weight: 600; }
-tr:first-child td { background: #eef7ee; }
+div.scroll { overflow-x: auto; }
+td { white-space: nowrap; } table.board td { white-space: normal; min-width: 5.5em; } table.board td:first-child { white-space: nowrap; }
+span.ci { white-space: nowrap; color: #666; font-size: 0.85em; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; font-weight: 600; white-space: nowrap; }
+table.board tbody tr:first-child td { background: #eef7ee; }
 p.note, ul.prov { max-width: 70em; font-size: 0.85em; color: #555; }
+li.warn { color: #a00; font-weight: 600; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+h1 + p.note { font-size: 0.9em; color: #333; }
+h2.track { margin-top: 2.5em; padding-top: 0.5em; border-top: 3px solid #446; font-size: 1.7em; }
+p.track { max-width: 70em; font-size: 1em; }
 """
 
 
-def to_html(board: Leaderboard, figures: dict[str, bytes] | None = None) -> str:
+def _html_cell(text: str) -> str:
+    """A cell's text, with an estimate's interval in a smaller span that wraps below its point as a unit."""
+    point, sep, interval = text.partition(" [")
+    if sep and interval.endswith("]"):
+        return f'{html.escape(point)} <span class="ci">[{html.escape(interval)}</span>'
+    return html.escape(text)
+
+
+def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, bytes] | None = None) -> str:
     """A single self-contained page: tables plus the plots embedded as base64 PNGs (no external files)."""
+    boards = _tracks(boards)
     esc = html.escape
+    all_records = [r for b in boards.values() for r in b.records]
+    prov = "".join(f'<li{" class=warn" if p.startswith("WARNING") else ""}>{esc(p)}</li>' for p in _provenance(all_records))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><title>llm_gym leaderboard</title>',
         f"<style>{HTML_STYLE}</style></head><body>",
         "<h1>llm_gym leaderboard</h1>",
-        f'<p class="note">{esc(METHOD_NOTE.format(reps=board.reps))}</p>',
-        '<ul class="prov">' + "".join(f"<li>{esc(p)}</li>" for p in _provenance(board.records)) + "</ul>",
+        f'<p class="note">{esc(_note(boards))}</p>',
+        f'<ul class="prov">{prov}</ul>',
     ]
-    sections = [("Overall", board.overall, True)] + [(env, rows, False) for env, rows in board.per_env.items()]
-    for title, rows, overall in sections:
-        header, body = _table_rows(rows, overall)
-        parts.append(f"<h2>{esc(title)}</h2><table><thead><tr>")
-        parts.append("".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
-        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in body]
-        parts.append("</tbody></table>")
-    for title, png in (figures or {}).items():
-        data = base64.b64encode(png).decode()
-        parts.append(f'<h2>{esc(title)}</h2><img alt="{esc(title)}" src="data:image/png;base64,{data}">')
+    pages = _layout(boards, list(figures or {}))
+    anchors: dict[str, str] = {}
+    for page in pages:
+        for title in [t for t, *_ in page.sections] + [t for _, t in page.figures]:
+            anchors[title] = f"s{len(anchors)}"
+    contents = []
+    for page in pages:
+        links = [f'<a href="#{anchors[t]}">{esc(t[len(page.prefix):])}</a>'
+                 for t in [t for t, *_ in page.sections] + [t for _, t in page.figures]]
+        contents.append((f"<b>{esc(page.heading)}</b>: " if page.heading else "") + " · ".join(links))
+    parts.append('<nav><p class="note">Contents<br>' + "<br>".join(contents) + "</p></nav>")
+    for page in pages:
+        if page.heading:
+            parts.append(f'<h2 class="track">{esc(page.heading)}</h2><p class="track">{esc(page.note)}</p>')
+        for title, note, kind, (header, body) in page.sections:
+            parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2>' + (f'<p class="note">{esc(note)}</p>' if note else ""))
+            parts.append(f'<div class="scroll"><table class="{kind}"><thead><tr>')
+            parts.append("".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
+            parts += ["<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in cells) + "</tr>" for cells in body]
+            parts.append("</tbody></table></div>")
+        for key, title in page.figures:
+            data = base64.b64encode(figures[key]).decode()
+            parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2><img alt="{esc(title)}" '
+                         f'src="data:image/png;base64,{data}">')
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
+def build_tracks(records: list[RunRecord], reps: int = 2000, seed: int = 0, start: str = "best-of-n_1",
+                 extra_columns: dict[str, tuple[str, str, str]] | None = None,
+                 reference: str = "best-of-n") -> dict[str, Leaderboard]:
+    """One ``Leaderboard`` per track, in the protocol's order (verifier, learned RM, RM sweep, others)."""
+    order = list(TRACK_TITLES)
+    split = split_tracks(records)
+    tracks = sorted(split, key=lambda t: (order.index(t) if t in order else len(order), t))
+    return {t: build_leaderboard(split[t], reps, seed, start, extra_columns, reference) for t in tracks}
+
+
 def write_leaderboard(
-    records_path: str | Path, out_dir: str | Path, reps: int = 2000, seed: int = 0, reference: str = "best-of-n"
+    records_path: str | Path, out_dir: str | Path, reps: int = 2000, seed: int = 0, reference: str = "best-of-n",
+    start: str = "best-of-n_1", rescores: str | Path | None = None,
 ) -> dict[str, Path]:
-    """Read records, write ``leaderboard.md``, ``index.html`` (self-contained) and the plots as PNGs."""
+    """Read records (and rescored columns), write ``leaderboard.md``, ``index.html`` (self-contained) and the plots."""
     records = read_records(records_path)
     if not records:
         raise ValueError(f"no results records in {records_path}: run `llm-gym bench run` first")
-    board = build_leaderboard(records, reps=reps, seed=seed)
+    names, records = rescore_columns(records, rescores or rescores_path(records_path))
+    extra = {f"rescore_{n}": (f"Rescored: {n}, mean", f"rescore/{n}", "mean") for n in names}
+    boards = build_tracks(records, reps=reps, seed=seed, start=start, extra_columns=extra, reference=reference)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = render_figures(records, reference=reference, seed=seed)
+    figures = render_figures(records, reference=reference, start=start, seed=seed)
     paths = {"markdown": out_dir / "leaderboard.md", "html": out_dir / "index.html"}
     for name, png in figures.items():
-        paths[name] = out_dir / f"{name.lower().replace(' ', '_').replace('-', '_')}.png"
+        slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+        paths[name] = out_dir / f"{slug}.png"
         paths[name].write_bytes(png)
-    paths["markdown"].write_text(to_markdown(board, {name: paths[name].name for name in figures}))
-    paths["html"].write_text(to_html(board, figures))
+    paths["markdown"].write_text(to_markdown(boards, {name: paths[name].name for name in figures}))
+    paths["html"].write_text(to_html(boards, figures))
     return paths

@@ -1,18 +1,21 @@
-"""Leaderboard figures from results records: learning curves, reward-vs-KL frontier, over-optimisation.
+"""Leaderboard figures from results records: learning curves, reward-vs-KL frontier, over-optimisation,
+performance profiles and the reward-model sweep.
 
-Why these three: the learning curve shows how fast gold reward rises (with a 95% bootstrap band
-over seeds), the frontier shows what each algorithm buys per unit of KL from the reference, and
-the over-optimisation plot (Gao et al. 2023, "Scaling Laws for Reward Model Over-optimization")
+Why these: the learning curve shows how fast gold reward rises (with a 95% bootstrap band over
+runs), the frontier shows what each algorithm buys per unit of KL from the reference, and the
+over-optimisation plot (Gao et al. 2023, "Scaling Laws for Reward Model Over-optimization")
 shows proxy and gold reward against KL, where a proxy that keeps rising while gold falls is
 reward hacking. Best-of-n is drawn in black as the reference: it reaches a KL without any
-gradient step, so a learner below its gold curve is paying KL for nothing.
+gradient step, so a learner below its gold curve is paying KL for nothing. Performance profiles
+(Agarwal et al. 2021) show the whole distribution of final gold rewards, not one summary number;
+the RM sweep shows how the peak gold reward and the KL where it peaks move as the reward model
+learns from more feedback. Every figure keeps its legend outside the axes, so it never covers data.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections import defaultdict
 
 import matplotlib
 
@@ -21,23 +24,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from agents.metrics import GOLD_REWARD as GOLD, KL, REWARD as PROXY
+from agents.metrics import GOLD_REWARD as GOLD
+from agents.metrics import KL
+from agents.metrics import REWARD as PROXY
+from benchmarks.grouping import group_records, split_tracks, tags
+from benchmarks.overopt import fit_records
 from benchmarks.records import RunRecord
-from benchmarks.stats import bootstrap, mean_over_groups
-from benchmarks.variants import row_label, variant_hash
-
-
-def _labelled(records: list[RunRecord]) -> dict[str, dict[str, list[RunRecord]]]:
-    """label -> env id -> records, with the leaderboard's labels."""
-    variants: dict[str, set[str]] = defaultdict(set)
-    for r in records:
-        variants[r.algo].add(variant_hash(r))
-    multi = {a for a, hashes in variants.items() if len(hashes) > 1}
-    out: dict[str, dict[str, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        out[row_label(r, multi)][r.env_id].append(r)
-    return out
-
+from benchmarks.stats import bootstrap, mean_over_groups, performance_profile_band
 
 def _grid(records: list[RunRecord], metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Seeds' curves of ``metric`` interpolated onto the union of their steps where all overlap:
@@ -74,6 +67,19 @@ def _axes(n: int, title: str) -> tuple[Figure, list]:
     return fig, flat[:n]
 
 
+def _finish(fig: Figure, axes: list) -> Figure:
+    """One legend for the whole figure, right of the panels (outside every axes), labels deduplicated."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.tight_layout()
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8,
+                   frameon=False)
+    return fig
+
+
 def _colors(labels: list[str]) -> dict[str, tuple]:
     cmap = plt.get_cmap("tab10")
     return {label: cmap(i % 10) for i, label in enumerate(sorted(labels))}
@@ -81,7 +87,7 @@ def _colors(labels: list[str]) -> dict[str, tuple]:
 
 def learning_curves(records: list[RunRecord], metric: str = GOLD, reps: int = 1000, seed: int = 0) -> Figure:
     """``metric`` against samples seen, one panel per env: mean over seeds with a 95% CI band."""
-    grouped = _labelled(records)
+    grouped = group_records(records)
     envs = sorted({r.env_id for r in records})
     colors = _colors(list(grouped))
     fig, axes = _axes(len(envs), f"Learning curves ({metric})")
@@ -95,16 +101,13 @@ def learning_curves(records: list[RunRecord], metric: str = GOLD, reps: int = 10
             ax.fill_between(steps, low, high, color=colors[label], alpha=0.2, linewidth=0)
         ax.set(title=env_id, xlabel="samples seen", ylabel=metric)
         ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes)
 
 
 def reward_kl_frontier(records: list[RunRecord], reps: int = 1000, seed: int = 0) -> Figure:
     """Final gold reward against final KL per run (dots) and per algorithm (mean with 95% CIs);
     the dashed line joins the algorithms no other beats on both axes (higher gold at lower KL)."""
-    grouped = _labelled(records)
+    grouped = group_records(records)
     envs = sorted({r.env_id for r in records})
     colors = _colors(list(grouped))
     fig, axes = _axes(len(envs), "Gold reward vs KL to the reference (final policies)")
@@ -131,19 +134,17 @@ def reward_kl_frontier(records: list[RunRecord], reps: int = 1000, seed: int = 0
             ax.plot(*zip(*frontier), "--", color="gray", linewidth=1, label="frontier")
         ax.set(title=env_id, xlabel="KL(policy || reference)", ylabel="gold reward")
         ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes)
 
 
-def _trajectory(records: list[RunRecord]) -> np.ndarray:
+def _trajectory(records: list[RunRecord], final_only: bool = False) -> np.ndarray:
     """(KL, proxy, gold) rows sorted by KL: the seeds' mean at each shared training-curve step, or,
-    for runs that logged no KL curve (best-of-n trains nothing), the mean final evaluation."""
+    with ``final_only`` (best-of-n trains nothing: its point is its evaluation) or for runs that
+    logged no KL curve, the mean final evaluation."""
     steps, kl = _grid(records, KL)
     _, proxy = _grid(records, PROXY)
     _, gold = _grid(records, GOLD)
-    if len(steps) and proxy.shape == kl.shape == gold.shape:
+    if not final_only and len(steps) and proxy.shape == kl.shape == gold.shape:
         points = np.stack([kl.mean(0), proxy.mean(0), gold.mean(0)], axis=1)
     else:
         finals = [(r.final.get(KL), r.final.get(PROXY), r.final.get(GOLD)) for r in records]
@@ -155,14 +156,14 @@ def _trajectory(records: list[RunRecord]) -> np.ndarray:
 def overoptimisation(records: list[RunRecord], reference: str = "best-of-n") -> Figure:
     """Proxy (solid) and gold (dashed) reward against KL, one panel per env; algorithms whose label
     starts with ``reference`` (one label per n, say ``best-of-n_4``) form the black reference curve."""
-    grouped = _labelled(records)
+    grouped = group_records(records)
     envs = sorted({r.env_id for r in records})
     colors = _colors(list(grouped))
     fig, axes = _axes(len(envs), "Over-optimisation: proxy (solid) and gold (dashed) reward vs KL")
     for ax, env_id in zip(axes, envs):
         reference_points = []
         for label, by_env in sorted(grouped.items()):
-            traj = _trajectory(by_env.get(env_id, []))
+            traj = _trajectory(by_env.get(env_id, []), final_only=label.startswith(reference))
             if label.startswith(reference):
                 reference_points.append(traj)
                 continue
@@ -176,25 +177,86 @@ def overoptimisation(records: list[RunRecord], reference: str = "best-of-n") -> 
             ax.plot(ref[:, 0], ref[:, 2], "--", marker="s", color="black", label=f"{reference} gold")
         ax.set(title=env_id, xlabel="KL(policy || reference)", ylabel="reward")
         ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=7)
-        else:
+        if not ax.has_data():
             ax.text(0.5, 0.5, "no run logged KL", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes)
 
 
-def render_figures(records: list[RunRecord], reference: str = "best-of-n", seed: int = 0) -> dict[str, bytes]:
-    """The leaderboard's figures as PNG bytes, keyed by title (closed after rendering)."""
+def performance_profiles(records: list[RunRecord], reps: int = 1000, seed: int = 0) -> Figure:
+    """Fraction of runs whose final gold reward exceeds tau, averaged over envs, with 95% bootstrap bands."""
+    grouped = group_records(records)
+    golds = [r.final.get(GOLD) for r in records if r.final.get(GOLD) is not None]
+    fig, (ax,) = _axes(1, "Performance profiles (final gold reward)")
+    if golds:
+        taus = np.linspace(min(golds), max(golds), 101)
+        colors = _colors(list(grouped))
+        for label, by_env in sorted(grouped.items()):
+            groups = [np.array([r.final[GOLD] for r in runs if r.final.get(GOLD) is not None]) for runs in by_env.values()]
+            profile, low, high = performance_profile_band(groups, taus, reps=reps, seed=seed)
+            if np.isfinite(profile).any():
+                ax.plot(taus, profile, color=colors[label], label=label)
+                ax.fill_between(taus, low, high, color=colors[label], alpha=0.15, linewidth=0)
+    else:
+        ax.text(0.5, 0.5, "no run logged gold reward", ha="center", va="center", transform=ax.transAxes)
+    ax.set(xlabel="gold reward threshold tau", ylabel="fraction of runs with gold > tau", ylim=(-0.02, 1.02))
+    ax.grid(alpha=0.3)
+    return _finish(fig, [ax])
+
+
+def rm_sweep(records: list[RunRecord], reference: str = "best-of-n", start: str = "best-of-n_1") -> Figure:
+    """Per env: the best-of-n fit's peak gold reward and the KL at that peak against the amount of
+    feedback (prompts labelled) each reward model was trained on (the ``feedback`` tag of the runs)."""
+    envs = sorted({r.env_id for r in records})
+    fig, axes = _axes(2, "Reward-model sweep: over-optimisation vs RM quality (prompts labelled for the RM)")
+    by_rm: dict[tuple[str, float], list[RunRecord]] = {}
+    for r in records:
+        if "rm" in tags(r):
+            by_rm.setdefault((str(tags(r)["rm"]), float(tags(r).get("feedback", math.nan))), []).append(r)
+    colors = _colors(envs)
+    for env_id in envs:
+        points = []
+        for (rm, feedback), runs in sorted(by_rm.items(), key=lambda item: item[0][1]):
+            fits = [f for f in fit_records([r for r in runs if r.env_id == env_id], reference, start)
+                    if f.fit is not None and f.label.startswith(reference)]
+            measured = [r.final.get(GOLD) for r in runs if r.env_id == env_id and r.final.get(GOLD) is not None]
+            if fits:
+                points.append((feedback, fits[0].fit.peak_gold, fits[0].fit.peak_kl, max(measured)))
+        if points:
+            x, peak, peak_kl, best = (np.array(v, dtype=float) for v in zip(*points))
+            axes[0].plot(x, peak, "-o", color=colors[env_id], label=f"{env_id} fitted peak")
+            axes[0].plot(x, best, ":s", color=colors[env_id], label=f"{env_id} best measured")
+            axes[1].plot(x, np.where(np.isfinite(peak_kl), peak_kl, np.nan), "-o", color=colors[env_id], label=f"{env_id} fitted peak")
+    axes[0].set(xlabel="prompts labelled for the RM (k completions each, all pairs)", ylabel="gold reward at the peak", xscale="log")
+    axes[1].set(xlabel="prompts labelled for the RM (k completions each, all pairs)", ylabel="KL at peak gold (no point: no peak)", xscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if not ax.has_data():
+            ax.text(0.5, 0.5, "no RM-sweep records with a fit", ha="center", va="center", transform=ax.transAxes)
+    return _finish(fig, axes)
+
+
+def track_figures(records: list[RunRecord], reference: str = "best-of-n", start: str = "best-of-n_1",
+                  seed: int = 0) -> dict[str, Figure]:
+    """The figures of one track's records, keyed by title."""
     figures = {
         "Learning curves": learning_curves(records, seed=seed),
         "Reward-KL frontier": reward_kl_frontier(records, seed=seed),
         "Over-optimisation": overoptimisation(records, reference=reference),
+        "Performance profiles": performance_profiles(records, seed=seed),
     }
+    if any("rm" in tags(r) for r in records):
+        figures["RM sweep"] = rm_sweep(records, reference, start)
+    return figures
+
+
+def render_figures(records: list[RunRecord], reference: str = "best-of-n", start: str = "best-of-n_1",
+                   seed: int = 0) -> dict[str, bytes]:
+    """The leaderboard's figures as PNG bytes, keyed by title ("<track>: <figure>" when records have tracks)."""
     out = {}
-    for title, fig in figures.items():
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        plt.close(fig)
-        out[title] = buffer.getvalue()
+    for track, track_records in sorted(split_tracks(records).items()):
+        for title, fig in track_figures(track_records, reference, start, seed).items():
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # "tight" keeps the outside legend
+            plt.close(fig)
+            out[f"{track}: {title}" if track else title] = buffer.getvalue()
     return out

@@ -95,9 +95,14 @@ def run_key(algo: str, env_id: str, seed: int, config: dict[str, Any]) -> tuple[
 
 def append_record(path: str | Path, record: RunRecord) -> None:
     """Append ``record`` as one line with a single ``O_APPEND`` write, then fsync (see module doc)."""
+    append_json_line(path, record.to_json())
+
+
+def append_json_line(path: str | Path, text: str) -> None:
+    """Append one JSON line to an append-only results file the way records are appended (see module doc)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (record.to_json() + "\n").encode()
+    line = (text + "\n").encode()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         if _ends_without_newline(fd):

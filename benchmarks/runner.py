@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import subprocess
 import time
 import traceback
 import typing
@@ -31,6 +32,7 @@ import yaml
 
 from agents.rl.algorithm import Algorithm
 from agents.rl.registry import ALGORITHMS as RL_ALGORITHMS
+from benchmarks.grouping import env_name
 from benchmarks.records import (
     RunRecord,
     append_record,
@@ -41,6 +43,7 @@ from benchmarks.records import (
     read_records,
     run_key,
 )
+from benchmarks.rollouts import default_rollouts_root, read_jsonl_rows, rollouts_file, write_rollouts
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,13 @@ class BenchConfig:
     algorithm and env kwargs, ``{env}`` in a string value becomes the env's short name
     (``llm_gym/Arithmetic-v0`` -> ``arithmetic``), so one line can say ``model_name_or_path:
     runs/sft-{env}`` for every env. The final evaluation uses ``eval_episodes`` episodes
-    from ``eval_seed`` with ``eval_env_kwargs`` on top of the env kwargs (the test split by default).
+    from ``eval_seed + seed`` (so seeds see fresh samples and best-of-n's intervals are real, while
+    algorithms with one seed share prompts) with ``eval_env_kwargs`` on top of the env kwargs (the
+    test split by default). ``tags`` (say ``{track: verifier, prep: 0}``) are stored in every run's
+    config and fill ``{tag}`` placeholders like ``{env}`` (``runs/prep{prep}/sft-{env}``).
+    Evaluation rollouts go to ``rollouts_dir`` (default: ``rollouts/`` beside the records file)
+    when the learner's ``evaluate`` takes ``rollouts_path``. ``require_clean`` refuses to run from
+    a checkout with uncommitted changes, so records name one reproducible commit.
     """
 
     algorithms: dict[str, dict[str, Any]]
@@ -155,6 +164,9 @@ class BenchConfig:
     gpus_per_run: float = 0.0  # Ray only: GPUs each run reserves (fractions share a GPU)
     ray_address: str | None = None
     registry: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, Any] = field(default_factory=dict)
+    rollouts_dir: str | None = None
+    require_clean: bool = False
 
 
 def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BenchConfig:
@@ -186,6 +198,7 @@ class RunSpec:
     config: dict[str, Any]
     out_dir: str
     threads: int
+    rollouts: str | None = None  # where this run's evaluation rollouts are stored
 
     @property
     def key(self) -> tuple[str, str, int, str]:
@@ -204,13 +217,16 @@ class BenchSummary:
     failed: list[tuple[RunSpec, str]] = field(default_factory=list)
 
 
-def env_name(env_id: str) -> str:
-    """``llm_gym/Arithmetic-v0`` -> ``arithmetic``: the ``{env}`` placeholder's value."""
-    return env_id.rsplit("/", 1)[-1].rsplit("-v", 1)[0].lower()
+def _fill_env(kwargs: dict[str, Any], env_id: str, tags: dict[str, Any] | None = None) -> dict[str, Any]:
+    """String values with ``{env}`` and every ``{tag}`` replaced."""
+    values = {**{k: str(v) for k, v in (tags or {}).items()}, "env": env_name(env_id)}
 
+    def fill(text: str) -> str:
+        for name, value in values.items():
+            text = text.replace("{" + name + "}", value)
+        return text
 
-def _fill_env(kwargs: dict[str, Any], env_id: str) -> dict[str, Any]:
-    return {k: v.replace("{env}", env_name(env_id)) if isinstance(v, str) else v for k, v in kwargs.items()}
+    return {k: fill(v) if isinstance(v, str) else v for k, v in kwargs.items()}
 
 
 def _env_entries(config: BenchConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -222,7 +238,7 @@ def _env_entries(config: BenchConfig) -> list[tuple[str, dict[str, Any]]]:
             entries.append((env["id"], {**config.env_kwargs, **(env.get("kwargs") or {})}))
         else:
             raise ValueError(f"each entry of envs must be an env id or {{id: ..., kwargs: {{...}}}}, got {env!r}")
-    entries = [(env_id, _fill_env(kwargs, env_id)) for env_id, kwargs in entries]
+    entries = [(env_id, _fill_env(kwargs, env_id, config.tags)) for env_id, kwargs in entries]
     ids = [e[0] for e in entries]
     if len(set(ids)) != len(ids):
         raise ValueError(f"envs lists an env id twice: {ids}")
@@ -243,6 +259,7 @@ def plan_runs(config: BenchConfig) -> list[RunSpec]:
         raise ValueError(f"unknown backend {config.backend!r}; use 'process' or 'ray'")
     registry = {**ALGORITHMS, **{name: _registry_entry(name, e) for name, e in config.registry.items()}}
     envs = _env_entries(config)
+    rollouts_root = Path(config.rollouts_dir) if config.rollouts_dir else default_rollouts_root(config.records)
     specs = []
     for label, entry in config.algorithms.items():
         entry = entry or {}
@@ -255,19 +272,24 @@ def plan_runs(config: BenchConfig) -> list[RunSpec]:
         budget = int(entry.get("budget", config.budget))
         if budget < 1:
             raise ValueError(f"algorithm {label!r}: budget must be >= 1 episode, got {budget}")
+        algo_kwargs = {**registry[name].preset, **(entry.get("kwargs") or {})}
+        setting = {"target": registry[name].target, "algo_kwargs": algo_kwargs, "budget": budget,
+                   "eval_episodes": config.eval_episodes, "eval_seed": config.eval_seed,
+                   "eval_env_kwargs": config.eval_env_kwargs}
         for env_id, env_kwargs in envs:
             run_config = {
-                "target": registry[name].target,
-                "algo_kwargs": _fill_env({**registry[name].preset, **(entry.get("kwargs") or {})}, env_id),
-                "budget": budget,
+                **setting,
+                "algo_kwargs": _fill_env(algo_kwargs, env_id, config.tags),
                 "env_kwargs": env_kwargs,
-                "eval_episodes": config.eval_episodes,
-                "eval_seed": config.eval_seed,
-                "eval_env_kwargs": config.eval_env_kwargs,
+                "eval_seed_per_run": True,  # the evaluation seed is eval_seed + the run's seed
+                "variant": config_hash(setting),  # the setting before {env}/{tag} filling: one row across envs, preps
+                "tags": dict(config.tags),
             }
             for seed in config.seeds:
                 run_dir = Path(config.out_dir) / label / env_id.replace("/", "_") / f"seed{seed}-{config_hash(run_config)[:8]}"
-                specs.append(RunSpec(label, env_id, int(seed), run_config, str(run_dir), config.threads_per_run))
+                rollouts = rollouts_file(rollouts_root, label, env_id, seed, run_config)
+                specs.append(RunSpec(label, env_id, int(seed), run_config, str(run_dir), config.threads_per_run,
+                                     str(rollouts)))
     return specs
 
 
@@ -315,7 +337,16 @@ def execute_run(spec: RunSpec) -> RunRecord:
     if bad_points:
         raise ValueError(f"{spec.describe()}: curve points without a 'step' key, e.g. {bad_points[0]}")
     eval_kwargs = {**cfg["env_kwargs"], **cfg["eval_env_kwargs"]}
-    final = algorithm.evaluate(result.checkpoint_dir, spec.env_id, cfg["eval_episodes"], cfg["eval_seed"], eval_kwargs)
+    eval_seed = cfg["eval_seed"] + (spec.seed if cfg.get("eval_seed_per_run") else 0)
+    rollouts_kwargs = {}
+    if spec.rollouts and "rollouts_path" in inspect.signature(algorithm.evaluate).parameters:
+        raw = out_dir / "eval_rollouts.jsonl"
+        raw.unlink(missing_ok=True)  # the learner appends: start empty
+        rollouts_kwargs["rollouts_path"] = raw
+    final = algorithm.evaluate(result.checkpoint_dir, spec.env_id, cfg["eval_episodes"], eval_seed, eval_kwargs,
+                               **rollouts_kwargs)
+    if rollouts_kwargs:  # stored before the record exists, so a recorded run always has its rollouts
+        write_rollouts(spec.rollouts, read_jsonl_rows(rollouts_kwargs["rollouts_path"]))
     wall_s = time.perf_counter() - start
     return RunRecord(
         algo=spec.algo,
@@ -349,6 +380,8 @@ def pending_runs(specs: list[RunSpec], records_path: str | Path) -> tuple[list[R
 
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> BenchSummary:
     """Run every grid cell that has no record yet; a failed run is reported and the others go on."""
+    if config.require_clean:
+        check_clean_checkout()
     specs = plan_runs(config)
     todo, skipped = pending_runs(specs, config.records)
     summary = BenchSummary(skipped=skipped)
@@ -375,6 +408,20 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
     else:
         _run_ray(todo, config, finished)
     return summary
+
+
+def check_clean_checkout(repo_dir: str | Path | None = None) -> str:
+    """The checkout's commit, or an error listing the uncommitted changes that would make records irreproducible."""
+    commit = git_commit(repo_dir)
+    if commit == "unknown":
+        raise RuntimeError("refusing to record benchmark runs outside a git checkout: records must name their commit")
+    if commit.endswith("-dirty"):
+        cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                 capture_output=True, text=True, check=False).stdout.split("\n")
+        raise RuntimeError(f"refusing to record benchmark runs from a dirty checkout ({commit}); commit or stash "
+                           f"these changes first: {', '.join(c.strip() for c in changed if c.strip())}")
+    return commit
 
 
 def _save_config(config: BenchConfig) -> None:

@@ -18,10 +18,21 @@ import yaml
 from agents.rl.algorithm import TrainResult
 from llm_gym.cli import main as cli_main
 from benchmarks.records import append_record, read_records
-from benchmarks.runner import build_algorithm, execute_run, load_bench_config, pending_runs, plan_runs, run_benchmark
+from benchmarks import runner
+from benchmarks.rollouts import read_rollouts, record_rollouts
+from benchmarks.runner import (
+    build_algorithm,
+    check_clean_checkout,
+    execute_run,
+    load_bench_config,
+    pending_runs,
+    plan_runs,
+    run_benchmark,
+)
 
 ENVS = ["llm_gym/Copy-v0", "llm_gym/Reverse-v0"]
 FAKE = "test_runner:FakeAlgorithm"
+FAKE_ROLLOUTS = "test_runner:FakeRolloutAlgorithm"
 
 
 @dataclass
@@ -62,6 +73,19 @@ class FakeAlgorithm:
         return {"objective/gold_reward": gold, "objective/reward": gold + 0.2, "objective/kl": 0.1,
                 "eval/episodes": episodes, "eval/seed": seed, "eval/test_split": float(env_kwargs.get("split") == "test"),
                 **(self.config.extra or {})}
+
+
+class FakeRolloutAlgorithm(FakeAlgorithm):
+    """``FakeAlgorithm`` whose ``evaluate`` appends its completions to ``rollouts_path`` like the real learners."""
+
+    def evaluate(self, policy_dir, env_id, episodes, seed, env_kwargs=None, rollouts_path=None) -> dict[str, float]:
+        metrics = super().evaluate(policy_dir, env_id, episodes, seed, env_kwargs)
+        if rollouts_path is not None:
+            with open(rollouts_path, "a") as f:
+                for i in range(episodes):  # completion length depends on the evaluation seed
+                    f.write(json.dumps({"prompt": f"{env_id} #{i}", "completion": "x" * (1 + (seed + i) % 4),
+                                        "proxy": 0.5, "gold": 0.25, "kl": 0.0}) + "\n")
+        return metrics
 
 
 def write_config(tmp_path: Path, **overrides) -> Path:
@@ -105,7 +129,7 @@ def test_rerun_skips_finished_runs_and_deleting_a_record_reruns_only_that_run(tm
 
     record = next(r for r in records if r.env_id == ENVS[1] and r.seed == 1)
     assert record.final["objective/gold_reward"] == pytest.approx(0.51)
-    assert (record.final["eval/episodes"], record.final["eval/seed"], record.final["eval/test_split"]) == (4, 10_000, 1)
+    assert (record.final["eval/episodes"], record.final["eval/seed"], record.final["eval/test_split"]) == (4, 10_001, 1)
     assert [p["step"] for p in record.curve] == [0, 4, 8]
     assert record.versions["torch"] and record.git_commit != "" and record.hardware["cpu_cores"] >= 1
     assert record.wall_s > 0 and record.config["budget"] == 8 and record.config["target"] == FAKE
@@ -280,3 +304,46 @@ def test_a_run_whose_metrics_break_the_protocol_is_an_error_naming_the_metric(tm
         execute_run(spec(extra={"eval/text": "oops"}))
     with pytest.raises(ValueError, match="curve points without a 'step' key"):
         execute_run(spec(drop_step=True))
+
+
+def test_tags_fill_placeholders_and_runs_store_their_rollouts_and_evaluate_on_their_own_seed(tmp_path):
+    def grid(prep):
+        return load_bench_config(write_config(
+            tmp_path, registry={"fake": FAKE_ROLLOUTS}, envs=ENVS[:1], workers=1, tags={"track": "verifier", "prep": prep},
+            algorithms={"fake": {"kwargs": {"calls_log": str(tmp_path / "calls-prep{prep}-{env}.jsonl")}}}))
+
+    config = grid(1)
+    specs = plan_runs(config)
+    assert specs[0].config["algo_kwargs"]["calls_log"] == str(tmp_path / "calls-prep1-copy.jsonl")
+    assert specs[0].config["tags"] == {"track": "verifier", "prep": 1}
+    other_prep = plan_runs(grid(2))
+    assert other_prep[0].config["variant"] == specs[0].config["variant"]  # one leaderboard row across preparations
+    assert other_prep[0].key != specs[0].key  # ... but separate runs
+    assert not run_benchmark(config, log=lambda _: None).failed
+    records = sorted(read_records(config.records), key=lambda r: r.seed)
+    assert [r.final["eval/seed"] for r in records] == [10_000, 10_001]  # fresh evaluation samples per seed
+    for record in records:
+        rows = read_rollouts(record_rollouts(tmp_path / "rollouts", record))  # beside the records file
+        assert len(rows) == 4 and rows[0]["completion"] == "x" * (1 + int(record.final["eval/seed"]) % 4)
+
+
+def test_require_clean_refuses_a_dirty_checkout(tmp_path, monkeypatch):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / "a.py").write_text("x = 1\n")
+    subprocess.run(git + ["add", "a.py"], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-qm", "init"], cwd=repo, check=True)
+    assert len(check_clean_checkout(repo)) == 40
+    (repo / "a.py").write_text("x = 2\n")
+    with pytest.raises(RuntimeError, match=r"refusing to record benchmark runs from a dirty checkout .*M a.py"):
+        check_clean_checkout(repo)
+    with pytest.raises(RuntimeError, match="outside a git checkout"):
+        check_clean_checkout(tmp_path)
+    monkeypatch.setattr(runner, "check_clean_checkout", lambda: (_ for _ in ()).throw(RuntimeError("dirty")))
+    with pytest.raises(RuntimeError, match="dirty"):
+        run_benchmark(load_bench_config(write_config(tmp_path, require_clean=True)), log=lambda _: None)
+    assert not (tmp_path / "calls.jsonl").exists()

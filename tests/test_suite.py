@@ -96,3 +96,123 @@ def test_one_setting_on_several_envs_is_one_leaderboard_row():
     assert [(row.label, row.envs) for row in board.overall] == [("grpo", 2)]
     board = build_leaderboard([record("grpo", "sort", 1e-4), record("grpo", "reverse", 3e-4)], reps=10)
     assert sorted(row.label.split("@")[0] for row in board.overall) == ["grpo", "grpo"]  # a real variant stays apart
+
+
+def _suite(tmp_path: Path, **overrides) -> SuiteConfig:
+    return SuiteConfig(leaderboard_dir=str(tmp_path / "board"), tiny_dir=str(tmp_path / "p{prep}/tiny-{env}"),
+                       sft_dir=str(tmp_path / "p{prep}/sft-{env}"), feedback_dir=str(tmp_path / "p{prep}/fb-{env}"),
+                       rm_dir=str(tmp_path / "p{prep}/rm-{env}"), **{"allow_dirty": True, **overrides})
+
+
+def test_board_grids_cover_tracks_preparations_and_the_from_scratch_track(tmp_path):
+    from benchmarks.runner import load_bench_config, plan_runs
+
+    config = _suite(tmp_path)
+    bench = load_bench_config(config.bench_config)
+    grids = suite.board_grids(config, bench, {"ppo": 3.0})
+    assert sorted(grids) == ["grid/from-scratch", "grid/learned-rm/prep0", "grid/learned-rm/prep1",
+                             "grid/verifier/prep0", "grid/verifier/prep1"]
+    specs = {name: plan_runs(grid) for name, grid in grids.items()}
+    rm_run = next(s for s in specs["grid/learned-rm/prep1"] if s.algo == "ppo" and s.env_id == "llm_gym/Sort-v0")
+    assert rm_run.config["env_kwargs"]["reward"] == f"learned:path={tmp_path}/p1/rm-sort"
+    assert rm_run.config["algo_kwargs"]["policy_dir"] == "runs/suite/prep1/sft-sort"
+    assert rm_run.config["algo_kwargs"]["lr"] == pytest.approx(9e-4)  # the tuned factor 3 x 3e-4
+    assert rm_run.config["tags"] == {"track": "learned-rm", "prep": 1}
+    assert all(s.config["env_kwargs"]["reward"] == "verifier" for s in specs["grid/verifier/prep0"])
+    assert {s.algo for s in specs["grid/from-scratch"]} == {"sb3-ppo"}
+    assert "sb3-ppo" not in {s.algo for s in specs["grid/verifier/prep0"]}
+    per_cell = [s for s in specs["grid/verifier/prep0"] if s.algo == "grpo" and s.env_id == "llm_gym/Sort-v0"]
+    assert [s.seed for s in per_cell] == [0, 1, 2, 3, 4]  # >= 5 seeds per cell, per preparation
+    assert all(grid.require_clean is False for grid in grids.values())  # allow_dirty=True in _suite
+    assert suite.board_grids(SuiteConfig(), bench, {})["grid/verifier/prep0"].require_clean
+
+
+def test_tuning_grid_gives_every_tuned_algorithm_the_same_budget_and_the_best_factor_wins(tmp_path):
+    from benchmarks.records import RunRecord, append_record
+    from benchmarks.runner import load_bench_config, plan_runs
+
+    config = _suite(tmp_path)
+    bench = load_bench_config(config.bench_config)
+    grid = suite.tuning_grid(config, bench)
+    specs = plan_runs(grid)
+    assert {s.env_id for s in specs} == {config.tuning_env} and config.tuning_env not in bench.envs
+    runs_per_algo = {}
+    for s in specs:
+        runs_per_algo.setdefault(s.algo.split("@")[0], []).append(s.config["budget"])
+    assert set(runs_per_algo) == {"grpo", "rloo", "reinforce", "ppo", "sb3-ppo"}  # best-of-n has no learning rate
+    assert {len(b) for b in runs_per_algo.values()} == {6} and {sum(b) for b in runs_per_algo.values()} == {6 * 4096}
+    for s in specs:  # ppo's factor 3 is best; grpo ties factors 1 and 3 -> the factor nearer 1 wins
+        label, factor = s.algo.split("@lr*")
+        gold = {"ppo": {0.3: 0.1, 1.0: 0.2, 3.0: 0.4}, "grpo": {0.3: 0.1, 1.0: 0.3, 3.0: 0.3}}.get(label, {}).get(float(factor), 0.0)
+        curve = [{"step": 0.0, "objective/gold_reward": 0.0}, {"step": 2048.0, "objective/gold_reward": gold * 0.5},
+                 {"step": 4096.0, "objective/gold_reward": gold}]
+        append_record(grid.records, RunRecord(s.algo, s.env_id, s.seed, s.config, curve=curve,
+                                              final={"objective/gold_reward": gold}))
+    factors = suite.best_factors(grid.records)
+    assert factors["ppo"] == 3.0 and factors["grpo"] == 1.0
+    evidence = suite.budget_evidence(grid.records, factors, bench)
+    assert evidence["ppo"]["gain_reached"] == pytest.approx(0.5)  # half the gain by the board budget: not converged
+
+
+def test_rm_sweep_grids_use_one_reward_model_per_amount_of_feedback(tmp_path):
+    from benchmarks.runner import load_bench_config, plan_runs
+
+    config = _suite(tmp_path)
+    grids = suite.rm_sweep_grids(config, load_bench_config(config.bench_config))
+    assert len(grids) >= 3
+    rewards = {plan_runs(g)[0].config["env_kwargs"]["reward"] for g in grids.values()}
+    assert rewards == {f"learned:path={tmp_path}/p0/rm-sweep{n}-sort" for n in config.rm_sweep_feedback}
+    assert {g.tags["feedback"] for g in grids.values()} == set(config.rm_sweep_feedback)
+    with pytest.raises(ValueError, match=r"rm_sweep_algorithms \['nope'\] are not labels"):
+        suite.rm_sweep_grids(_suite(tmp_path, rm_sweep_algorithms=["nope"]), load_bench_config(config.bench_config))
+
+
+def test_run_suite_records_progress_per_stage_and_a_rerun_resumes(tmp_path, monkeypatch):
+    prepared, grids = [], []
+
+    def fake_prepare(config, env, task, log, prep=0, **extra):
+        prepared.append((prep, env, extra.get("feedback_prompts")))
+        return {"sft_accuracy": {"final": 0.5}, "reward_model_eval": {}, "sft_wall_s": 1.0, "reward_model_wall_s": 1.0}
+
+    def fake_run(grid, log):
+        from benchmarks.runner import BenchSummary
+
+        grids.append(grid.tags)
+        return BenchSummary()
+
+    monkeypatch.setattr(suite, "prepare_env", fake_prepare)
+    monkeypatch.setattr(suite, "run_benchmark", fake_run)
+    config = _suite(tmp_path, stages=["prepare", "grid", "rm_sweep", "leaderboard"], preps=[0, 1])
+    assert suite.run_suite(config, log=lambda _: None) == 0
+    progress = json.loads((tmp_path / "board" / suite.PROGRESS_FILE).read_text())
+    stages = progress["stages"]
+    assert {"prepare/prep0/sort", "prepare/prep1/sort", "prepare/prep0/copy", "prepare/prep0/sort/feedback128",
+            "grid/verifier/prep1", "grid/from-scratch", "rm_sweep/feedback2048"} <= set(stages)
+    assert all(s["status"] == "done" and s["wall_s"] >= 0 and s["finished_at"] for s in stages.values())
+    assert len(progress["commit"]) >= 40
+    assert {"track": "learned-rm", "prep": 1} in grids and len(grids) == 5 + 3
+    # Rerun: the wall times add up across calls, nothing is lost.
+    assert suite.run_suite(config, log=lambda _: None) == 0
+    again = json.loads((tmp_path / "board" / suite.PROGRESS_FILE).read_text())["stages"]
+    assert again["grid/from-scratch"]["wall_s"] >= stages["grid/from-scratch"]["wall_s"]
+
+
+def test_the_suite_refuses_records_from_another_commit_and_a_dirty_tree(tmp_path, monkeypatch):
+    from benchmarks.records import RunRecord, append_record
+
+    records = tmp_path / "board" / "records.jsonl"
+    append_record(records, RunRecord("ppo", "llm_gym/Sort-v0", 0, {}, git_commit="0" * 40))
+    with pytest.raises(RuntimeError, match=r"holds runs from other commit\(s\) \['0000000000000000000000000000000000000000'\]"):
+        suite.check_records_commit(records, _suite(tmp_path))
+    assert suite.check_records_commit(records, _suite(tmp_path, allow_mixed_commits=True))
+    monkeypatch.setattr(suite, "check_clean_checkout", lambda: (_ for _ in ()).throw(RuntimeError("dirty checkout")))
+    with pytest.raises(RuntimeError, match="dirty checkout"):
+        suite.check_records_commit(records, _suite(tmp_path, allow_dirty=False, allow_mixed_commits=True))
+    with pytest.raises(ValueError, match=r"unknown stage\(s\) \['train'\]"):
+        suite.run_suite(_suite(tmp_path, stages=["train"]))
+
+
+def test_every_suite_field_has_help():
+    import dataclasses
+
+    assert all(f.metadata.get("help") for f in dataclasses.fields(SuiteConfig))

@@ -1,0 +1,99 @@
+"""Gao et al.'s over-optimisation fits recover known parameters from synthetic gold-vs-KL data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.overopt import fit_overoptimisation
+
+
+@pytest.mark.parametrize("form, alpha, beta", [("bon", 0.8, 0.3), ("rl", 0.5, 0.2)])
+def test_fit_recovers_known_parameters_and_the_peak(form, alpha, beta):
+    rng = np.random.default_rng(0)
+    kl = np.linspace(0.05, 30, 60)
+    d = np.sqrt(kl)
+    gain = d * (alpha - beta * d) if form == "bon" else d * (alpha - beta * np.log(d))
+    gold = 0.25 + gain + rng.normal(0, 0.01, len(kl))
+    fit = fit_overoptimisation(kl, gold, form, baseline=0.25)
+    assert fit.alpha == pytest.approx(alpha, abs=0.02) and fit.beta == pytest.approx(beta, abs=0.02)
+    assert fit.r2 > 0.99
+    # The peak the fit reports is where its curve is highest, found numerically on a fine grid.
+    grid = np.linspace(1e-6, 400, 400_001)
+    curve = fit.predict(grid)
+    assert fit.peak_kl == pytest.approx(grid[np.argmax(curve)], rel=1e-3)
+    assert fit.peak_gold == pytest.approx(curve.max(), abs=1e-6)
+    # ... and equals the closed form with the true parameters, up to the fit's error.
+    true_peak_d = alpha / (2 * beta) if form == "bon" else math.exp(alpha / beta - 1)
+    assert math.sqrt(fit.peak_kl) == pytest.approx(true_peak_d, rel=0.1)
+
+
+def test_the_two_forms_are_told_apart_and_r2_is_low_on_noise():
+    kl = np.linspace(0.1, 20, 40)
+    d = np.sqrt(kl)
+    bon_data = d * (0.9 - 0.25 * d)
+    assert fit_overoptimisation(kl, bon_data, "bon").r2 > fit_overoptimisation(kl, bon_data, "rl").r2
+    noise = np.random.default_rng(1).normal(0, 1, len(kl))
+    assert fit_overoptimisation(kl, noise, "bon").r2 < 0.3
+
+
+def test_a_curve_that_never_turns_down_has_no_peak():
+    kl = np.linspace(0.1, 10, 20)
+    fit = fit_overoptimisation(kl, 0.3 * np.sqrt(kl) + 0.05 * kl, "bon")
+    assert fit.beta < 0 and math.isinf(fit.peak_kl) and math.isnan(fit.peak_gold)
+
+
+def test_bad_inputs_name_the_cause():
+    with pytest.raises(ValueError, match="needs >= 2 distinct KL values > 0, got 1"):
+        fit_overoptimisation([0.0, 1.0, 1.0], [0.1, 0.3, 0.35], "bon")  # two runs at one KL: alpha, beta not separable
+    with pytest.raises(ValueError, match="same shape"):
+        fit_overoptimisation([1.0, 2.0], [0.1], "rl")
+    with pytest.raises(ValueError, match="unknown over-optimisation form 'ppo'"):
+        fit_overoptimisation([1.0, 2.0], [0.1, 0.2], "ppo")
+
+
+def test_fits_from_records_split_by_reward_model_and_measure_gold_over_the_start():
+    """Best-of-n records drawn exactly from d(alpha - beta d) over a start gold of 0.3, for two RMs."""
+    from benchmarks.overopt import fit_records
+    from benchmarks.records import RunRecord
+
+    records = []
+    for rm, (alpha, beta) in {"feedback128": (0.2, 0.15), "feedback2048": (0.4, 0.1)}.items():
+        for n in (1, 4, 16, 64):
+            kl = math.log(n) - (n - 1) / n
+            d = math.sqrt(kl)
+            for seed in range(2):
+                records.append(RunRecord(f"best-of-n_{n}", "llm_gym/Sort-v0", seed, {"n": n, "tags": {"rm": rm}},
+                                         final={"objective/kl": kl, "objective/gold_reward": 0.3 + d * (alpha - beta * d)}))
+    fits = {row.label: row.fit for row in fit_records(records)}
+    assert set(fits) == {"best-of-n (all n) [feedback128]", "best-of-n (all n) [feedback2048]"}
+    better = fits["best-of-n (all n) [feedback2048]"]
+    assert (better.alpha, better.beta, better.baseline) == (pytest.approx(0.4), pytest.approx(0.1), pytest.approx(0.3))
+    assert better.peak_kl == pytest.approx((0.4 / 0.2) ** 2)
+    assert fits["best-of-n (all n) [feedback128]"].peak_kl < better.peak_kl  # the worse RM peaks earlier
+
+
+def test_rm_sweep_plot_draws_the_fitted_peak_against_the_amount_of_feedback():
+    import matplotlib.pyplot as plt
+
+    from benchmarks.plots import rm_sweep
+    from benchmarks.records import RunRecord
+
+    params = {128: (0.2, 0.2), 512: (0.3, 0.15), 2048: (0.4, 0.1)}  # more feedback: a later, higher peak
+    records = []
+    for feedback, (alpha, beta) in params.items():
+        for n in (1, 4, 16, 64):
+            kl = math.log(n) - (n - 1) / n
+            d = math.sqrt(kl)
+            records.append(RunRecord(f"best-of-n_{n}", "llm_gym/Sort-v0", 0,
+                                     {"n": n, "tags": {"track": "rm-sweep", "rm": f"feedback{feedback}", "feedback": feedback}},
+                                     final={"objective/kl": kl, "objective/gold_reward": 0.3 + d * (alpha - beta * d)}))
+    fig = rm_sweep(records)
+    peak_gold_line = next(line for line in fig.axes[0].lines if line.get_label().endswith("fitted peak"))
+    peak_kl_line = fig.axes[1].lines[0]
+    assert list(peak_gold_line.get_xdata()) == [128, 512, 2048]
+    assert list(peak_gold_line.get_ydata()) == pytest.approx([0.3 + a * a / (4 * b) for a, b in params.values()])
+    assert list(peak_kl_line.get_ydata()) == pytest.approx([(a / (2 * b)) ** 2 for a, b in params.values()])
+    plt.close(fig)
