@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
+from llm_gym.rewards import make_reward
 
 # Metric names this monitor logs (TRL-style "objective/..." names beside objective/reward and gold_reward).
 PROXY_GOLD_GAP = "objective/proxy_gold_gap"  # mean(proxy - gold)
@@ -75,8 +76,6 @@ class RewardMonitor:
         if c.window < 2:
             raise ValueError(f"window must be >= 2 iterations (a rise needs two points), got {c.window}")
         if ensemble is None and c.ensemble:
-            from llm_gym import make_reward
-
             ensemble = [make_reward(spec, task=task) for spec in c.ensemble]
         self.ensemble = list(ensemble or [])
         self.alert = alert or (lambda message: warnings.warn(message, stacklevel=2))

@@ -12,6 +12,7 @@ agents.train_cli ppo ...`` (CPU) every process runs the same command and the tra
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium
+
+from agents.reward_monitor import RewardMonitor, RewardMonitorConfig
 from agents.rl.registry import ALGORITHMS, make_algorithm
 from llm_gym.commands import ENV_KWARGS_HELP, CommandParser, add_dataclass_command, require_env_id, run_cli
 
@@ -42,9 +46,19 @@ class RunArguments:
         require_env_id(self.env_id)
 
 
-def train(algo: str, config: Any, run: RunArguments) -> int:
-    """Train ``algo`` as configured and print where the policy is with its final evaluation."""
-    result = make_algorithm(algo, config).train(run.env_id, run.budget, run.seed, Path(run.output_dir), run.env_kwargs)
+def train(algo: str, config: Any, run: RunArguments, monitor: RewardMonitorConfig | None = None) -> int:
+    """Train ``algo`` as configured and print where the policy is with its final evaluation.
+
+    Algorithms that take training callbacks (the on-policy loop) are watched by a ``RewardMonitor``:
+    proxy-gold divergence every iteration, the ensemble's disagreement when one is given, and the
+    optional stop rule.
+    """
+    algorithm = make_algorithm(algo, config)
+    options: dict[str, Any] = {}
+    if monitor is not None:
+        task = gymnasium.make(run.env_id, **run.env_kwargs).unwrapped.problem.task
+        options["callbacks"] = [RewardMonitor(monitor, task=task)]
+    result = algorithm.train(run.env_id, run.budget, run.seed, Path(run.output_dir), run.env_kwargs, **options)
     if result.final:
         print(json.dumps({"algo": algo, "policy": str(result.checkpoint_dir), "final": result.final}))
     return 0
@@ -53,8 +67,9 @@ def train(algo: str, config: Any, run: RunArguments) -> int:
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     """The ``llm_gym.commands`` entry point: ``llm-gym ppo``, ``llm-gym grpo``... one per registered algorithm."""
     for name, entry in ALGORITHMS.items():
-        add_dataclass_command(subparsers, name, entry.description, [entry.config_class, RunArguments],
-                              partial(train, name))
+        takes_callbacks = "callbacks" in inspect.signature(entry.factory.train).parameters
+        classes = [entry.config_class, RunArguments, *([RewardMonitorConfig] if takes_callbacks else [])]
+        add_dataclass_command(subparsers, name, entry.description, classes, partial(train, name))
 
 
 def main(argv: list[str] | None = None) -> int:

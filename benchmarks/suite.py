@@ -203,7 +203,7 @@ def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[st
     if not (sft / SFT_DONE).is_file():  # train_sft writes SFT_DONE last; resume="auto" picks up its checkpoints
         timed("sft", lambda: train_sft(SFTConfig(
             model_name_or_path=str(tiny), output_dir=str(sft), env_id=env_id_of(task_name), max_steps=config.sft_steps.get(env, config.default_sft_steps),
-            batch_size=config.sft_batch_size, lr=config.sft_lr, warmup_steps=20, eval_every=0, eval_size=256,
+            batch_size=config.sft_batch_size, learning_rate=config.sft_lr, warmup_steps=20, eval_every=0, eval_size=256,
             resume_from_checkpoint="auto", seed=seed)))
     if reward_model and not (rm / RM_DONE).is_file():
         # Labels are appended and resumed by item id, so an interrupted collection continues.

@@ -71,7 +71,7 @@ def sft_and_learned_reward(root: Path, task_name: str = "arithmetic", sft_steps:
     texts = [s.prompt + s.reference for s in task.dataset("train", 2000, seed=0) + task.dataset("test", 200, seed=0)]
     tiny = save_tiny(root / "tiny", texts, "char", TinyModelConfig(n_layer=2, n_embd=64, n_head=4, seed=seed))
     sft = train_sft(SFTConfig(model_name_or_path=str(tiny), output_dir=str(root / "sft"), env_id=env_id(task_name), max_steps=sft_steps, batch_size=64,
-                              lr=3e-3, warmup_steps=20, eval_every=0, eval_size=256, seed=seed))
+                              learning_rate=3e-3, warmup_steps=20, eval_every=0, eval_size=256, seed=seed))
     feedback = root / "feedback"
     collect_feedback(FeedbackConfig(model_name_or_path=str(sft.output_dir), output_dir=str(feedback), env_id=env_id(task_name),
                                     num_prompts=feedback_prompts, k=4, seed=seed), output_fn=lambda text: None)

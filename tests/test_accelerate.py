@@ -34,7 +34,7 @@ def test_reward_model_training_runs_on_two_cpu_processes(tmp_path):
         str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "-m", "agents.supervised.reward_training", "--cpu", "true",
         "--data", str(data), "--output-dir", str(out), "--tokenizer", str(model_dir), "--n-layer", "1", "--n-embd", "32",
-        "--max-steps", "4", "--batch-size", "8", "--eval-fraction", "0.2", "--log-every", "2", "--save-every", "2",
+        "--max-steps", "4", "--batch-size", "8", "--eval-fraction", "0.2", "--log-every", "2", "--save-steps", "2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)

@@ -153,13 +153,13 @@ def test_runtime_errors_are_one_line_with_status_1_and_debug_shows_the_traceback
 
 def test_config_file_values_are_defaults_that_flags_override(tmp_path, tiny_model_dir):
     config = tmp_path / "sft.yaml"
-    config.write_text(f"model_name_or_path: {tiny_model_dir}\noutput_dir: {tmp_path}/out\nmax_steps: 7\nlr: 0.5\n"
+    config.write_text(f"model_name_or_path: {tiny_model_dir}\noutput_dir: {tmp_path}/out\nmax_steps: 7\nlearning_rate: 0.5\n"
                       "env_kwargs: {task_kwargs: {digits: 2}}\ncpu: true\n")
     parser = build_parser()
-    args = parser.parse_args(["sft", "--config", str(config), "--lr", "0.25", "--env_kwargs", '{"task_kwargs": {"digits": 3}}'])
+    args = parser.parse_args(["sft", "--config", str(config), "--learning_rate", "0.25", "--env_kwargs", '{"task_kwargs": {"digits": 3}}'])
     sft_parser = chosen_parser(parser, args)
     (sft,) = sft_parser.configs_from(args)
-    assert (sft.max_steps, sft.lr, sft.cpu, sft.env_kwargs) == (7, 0.25, True, {"task_kwargs": {"digits": 3}})
+    assert (sft.max_steps, sft.learning_rate, sft.cpu, sft.env_kwargs) == (7, 0.25, True, {"task_kwargs": {"digits": 3}})
     args = parser.parse_args(["sft", "--model_name_or_path", str(tiny_model_dir), "--output-dir", "o", "--cpu"])
     assert sft_parser.configs_from(args)[0].cpu is True  # a boolean is a switch
 
@@ -180,7 +180,7 @@ def test_third_party_loading_noise_is_quiet_unless_verbose(tiny_model_dir, tmp_p
 
 def test_resuming_into_a_run_of_another_env_is_refused_naming_the_difference(tiny_model_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "sft"
-    assert main(sft_argv(tiny_model_dir, out, "--save_every", "1", "--env_kwargs", '{"task_kwargs": {"digits": 2}}')) == 0
+    assert main(sft_argv(tiny_model_dir, out, "--save_steps", "1", "--env_kwargs", '{"task_kwargs": {"digits": 2}}')) == 0
     record = read_run_record(out)
     assert record["command"] == "sft" and record["config"]["env_kwargs"] == {"task_kwargs": {"digits": 2}}
     assert record["config"]["model_name_or_path"] == str(tiny_model_dir.resolve())  # absolute

@@ -37,7 +37,7 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
     sft = train_sft(
         SFTConfig(model_name_or_path=str(model), output_dir=str(root / "sft"), env_id="llm_gym/Copy-v0",
                   env_kwargs={"task_kwargs": COPY_KWARGS}, train_size=3000,
-                  eval_size=100, batch_size=32, max_steps=100, lr=3e-3, warmup_steps=10, eval_every=0)
+                  eval_size=100, batch_size=32, max_steps=100, learning_rate=3e-3, warmup_steps=10, eval_every=0)
     )
     sft_s = time.perf_counter() - started
     started = time.perf_counter()
@@ -56,7 +56,7 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
 def rm_config(pipeline, out: str, **overrides) -> RewardModelConfig:
     base = RewardModelConfig(
         data=str(pipeline["pairs"]), output_dir=str(pipeline["root"] / out), model_name_or_path=str(pipeline["sft"]),
-        max_steps=200, batch_size=32, lr=3e-3, eval_every=0, eval_fraction=0.2,
+        max_steps=200, batch_size=32, learning_rate=3e-3, eval_every=0, eval_fraction=0.2,
     )
     return replace(base, **overrides)
 

@@ -34,7 +34,7 @@ def copy_config(model: Path, out: Path, **overrides) -> SFTConfig:
     base = SFTConfig(
         model_name_or_path=str(model), output_dir=str(out), env_id="llm_gym/Copy-v0",
         env_kwargs={"task_kwargs": dict(COPY_KWARGS)}, train_size=3000,
-        eval_size=100, batch_size=32, max_steps=100, lr=3e-3, warmup_steps=10, eval_every=0, log_every=10,
+        eval_size=100, batch_size=32, max_steps=100, learning_rate=3e-3, warmup_steps=10, eval_every=0, log_every=10,
     )
     return replace(base, **overrides)
 
@@ -94,7 +94,7 @@ def test_sft_learns_arithmetic_from_random_init(tmp_path):
     model = save_tiny(tmp_path / "model", texts, "char", TinyModelConfig(n_layer=3, n_embd=128))
     config = SFTConfig(
         model_name_or_path=str(model), output_dir=str(tmp_path / "sft"), env_id="llm_gym/Arithmetic-v0", batch_size=128, max_steps=500,
-        lr=3e-3, warmup_steps=30, eval_every=100, max_length=32,
+        learning_rate=3e-3, warmup_steps=30, eval_every=100, max_length=32,
     )
     result = train_sft(config)
     assert result.initial["eval/accuracy"] <= 0.02
@@ -102,7 +102,7 @@ def test_sft_learns_arithmetic_from_random_init(tmp_path):
 
 
 def test_resume_reproduces_the_uninterrupted_run(copy_model_dir, tmp_path):
-    short = dict(max_steps=6, eval_size=8, train_size=200, batch_size=16, warmup_steps=2, log_every=2, save_every=3)
+    short = dict(max_steps=6, eval_size=8, train_size=200, batch_size=16, warmup_steps=2, log_every=2, save_steps=3)
     full = train_sft(copy_config(copy_model_dir, tmp_path / "full", **short))
     steps = list_checkpoints(full.output_dir / "checkpoints")
     assert [p.name for p in steps] == ["step-00000003", "step-00000006"]
@@ -158,9 +158,9 @@ def test_messages_jsonl_with_chat_template_and_cli_overrides(copy_model_dir, tmp
     )
     # The chat template's characters ("user: ", "assistant: ") are outside the copy tokenizer's
     # alphabet and map to <unk>; the rows still encode, and the run must go through end to end.
-    assert cli_main(["sft", "--config", str(tmp_path / "sft.yaml"), "--max-steps", "3", "--lr", "1e-3"]) == 0
+    assert cli_main(["sft", "--config", str(tmp_path / "sft.yaml"), "--max-steps", "3", "--learning_rate", "1e-3"]) == 0
     saved = (tmp_path / "out" / "sft_config.yaml").read_text()
-    assert "max_steps: 3" in saved and "lr: 0.001" in saved and f"data: {data.resolve()}" in saved
+    assert "max_steps: 3" in saved and "learning_rate: 0.001" in saved and f"data: {data.resolve()}" in saved
     metrics = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert {"eval/loss", "eval/accuracy"} <= set(metrics[-1]) and any("loss/train" in m for m in metrics)
 

@@ -142,7 +142,7 @@ def test_env_sft_reward_model_and_grpo_agree_on_tokens(family, tmp_path):
     assert row["input_ids"][: len(prompt_ids)] == prompt_ids
     assert [t for t in row["labels"] if t != -100] == answer + [tokenizer.eos_token_id]
     sft = train_sft(SFTConfig(model_name_or_path=str(model_dir), output_dir=str(tmp_path / "sft"), data=rows, max_steps=2,
-                              batch_size=8, eval_size=4, eval_batch_size=8, eval_every=0, max_length=64, lr=1e-3,
+                              batch_size=8, eval_size=4, eval_batch_size=8, eval_every=0, max_length=64, learning_rate=1e-3,
                               max_new_tokens=4)).output_dir
     assert (sft / "data" / "data").is_dir()  # the in-memory dataset is saved with the run, the config points at it
 

@@ -103,3 +103,17 @@ def test_cli_dispatches_sb3_ppo_to_the_sb3_adapter(tmp_path):
                          "--n-steps", "8", "--batch-size", "16", "--eval-episodes", "8", "--log-every", "8",
                          "--env-kwargs", "{reward: exact_match}"]) == 0
     assert (out / "policy").is_dir()
+
+
+def test_cli_watches_on_policy_runs_with_the_reward_monitor(sft_dir, tmp_path):
+    """`--ensemble` specs are scored on every iteration's batch; the stop rule ends the run early."""
+    out = tmp_path / "watched"
+    assert llm_gym_main(["grpo", "--env_id", ENV, "--output_dir", str(out), "--model_name_or_path", str(sft_dir),
+                         "--batch_size", "8", "--num_generations", "2", "--eval_episodes", "8", "--save_steps", "0",
+                         "--budget", "16", "--ensemble", "exact_match", "chrf", "--stop_rule", "alert"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert {"objective/proxy_gold_gap", "objective/ensemble_std", "objective/ensemble_lower_bound",
+                "objective/hacking_alarm"} <= set(row)
+        assert 0.0 <= row["objective/ensemble_std"] <= 0.5  # two members scoring in [0, 1]

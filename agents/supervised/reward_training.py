@@ -33,25 +33,24 @@ from agents.run_config import save_config
 from agents.run_record import write_run_record
 from agents.supervised.data import FeedbackData, RewardCollator, encode_reward_text, read_feedback, save_in_memory_data
 from agents.supervised.training import (
+    TrainingArguments,
     EpochOrder,
-    MixedPrecision,
     RunLogger,
-    Schedule,
     adamw_with_schedule,
     checkpoint_step,
     make_accelerator,
     resolve_resume,
     save_final,
 )
-from llm_gym.commands import RESUME_HELP, add_dataclass_command
+from llm_gym.commands import add_dataclass_command
 from llm_gym.models import TinyModelConfig, build_tiny_model, check_vocab_match, load_tokenizer
 
 Objective = Literal["auto", "pairwise", "pointwise"]
 SETUP_KEYS = ("data", "model_name_or_path", "tokenizer", "objective")
 
 
-@dataclass
-class RewardModelConfig:
+@dataclass(kw_only=True)
+class RewardModelConfig(TrainingArguments):
     """Train a reward model on preference pairs or good/bad ratings; saved as reward_model_config.yaml in output_dir."""
 
     data: str = field(metadata={"help": "JSONL or save_to_disk directory of preference pairs or ratings (e.g. from `llm-gym feedback`); "
@@ -67,22 +66,6 @@ class RewardModelConfig:
     n_head: int = field(default=4, metadata={"help": "attention heads of the tiny backbone"})
     eval_fraction: float = field(default=0.1, metadata={"help": "fraction of prompts held out (stable hash split)"})
     max_length: int = field(default=128, metadata={"help": "tokens per text; longer texts are truncated from the left and counted"})
-    batch_size: int = field(default=32, metadata={"help": "pairs (or ratings) per process per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    max_steps: int = field(default=300, metadata={"help": "optimizer steps"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (not on biases and norms)"})
-    warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps"})
-    schedule: Schedule = field(default="cosine", metadata={"help": "learning-rate decay after warm-up"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: off)"})
-    mixed_precision: MixedPrecision = field(default="auto", metadata={"help": "auto: bf16 (or fp16) on CUDA, none on CPU"})
-    cpu: bool = field(default=False, metadata={"help": "train on the CPU even when a GPU is present"})
-    eval_every: int = field(default=100, metadata={"help": "steps between evaluations (0: only before and after training)"})
-    eval_batch_size: int = field(default=256, metadata={"help": "rows per evaluation batch"})
-    log_every: int = field(default=10, metadata={"help": "steps between logged training metrics"})
-    save_every: int = field(default=0, metadata={"help": "steps between checkpoints (0: only at the end)"})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": RESUME_HELP})
-    seed: int = field(default=0, metadata={"help": "seed of the initialisation and data order"})
 
     def __post_init__(self) -> None:
         if self.model_name_or_path is None and self.tokenizer is None:
@@ -207,7 +190,7 @@ def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
     out = Path(config.output_dir)
     config = save_in_memory_data(config, out, ("data",))  # a datasets.Dataset works as `data`
     resume = resolve_resume(out, "reward-model", config, SETUP_KEYS)
-    accelerator = make_accelerator(config.mixed_precision, config.grad_accum, cpu=config.cpu)
+    accelerator = make_accelerator(config.mixed_precision, config.gradient_accumulation_steps, cpu=config.cpu)
     torch.manual_seed(config.seed)
     data = read_feedback(config.data)
     objective = resolve_objective(config.objective, data, config.data)
@@ -229,7 +212,7 @@ def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
         **{f"skipped_{why}": n for why, n in data.skipped.items()},
     }
     optimizer, scheduler = adamw_with_schedule(
-        model, config.lr, config.weight_decay, config.warmup_steps, config.max_steps, config.schedule
+        model, config.learning_rate, config.weight_decay, config.warmup_steps, config.max_steps, config.schedule
     )
     step, micro_step = 0, 0
     if resume is not None:
@@ -280,13 +263,13 @@ def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
         logger.advance()
         if step % config.log_every == 0 or step == config.max_steps:
             mean_loss = accelerator.reduce(window_loss / window_n, "mean").item()
-            rows_per_s = step * config.batch_size * config.grad_accum * accelerator.num_processes / (time.perf_counter() - started)
+            rows_per_s = step * config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes / (time.perf_counter() - started)
             logger.log(step, {"loss/train": mean_loss, "lr": scheduler.get_last_lr()[0], "perf/samples_per_s": rows_per_s})
             window_loss.zero_()
             window_n = 0
         if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
             evaluate()
-        if config.save_every and step % config.save_every == 0 and step < config.max_steps:
+        if config.save_steps and step % config.save_steps == 0 and step < config.max_steps:
             checkpoint_step(out, accelerator, model, step, optimizer, scheduler, batches)
 
     final = evaluate()

@@ -40,17 +40,16 @@ from agents.supervised.data import (
     save_in_memory_data,
 )
 from agents.supervised.training import (
+    TrainingArguments,
     EpochOrder,
-    MixedPrecision,
     RunLogger,
-    Schedule,
     adamw_with_schedule,
     checkpoint_step,
     make_accelerator,
     resolve_resume,
     save_final,
 )
-from llm_gym.commands import ENV_KWARGS_HELP, RESUME_HELP, add_dataclass_command, require_env_id
+from llm_gym.commands import ENV_KWARGS_HELP, add_dataclass_command, require_env_id
 from llm_gym.models import load_causal_lm
 from llm_gym.tasks import Sample, Task
 from llm_gym.tasks.datasets import DatasetTask, Format
@@ -58,8 +57,8 @@ from llm_gym.tasks.datasets import DatasetTask, Format
 SETUP_KEYS = ("model_name_or_path", "env_id", "env_kwargs", "data", "test_data", "data_format")
 
 
-@dataclass
-class SFTConfig:
+@dataclass(kw_only=True)
+class SFTConfig(TrainingArguments):
     """Supervised fine-tuning of a causal LM on an env's reference answers or a dataset file; saved as sft_config.yaml in output_dir."""
 
     model_name_or_path: str = field(metadata={"help": "local HF causal-LM directory with its tokenizer to start from (e.g. from `llm-gym tiny`)", "path": "dir"})
@@ -73,22 +72,11 @@ class SFTConfig:
     eval_size: int = field(default=200, metadata={"help": "held-out rows evaluated"})
     max_length: int = field(default=64, metadata={"help": "tokens per row (prompt + completion + EOS); longer rows are dropped and counted"})
     batch_size: int = field(default=64, metadata={"help": "rows per process per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     max_steps: int = field(default=500, metadata={"help": "optimizer steps"})
-    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW)"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)"})
     warmup_steps: int = field(default=50, metadata={"help": "linear warm-up steps"})
-    schedule: Schedule = field(default="cosine", metadata={"help": "learning-rate decay after warm-up"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: off)"})
-    mixed_precision: MixedPrecision = field(default="auto", metadata={"help": "auto: bf16 (or fp16) on CUDA, none on CPU"})
-    cpu: bool = field(default=False, metadata={"help": "train on the CPU even when a GPU is present"})
-    eval_every: int = field(default=100, metadata={"help": "steps between evaluations (0: only before and after training)"})
-    eval_batch_size: int = field(default=256, metadata={"help": "rows per evaluation batch"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "greedy-decoding budget at evaluation (default: the env's)"})
-    log_every: int = field(default=10, metadata={"help": "steps between logged training metrics"})
-    save_every: int = field(default=0, metadata={"help": "steps between checkpoints (0: only at the end)"})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": RESUME_HELP})
-    seed: int = field(default=0, metadata={"help": "seed of the data draw, order and initialisation"})
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -158,7 +146,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
     out = Path(config.output_dir)
     config = save_in_memory_data(config, out, ("data", "test_data"))  # a datasets.Dataset works as `data`
     resume = resolve_resume(out, "sft", config, SETUP_KEYS)
-    accelerator = make_accelerator(config.mixed_precision, config.grad_accum, cpu=config.cpu)
+    accelerator = make_accelerator(config.mixed_precision, config.gradient_accumulation_steps, cpu=config.cpu)
     torch.manual_seed(config.seed)
     model, tokenizer = load_causal_lm(config.model_name_or_path)
     task, task_max_new_tokens = load_sft_task(config, tokenizer)
@@ -172,7 +160,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
     )
     max_new_tokens = config.max_new_tokens or task_max_new_tokens
     optimizer, scheduler = adamw_with_schedule(
-        model, config.lr, config.weight_decay, config.warmup_steps, config.max_steps, config.schedule
+        model, config.learning_rate, config.weight_decay, config.warmup_steps, config.max_steps, config.schedule
     )
     step, micro_step = 0, 0
     if resume is not None:
@@ -231,7 +219,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
             window_n = 0
         if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
             curve.append({"step": step, **evaluate()})
-        if config.save_every and step % config.save_every == 0 and step < config.max_steps:
+        if config.save_steps and step % config.save_steps == 0 and step < config.max_steps:
             checkpoint_step(out, accelerator, model, step, optimizer, scheduler, batches)
 
     final = evaluate()

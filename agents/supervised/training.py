@@ -24,9 +24,34 @@ from transformers import get_scheduler
 
 from agents.checkpoint import list_checkpoints, save_checkpoint
 from agents.run_record import check_resumable
+from llm_gym.commands import RESUME_HELP
 
 Schedule = Literal["cosine", "linear", "constant"]
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+
+
+@dataclass(kw_only=True)
+class TrainingArguments:
+    """The optimisation settings SFT and reward-model training share, spelt as in ``transformers``/TRL
+    (``learning_rate``, ``gradient_accumulation_steps``, ``save_steps``); each trainer's config extends it
+    and overrides the defaults that suit it."""
+
+    batch_size: int = field(default=32, metadata={"help": "rows per process per micro-batch"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_steps: int = field(default=300, metadata={"help": "optimizer steps"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (not on biases and norms)"})
+    warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps"})
+    schedule: Schedule = field(default="cosine", metadata={"help": "learning-rate decay after warm-up"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: off)"})
+    mixed_precision: MixedPrecision = field(default="auto", metadata={"help": "auto: bf16 (or fp16) on CUDA, none on CPU"})
+    cpu: bool = field(default=False, metadata={"help": "train on the CPU even when a GPU is present"})
+    eval_every: int = field(default=100, metadata={"help": "steps between evaluations (0: only before and after training)"})
+    eval_batch_size: int = field(default=256, metadata={"help": "rows per evaluation batch"})
+    log_every: int = field(default=10, metadata={"help": "steps between logged training metrics"})
+    save_steps: int = field(default=0, metadata={"help": "steps between checkpoints (0: only at the end)"})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": RESUME_HELP})
+    seed: int = field(default=0, metadata={"help": "seed of the data draw, the data order and the initialisation"})
 
 
 def resolve_resume(out: Path, command: str, config: Any, setup_keys: Sequence[str]) -> Path | None:
