@@ -100,5 +100,6 @@ def test_evaluate_appends_rollouts_as_jsonl(sft_dir, tmp_path):
     metrics = evaluate(sft_dir, ENV, 12, seed=1, rollouts_path=path)
     evaluate(sft_dir, ENV, 4, seed=2, rollouts_path=path)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(rows) == 16 and set(rows[0]) == {"prompt", "completion", "proxy", "gold", "kl"}
+    assert len(rows) == 16 and set(rows[0]) == {"prompt", "completion", "metadata", "proxy", "gold", "kl"}
+    assert all("answer" in r["metadata"] for r in rows)  # what the verifier reads when the rows are rescored
     assert sum(r["proxy"] for r in rows[:12]) / 12 == pytest.approx(metrics["objective/reward"], abs=1e-6)

@@ -51,8 +51,8 @@ def evaluate(
     model), ``eval/perplexity`` of the policy on the task's reference completions,
     ``eval/distinct_1``/``eval/distinct_2`` and ``episode/length`` (tokens, EOS included). With
     ``rollouts_path`` every evaluated sample is appended there as one compact JSON line
-    ``{prompt, completion, proxy, gold, kl}`` (kl: that completion's k1 sum; 0 without a reference),
-    so the samples can be re-scored later by other rewards.
+    ``{prompt, completion, metadata, proxy, gold, kl}`` (kl: that completion's k1 sum; 0 without a
+    reference), so the samples can be re-scored later by other rewards, the task's verifier included.
     """
     config = config or EvalConfig()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -83,11 +83,12 @@ def evaluate(
             kl = ((c.logprobs - ref_lp) * c.mask).sum(1)[:n]
             sums["kl"] += float(kl.sum())
         if rollouts_path is not None:
-            rows = zip(rollout.prompts[:n], rollout.texts[:n], rollout.score[:n].tolist(), rollout.gold[:n].tolist(),
-                       kl.tolist())
+            rows = zip(rollout.prompts[:n], rollout.texts[:n], rollout.metadata[:n], rollout.score[:n].tolist(),
+                       rollout.gold[:n].tolist(), kl.tolist())
             with Path(rollouts_path).open("a") as f:
-                f.writelines(json.dumps({"prompt": p, "completion": t, "proxy": r, "gold": None if math.isnan(g) else g, "kl": k},
-                                        separators=(",", ":")) + "\n" for p, t, r, g, k in rows)
+                f.writelines(json.dumps({"prompt": p, "completion": t, "metadata": m, "proxy": r,
+                                         "gold": None if math.isnan(g) else g, "kl": k},
+                                        separators=(",", ":"), default=str) + "\n" for p, t, m, r, g, k in rows)
         refs = tokenizer([r + tokenizer.eos_token for r in env.references()], add_special_tokens=False,
                          return_tensors="pt", padding=True)
         ref_ids, ref_mask = refs["input_ids"].to(dev), refs["attention_mask"].to(dev)

@@ -136,8 +136,8 @@ class OnPolicyAlgorithm:
 
     # ------------------------------------------------------------------------------- the loop
     def evaluate(self, policy_dir: Path, env_id: str, episodes: int, seed: int,
-                 env_kwargs: dict[str, Any] | None = None) -> dict[str, float]:
-        return evaluate(policy_dir, env_id, episodes, seed, env_kwargs)
+                 env_kwargs: dict[str, Any] | None = None, rollouts_path: Path | None = None) -> dict[str, float]:
+        return evaluate(policy_dir, env_id, episodes, seed, env_kwargs, rollouts_path=rollouts_path)
 
     def train(self, env_id: str, budget: int, seed: int, out_dir: Path, env_kwargs: dict[str, Any] | None = None,
               callbacks: Sequence[TrainingCallback] = ()) -> TrainResult:
