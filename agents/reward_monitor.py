@@ -21,15 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
+
+from agents.metrics import ENSEMBLE_LOWER, ENSEMBLE_MEAN, ENSEMBLE_STD, HACKING_ALARM, PROXY_GOLD_CORR, PROXY_GOLD_GAP
 from llm_gym.rewards import make_reward
 
 # Metric names this monitor logs (TRL-style "objective/..." names beside objective/reward and gold_reward).
-PROXY_GOLD_GAP = "objective/proxy_gold_gap"  # mean(proxy - gold)
-PROXY_GOLD_CORR = "objective/proxy_gold_corr"  # Pearson correlation of proxy and gold over the batch
-ENSEMBLE_MEAN = "objective/ensemble_mean"
-ENSEMBLE_STD = "objective/ensemble_std"  # mean over samples of the members' std: their disagreement
-ENSEMBLE_LOWER = "objective/ensemble_lower_bound"  # mean over samples of (mean - k std)
-HACKING_ALARM = "objective/hacking_alarm"  # 1.0 on an iteration where the stop rule fired
 
 
 class Report(Protocol):

@@ -8,16 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.reward_monitor import (
-    ENSEMBLE_LOWER,
-    ENSEMBLE_MEAN,
-    ENSEMBLE_STD,
-    HACKING_ALARM,
-    PROXY_GOLD_CORR,
-    PROXY_GOLD_GAP,
-    RewardMonitor,
-    RewardMonitorConfig,
-)
+from agents.metrics import ENSEMBLE_LOWER, ENSEMBLE_MEAN, ENSEMBLE_STD, HACKING_ALARM, PROXY_GOLD_CORR, PROXY_GOLD_GAP
+from agents.reward_monitor import RewardMonitor, RewardMonitorConfig
 
 
 @dataclass
