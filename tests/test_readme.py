@@ -6,7 +6,9 @@ demo's artefacts exists (``runs/demo/sft`` and ``runs/demo/reward_model``, the p
 demo`` writes); a ``print(...)`` line with a trailing comment must print exactly that comment.
 Shell blocks (```bash, ```sh, ```shell) other than the set-up commands run with ``bash -e`` in the
 same directory, in order, with this checkout's ``llm-gym`` and ``python`` first on the path; each
-must exit 0. Inline code spans are prose and are not run.
+must exit 0. The pipeline section's block is the exception: at its sizes it trains for many minutes,
+so ``tests/test_cli.py`` runs those very lines with size flags appended. Inline code spans are prose
+and are not run.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SHELL = ("bash", "sh", "shell")
 SETUP_SECTION = "Set up"
+PIPELINE_SECTION = "The pipeline, step by step"  # run shrunk by tests/test_cli.py
 SHELL_TIMEOUT_S = 900
 
 
@@ -143,7 +146,8 @@ def test_readme_python_blocks_run_and_print_what_they_show(demo_workdir, monkeyp
 
 def test_readme_shell_blocks_run(demo_workdir):
     setup = {s.line for s in setup_commands()}
-    blocks = [s for s in snippets(README.read_text()) if s.language in SHELL and s.line not in setup]
+    blocks = [s for s in snippets(README.read_text())
+              if s.language in SHELL and s.line not in setup and s.section != PIPELINE_SECTION]
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
