@@ -25,7 +25,6 @@ import numpy as np
 from agents.metrics import ENSEMBLE_LOWER, ENSEMBLE_MEAN, ENSEMBLE_STD, HACKING_ALARM, PROXY_GOLD_CORR, PROXY_GOLD_GAP
 from llm_gym.rewards import make_reward
 
-# Metric names this monitor logs (TRL-style "objective/..." names beside objective/reward and gold_reward).
 
 
 class Report(Protocol):

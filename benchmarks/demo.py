@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from agents import metrics as M  # noqa: E402
 from agents.supervised.data import generate_completions, sample_metadata  # noqa: E402
 from agents.rl.ppo import PPO, PPOConfig  # noqa: E402
 from agents.rl.evaluation import evaluate  # noqa: E402
@@ -115,7 +116,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, di
     rows = {}
     for name, policy in (("SFT start", sft_dir), ("PPO", result.checkpoint_dir)):
         metrics = evaluate(policy, env_id, config.eval_episodes, config.seed + 1, env_kwargs, reference_dir=sft_dir)
-        metrics["eval/accuracy"] = greedy_accuracy(Path(policy), config.task, config.eval_episodes, config.seed + 1)
+        metrics[M.EVAL_ACCURACY] = greedy_accuracy(Path(policy), config.task, config.eval_episodes, config.seed + 1)
         rows[name] = metrics
     done("6. evaluation")
 
@@ -128,8 +129,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, di
 
 
 def _print_table(console: Console, rows: dict[str, dict[str, float]]) -> None:
-    columns = [("task accuracy (greedy)", "eval/accuracy", "{:.1%}"), ("gold reward", "objective/gold_reward", "{:.3f}"),
-               ("proxy reward (learned RM)", "objective/reward", "{:.3f}"), ("KL to SFT", "objective/kl", "{:.3f}")]
+    columns = [("task accuracy (greedy)", M.EVAL_ACCURACY, "{:.1%}"), ("gold reward", M.GOLD_REWARD, "{:.3f}"),
+               ("proxy reward (learned RM)", M.REWARD, "{:.3f}"), ("KL to SFT", M.KL, "{:.3f}")]
     table = Table(title="before / after RL (held-out prompts)")
     table.add_column("policy")
     for header, *_ in columns:
@@ -142,12 +143,12 @@ def _print_table(console: Console, rows: dict[str, dict[str, float]]) -> None:
 def _plot(curve: list[dict[str, float]], path: Path) -> None:
     steps = [point["step"] for point in curve]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("objective/gold_reward", "gold reward"), ("objective/reward", "proxy reward (learned RM)")):
+    for key, label in ((M.GOLD_REWARD, "gold reward"), (M.REWARD, "proxy reward (learned RM)")):
         left.plot(steps, [point.get(key, float("nan")) for point in curve], label=label)
     left.set_xlabel("sampled completions")
     left.set_title("PPO: proxy vs gold reward")
     left.legend()
-    right.plot(steps, [point.get("objective/kl", float("nan")) for point in curve], color="tab:red")
+    right.plot(steps, [point.get(M.KL, float("nan")) for point in curve], color="tab:red")
     right.set_xlabel("sampled completions")
     right.set_title("KL to the SFT model")
     fig.tight_layout()

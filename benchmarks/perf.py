@@ -36,6 +36,7 @@ import gymnasium
 import torch
 
 import llm_gym  # noqa: F401
+from agents import metrics as M
 from agents.rl.sampling import sample_completions
 from llm_gym.models import TinyModelConfig, build_tiny_model, load_causal_lm, load_tokenizer, train_tokenizer
 from llm_gym.tasks import make_task
@@ -169,11 +170,11 @@ def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
         result = PPO(ppo_config).train(ENV, config.ppo_batch_size * config.ppo_iterations, 0, Path(out),
                                        {"reward": f"learned:path={rm},device={device.type}"})
         total = time.perf_counter() - start
-    steady = [config.ppo_batch_size / row["perf/samples_per_s"] for row in result.curve[1:]]
+    steady = [config.ppo_batch_size / row[M.SAMPLES_PER_S] for row in result.curve[1:]]
     iteration_s = statistics.median(steady)
     metrics = {"samples_per_s": config.ppo_batch_size / iteration_s, "iteration_s": iteration_s,
                "iterations_timed": len(steady), "total_s": total,
-               "rollout_tokens_per_s": statistics.median(row["perf/tokens_per_s"] for row in result.curve[1:]),
+               "rollout_tokens_per_s": statistics.median(row[M.TOKENS_PER_S] for row in result.curve[1:]),
                "peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         metrics["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -198,7 +199,7 @@ def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, float]:
         result = agent.train(ENV, batch * config.pg_steps, 0, Path(out),
                              {"reward": "exact_match", "max_new_tokens": config.pg_new_tokens})
         total = time.perf_counter() - start
-    step_s = statistics.median(batch / row["perf/samples_per_s"] for row in result.curve[1:])
+    step_s = statistics.median(batch / row[M.SAMPLES_PER_S] for row in result.curve[1:])
     metrics = {"samples_per_s": batch / step_s, "step_s": step_s, "steps_timed": len(result.curve) - 1,
                "total_s": total, "peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":

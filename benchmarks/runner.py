@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import yaml
 
+from agents import metrics as M
 from agents.rl.algorithm import Algorithm
 from agents.rl.registry import ALGORITHMS as RL_ALGORITHMS
 from benchmarks.grouping import env_name
@@ -396,7 +397,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
         if record is not None:
             append_record(config.records, record)
             summary.completed.append(record)
-            gold = record.final.get("objective/gold_reward")
+            gold = record.final.get(M.GOLD_REWARD)
             gold_text = "not logged" if gold is None else f"{gold:.3f}"
             log(f"[{n}/{len(todo)}] {spec.describe()}: done in {record.wall_s:.1f}s, gold reward {gold_text}")
         else:

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from agents import metrics as M
 from agents.feedback.collect import LABELS_FILE, FeedbackConfig, collect_feedback
 from agents.metrics import GOLD_REWARD
 from agents.supervised.reward_training import RewardModelConfig, train_reward_model
@@ -220,8 +221,8 @@ def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[st
         "task": task_name,
         "prep": prep,
         "stage_seconds_this_call": seconds,
-        "sft_accuracy": {"initial": sft_results["initial"].get("eval/accuracy"),
-                         "final": sft_results["final"].get("eval/accuracy")},
+        "sft_accuracy": {"initial": sft_results["initial"].get(M.EVAL_ACCURACY),
+                         "final": sft_results["final"].get(M.EVAL_ACCURACY)},
         "sft_wall_s": sft_results.get("wall_s"),
         "reward_model_eval": rm_results["final"],
         "reward_model_wall_s": rm_results.get("wall_s"),

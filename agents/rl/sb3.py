@@ -36,6 +36,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
+from agents import metrics as M
 from agents.rl.algorithm import TrainResult
 from agents.rl.evaluation import distinct_n
 from agents.run_config import save_config
@@ -236,10 +237,10 @@ class EpisodeLog(BaseCallback):
             rewards, golds, lengths = (np.array(column, dtype=np.float64) for column in zip(*chunk))
             point = {
                 "step": self.episodes,
-                "objective/reward": float(rewards.mean()),
-                "objective/gold_reward": float(np.nanmean(golds)) if not np.isnan(golds).all() else math.nan,
-                "episode/length": float(lengths.mean()),
-                "perf/tokens_per_s": self.tokens / (time.perf_counter() - self.started),
+                M.REWARD: float(rewards.mean()),
+                M.GOLD_REWARD: float(np.nanmean(golds)) if not np.isnan(golds).all() else math.nan,
+                M.EPISODE_LENGTH: float(lengths.mean()),
+                M.TOKENS_PER_S: self.tokens / (time.perf_counter() - self.started),
             }
             self.curve.append(point)
             for key, value in point.items():
@@ -352,13 +353,13 @@ class SB3Agent:
                 nll, ref_tokens, started = nll + step_nll, ref_tokens + step_tokens, started + len(fresh)
         venv.close()
         return {
-            "objective/reward": float(np.mean(rewards)),
-            "objective/gold_reward": float(np.nanmean(golds)) if not np.isnan(golds).all() else math.nan,
-            "objective/kl": float(np.mean(kls)),
-            "eval/perplexity": math.exp(nll / max(ref_tokens, 1)),
-            "eval/distinct_1": distinct_n(completions, 1),
-            "eval/distinct_2": distinct_n(completions, 2),
-            "episode/length": float(np.mean(lengths)),
+            M.REWARD: float(np.mean(rewards)),
+            M.GOLD_REWARD: float(np.nanmean(golds)) if not np.isnan(golds).all() else math.nan,
+            M.KL: float(np.mean(kls)),
+            M.EVAL_PERPLEXITY: math.exp(nll / max(ref_tokens, 1)),
+            M.EVAL_DISTINCT_1: distinct_n(completions, 1),
+            M.EVAL_DISTINCT_2: distinct_n(completions, 2),
+            M.EPISODE_LENGTH: float(np.mean(lengths)),
         }
 
     @staticmethod

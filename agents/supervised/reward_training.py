@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
+from agents import metrics as M
 from agents.checkpoint import load_checkpoint
 from agents.run_config import save_config
 from agents.run_record import write_run_record
@@ -168,20 +169,20 @@ def evaluate_reward_model(
         if objective == "pointwise":
             labels.append(batch["label"].cpu())
     model.train(was_training)
-    metrics = {"eval/loss": float(torch.stack(losses).sum() / len(rows))}
+    metrics = {M.EVAL_LOSS: float(torch.stack(losses).sum() / len(rows))}
     if objective == "pairwise":
         chosen, rejected = zip(*(r.chunk(2) for r in rewards))
         chosen, rejected = torch.cat(chosen), torch.cat(rejected)
-        metrics["eval/pairwise_accuracy"] = float((chosen > rejected).float().mean())
-        metrics["eval/reward_margin"] = float((chosen - rejected).mean())
-        metrics["eval/reward_mean"] = float(torch.cat([chosen, rejected]).mean())
+        metrics[M.EVAL_PAIRWISE_ACCURACY] = float((chosen > rejected).float().mean())
+        metrics[M.EVAL_REWARD_MARGIN] = float((chosen - rejected).mean())
+        metrics[M.EVAL_REWARD_MEAN] = float(torch.cat([chosen, rejected]).mean())
     else:
         r, y = torch.cat(rewards), torch.cat(labels)
         good, bad = r[y > 0.5], r[y <= 0.5]
-        metrics["eval/accuracy"] = float(((r > 0) == (y > 0.5)).float().mean())
+        metrics[M.EVAL_ACCURACY] = float(((r > 0) == (y > 0.5)).float().mean())
         if len(good) and len(bad):
-            metrics["eval/pairwise_accuracy"] = float((good[:, None] > bad[None, :]).float().mean())
-        metrics["eval/reward_mean"] = float(r.mean())
+            metrics[M.EVAL_PAIRWISE_ACCURACY] = float((good[:, None] > bad[None, :]).float().mean())
+        metrics[M.EVAL_REWARD_MEAN] = float(r.mean())
     return metrics
 
 
@@ -264,7 +265,7 @@ def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
         if step % config.log_every == 0 or step == config.max_steps:
             mean_loss = accelerator.reduce(window_loss / window_n, "mean").item()
             rows_per_s = step * config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes / (time.perf_counter() - started)
-            logger.log(step, {"loss/train": mean_loss, "lr": scheduler.get_last_lr()[0], "perf/samples_per_s": rows_per_s})
+            logger.log(step, {M.TRAIN_LOSS: mean_loss, "lr": scheduler.get_last_lr()[0], M.SAMPLES_PER_S: rows_per_s})
             window_loss.zero_()
             window_n = 0
         if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:

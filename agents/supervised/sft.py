@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from agents import metrics as M
 from agents.checkpoint import load_checkpoint
 from agents.run_config import save_config
 from agents.run_record import write_run_record
@@ -138,7 +139,7 @@ def evaluate_sft(
     correct = task.verify(prompts, completions, [sample_metadata(s) for s in samples])
     model.train(was_training)
     loss = total_nll / max(total_tokens, 1)
-    return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0)), "eval/accuracy": float(correct.mean())}
+    return {M.EVAL_LOSS: loss, M.EVAL_PERPLEXITY: math.exp(min(loss, 50.0)), M.EVAL_ACCURACY: float(correct.mean())}
 
 
 def train_sft(config: SFTConfig) -> SFTResult:
@@ -214,7 +215,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
         if step % config.log_every == 0 or step == config.max_steps:
             mean_loss = accelerator.reduce(window_loss / window_n, "mean").item()
             elapsed = time.perf_counter() - started
-            logger.log(step, {"loss/train": mean_loss, "lr": scheduler.get_last_lr()[0], "perf/tokens_per_s": tokens / elapsed})
+            logger.log(step, {M.TRAIN_LOSS: mean_loss, "lr": scheduler.get_last_lr()[0], M.TOKENS_PER_S: tokens / elapsed})
             window_loss.zero_()
             window_n = 0
         if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
