@@ -78,8 +78,9 @@ def evaluate(
         c = rollout.completions
         kl = torch.zeros(n, device=dev)
         if reference is not None:
-            out, P = sequence_forward(reference, rollout.prompt_ids, rollout.prompt_mask, c.ids, c.mask)
-            ref_lp = token_logprobs(out.logits[:, P - 1 : P - 1 + c.ids.shape[1]], c.ids, config.temperature)
+            out, _ = sequence_forward(reference, rollout.prompt_ids, rollout.prompt_mask, c.ids, c.mask,
+                                      completion_logits=True)
+            ref_lp = token_logprobs(out.logits, c.ids, config.temperature)
             kl = ((c.logprobs - ref_lp) * c.mask).sum(1)[:n]
             sums["kl"] += float(kl.sum())
         if rollouts_path is not None:
@@ -92,8 +93,8 @@ def evaluate(
         refs = tokenizer([r + tokenizer.eos_token for r in env.references()], add_special_tokens=False,
                          return_tensors="pt", padding=True)
         ref_ids, ref_mask = refs["input_ids"].to(dev), refs["attention_mask"].to(dev)
-        out, P = sequence_forward(model, rollout.prompt_ids, rollout.prompt_mask, ref_ids, ref_mask)
-        nll = -token_logprobs(out.logits[:, P - 1 : P - 1 + ref_ids.shape[1]], ref_ids, 1.0) * ref_mask
+        out, _ = sequence_forward(model, rollout.prompt_ids, rollout.prompt_mask, ref_ids, ref_mask, completion_logits=True)
+        nll = -token_logprobs(out.logits, ref_ids, 1.0) * ref_mask
         sums["nll"] += float(nll[:n].sum())
         sums["ref_tokens"] += float(ref_mask[:n].sum())
         sums["reward"] += float(rollout.score[:n].sum())

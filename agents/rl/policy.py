@@ -65,14 +65,22 @@ def check_same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase,
 
 def sequence_forward(
     model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-    completion_mask: torch.Tensor, hidden: bool = False,
+    completion_mask: torch.Tensor, hidden: bool = False, completion_logits: bool = False,
 ):
-    """Forward ``prompt + completion`` once; returns the model output and the completion's first index."""
+    """Forward ``prompt + completion`` once; returns the model output and the completion's first index.
+
+    With ``completion_logits`` the output's logits are only those that predict each completion token,
+    (B, T, V): the output layer runs on those positions alone (``logits_to_keep``), so no logits are
+    made for the prompt, and no slice of a larger logits tensor is taken, whose gradient would be a
+    second full-size (B x tokens x vocab) buffer — what matters with a 150k-token vocabulary.
+    """
+    P, T = prompt_ids.shape[1], completion_ids.shape[1]
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
     mask = torch.cat([prompt_mask, completion_mask], dim=1).long()
+    keep = {"logits_to_keep": torch.arange(P - 1, P + T - 1, device=input_ids.device)} if completion_logits else {}
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                output_hidden_states=hidden)
-    return out, prompt_ids.shape[1]
+                output_hidden_states=hidden, **keep)
+    return out, P
 
 
 class ActorCritic(nn.Module):
@@ -94,9 +102,10 @@ class ActorCritic(nn.Module):
 
     def forward(self, prompt_ids, prompt_mask, completion_ids, completion_mask):
         shared = self.value_model == "shared"
-        out, P = sequence_forward(self.lm, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden=shared)
+        out, P = sequence_forward(self.lm, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden=shared,
+                                  completion_logits=True)
         T = completion_ids.shape[1]
-        logits = out.logits[:, P - 1 : P + T - 1]
+        logits = out.logits
         if self.value_model == "none":
             return logits, None
         if shared:
@@ -155,11 +164,12 @@ class Reference:
     def logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float) -> torch.Tensor:
         if self.uses_adapter:
             with self.policy.lm.disable_adapter():
-                out, P = sequence_forward(self.policy.lm, prompt_ids, prompt_mask, completion_ids, completion_mask)
+                out, _ = sequence_forward(self.policy.lm, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                          completion_logits=True)
         else:
-            out, P = sequence_forward(self.model, prompt_ids, prompt_mask, completion_ids, completion_mask)
-        logits = out.logits[:, P - 1 : P - 1 + completion_ids.shape[1]]
-        return token_logprobs(logits, completion_ids, temperature)
+            out, _ = sequence_forward(self.model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                      completion_logits=True)
+        return token_logprobs(out.logits, completion_ids, temperature)
 
 
 def export_policy(model: ActorCritic, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
