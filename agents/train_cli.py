@@ -36,6 +36,9 @@ class RunArguments:
         "path": "output"})
     env_id: str = field(default="llm_gym/Arithmetic-v0", metadata={"help": "env the policy is trained and evaluated on"})
     env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": ENV_KWARGS_HELP})
+    reward_model: str | None = field(default=None, metadata={
+        "help": "directory of a learned reward model (from `llm-gym reward-model`) to optimise: the same as "
+                "env_kwargs {\"reward\": \"learned:path=DIR\"}", "path": "dir"})
     budget: int = field(default=2560, metadata={"help": "sampled completions in total (dpo: preference pairs)"})
     seed: int = field(default=0, metadata={"help": "seed of the prompts, the sampling and the initialisation"})
     resume_from_checkpoint: Literal["auto"] = field(default="auto", metadata={
@@ -44,6 +47,11 @@ class RunArguments:
 
     def __post_init__(self) -> None:
         require_env_id(self.env_id)
+        if self.reward_model is not None:
+            if "reward" in self.env_kwargs:
+                raise ValueError(f"give the reward once: --reward_model {self.reward_model} or env_kwargs "
+                                 f"reward={self.env_kwargs['reward']!r}, not both")
+            self.env_kwargs = {**self.env_kwargs, "reward": f"learned:path={Path(self.reward_model).resolve()}"}
 
 
 def train(algo: str, config: Any, run: RunArguments, monitor: RewardMonitorConfig | None = None) -> int:

@@ -72,6 +72,8 @@ def test_every_option_has_help_and_the_conventional_name(command, capsys):
         assert "--model_name_or_path" in names
     if command in LONG_COMMANDS:
         assert "--resume_from_checkpoint" in names
+    if command in ALGORITHMS:
+        assert "--reward_model" in names and "--env_id" in names
     if "--env_kwargs" in names:
         assert "e.g. '{" in shown  # documented with a quoted example
 
