@@ -79,8 +79,10 @@ class RolloutEnv:
         return [sample.reference for sample in self.env.unwrapped.engine.samples]
 
     def metadata(self) -> list[dict[str, Any]]:
-        """The task metadata of the current prompts."""
-        return [dict(sample.metadata) for sample in self.env.unwrapped.engine.samples]
+        """The task metadata of the current prompts, with the reference answer as the env's rewards see it
+        (``reference``), so callbacks and stored rollouts can be scored by reference-based rewards too."""
+        task = self.env.unwrapped.problem.task
+        return [{**sample.metadata, "reference": task.reference(sample, 0)} for sample in self.env.unwrapped.engine.samples]
 
     def score(self, completion_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
         """Step all slots with their completions: proxy reward, gold reward (nan if none), completion and
