@@ -239,7 +239,7 @@ def sweep_feedback_dir(config: SuiteConfig, feedback: int) -> str:
 
 
 def _tuned_key(kwargs: dict[str, Any]) -> str | None:
-    return next((k for k in ("lr", "learning_rate") if k in kwargs), None)
+    return "learning_rate" if "learning_rate" in kwargs else None
 
 
 def tuning_grid(config: SuiteConfig, bench: BenchConfig) -> BenchConfig:

@@ -70,8 +70,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium
 import yaml
 from transformers import HfArgumentParser
+from transformers.utils import logging as hf_logging
 
 DEBUG_SWITCH = "--debug"
 VERBOSE_SWITCHES = ("-v", "--verbose")
@@ -93,8 +95,6 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (CommandError, OSError, Value
 
 def require_env_id(env_id: str) -> None:
     """Raise ``ValueError`` naming the closest registered ids when ``env_id`` is not registered (for ``__post_init__``)."""
-    import gymnasium
-
     if env_id not in gymnasium.registry:
         close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `llm-gym envs` lists them"
@@ -282,17 +282,13 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
     if verbose:
         yield
         return
-    from transformers.utils import logging as hf_logging
-
     level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     saved_env = {key: os.environ.get(key) for key in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "DATASETS_VERBOSITY")}
     datasets_logging = None
     if "datasets" in sys.modules:  # already imported: use its switches; else its import reads these variables
-        import datasets
-
-        datasets_logging = datasets.utils.logging
+        datasets_logging = sys.modules["datasets"].utils.logging
         datasets_state = datasets_logging.get_verbosity(), datasets_logging.is_progress_bar_enabled()
         datasets_logging.set_verbosity_error()
         datasets_logging.disable_progress_bar()

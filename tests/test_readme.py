@@ -122,7 +122,7 @@ def run_python(snippet: Snippet, namespace: dict) -> list[tuple[int, str, str]]:
         expected = comments.get(statement.end_lineno) if _is_print(statement) else None
         module = ast.Module(body=[statement], type_ignores=[])
         ast.increment_lineno(module, snippet.line - 1)  # tracebacks point at README lines
-        code = compile(module, str(README), "exec")
+        code = compile(module, str(README), "exec", dont_inherit=True)  # not this file's __future__ imports
         if expected is None:
             exec(code, namespace)
             continue

@@ -167,11 +167,11 @@ def test_messages_jsonl_with_chat_template_and_cli_overrides(copy_model_dir, tmp
 
 def test_config_errors_name_the_option(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"model_name_or_path: {tmp_path}\noutput_dir: o\nlearning_rate: 0.1\n")
+    bad.write_text(f"model_name_or_path: {tmp_path}\noutput_dir: o\nlearning_rat: 0.1\n")
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["sft", "--config", str(bad)])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == f"llm-gym sft: error: --config {bad}: unknown option(s) learning_rate\n"
+    assert capsys.readouterr().err == f"llm-gym sft: error: --config {bad}: unknown option(s) learning_rat (did you mean learning_rate?)\n"
     with pytest.raises(SystemExit):
         cli_main(["sft", "--model_name_or_path", str(tmp_path)])
     assert capsys.readouterr().err.strip() == "llm-gym sft: error: the following arguments are required: --output_dir/--output-dir"

@@ -87,7 +87,7 @@ def test_one_setting_on_several_envs_is_one_leaderboard_row():
 
     def record(algo: str, env: str, lr: float) -> RunRecord:
         config = {"target": "agents.rl.policy_gradient:PolicyGradient", "budget": 8,
-                  "algo_kwargs": {"algo": "grpo", "policy_dir": f"runs/sft-{env}", "lr": lr},
+                  "algo_kwargs": {"algo": "grpo", "model_name_or_path": f"runs/sft-{env}", "learning_rate": lr},
                   "env_kwargs": {"tokenizer": f"runs/sft-{env}"}}
         return RunRecord(algo=algo, env_id=f"llm_gym/{env.title()}-v0", seed=0, config=config, versions={},
                          git_commit="x", hardware={}, curve=[], final={"objective/gold_reward": 0.5}, wall_s=1.0)
@@ -115,8 +115,8 @@ def test_board_grids_cover_tracks_preparations_and_the_from_scratch_track(tmp_pa
     specs = {name: plan_runs(grid) for name, grid in grids.items()}
     rm_run = next(s for s in specs["grid/learned-rm/prep1"] if s.algo == "ppo" and s.env_id == "llm_gym/Sort-v0")
     assert rm_run.config["env_kwargs"]["reward"] == f"learned:path={tmp_path}/p1/rm-sort"
-    assert rm_run.config["algo_kwargs"]["policy_dir"] == "runs/suite/prep1/sft-sort"
-    assert rm_run.config["algo_kwargs"]["lr"] == pytest.approx(9e-4)  # the tuned factor 3 x 3e-4
+    assert rm_run.config["algo_kwargs"]["model_name_or_path"] == "runs/suite/prep1/sft-sort"
+    assert rm_run.config["algo_kwargs"]["learning_rate"] == pytest.approx(9e-4)  # the tuned factor 3 x 3e-4
     assert rm_run.config["tags"] == {"track": "learned-rm", "prep": 1}
     assert all(s.config["env_kwargs"]["reward"] == "verifier" for s in specs["grid/verifier/prep0"])
     assert {s.algo for s in specs["grid/from-scratch"]} == {"sb3-ppo"}
