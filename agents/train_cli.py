@@ -77,7 +77,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     for name, entry in ALGORITHMS.items():
         takes_callbacks = "callbacks" in inspect.signature(entry.factory.train).parameters
         classes = [entry.config_class, RunArguments, *([RewardMonitorConfig] if takes_callbacks else [])]
-        add_dataclass_command(subparsers, name, entry.description, classes, partial(train, name))
+        add_dataclass_command(subparsers, name, entry.description, classes, partial(train, name),
+                              description=f"{name}: {entry.description}. Options: the algorithm's config, then the run's.")
 
 
 def main(argv: list[str] | None = None) -> int:
