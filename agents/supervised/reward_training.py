@@ -18,7 +18,6 @@ the fraction of (good, bad) pairs ranked correctly, i.e. the AUC).
 from __future__ import annotations
 
 import argparse
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +28,10 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from agents import metrics as M
-from agents.checkpoint import load_checkpoint
-from agents.run_config import save_config
-from agents.run_record import write_run_record
 from agents.supervised.data import FeedbackData, RewardCollator, encode_reward_text, read_feedback, save_in_memory_data
 from agents.supervised.training import (
     TrainingArguments,
-    EpochOrder,
-    RunLogger,
-    adamw_with_schedule,
-    checkpoint_step,
+    fit,
     make_accelerator,
     resolve_resume,
     save_final,
@@ -212,71 +205,23 @@ def train_reward_model(config: RewardModelConfig) -> RewardModelResult:
         "truncated_texts": truncated,
         **{f"skipped_{why}": n for why, n in data.skipped.items()},
     }
-    optimizer, scheduler = adamw_with_schedule(
-        model, config.learning_rate, config.weight_decay, config.warmup_steps, config.max_steps, config.schedule
-    )
-    step, micro_step = 0, 0
-    if resume is not None:
-        state = load_checkpoint(resume, model, optimizer, scheduler)
-        step, micro_step = state.step, int(state.extra["micro_step"])
-    model, optimizer = accelerator.prepare(model, optimizer)
     collate = RewardCollator(tokenizer.pad_token_id)
-    batches = EpochOrder(train_rows, config.batch_size, collate, config.seed, accelerator, micro_step)
 
-    main = accelerator.is_main_process
-    if main:
-        save_config(config, out, "reward_model_config.yaml")
-        write_run_record(out, "reward-model", config)
-    logger = RunLogger(out, config.max_steps, step, main, "reward-model")
-    logger.message(
-        f"reward model ({objective}): {counts}; texts longer than max_length={config.max_length} are truncated "
-        f"from the left; {accelerator.num_processes} process(es) on {accelerator.device}"
+    def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
+        return reward_loss(rewards, batch, objective, config.margin, config.center_coef)
+
+    model, optimizer, scheduler, step, batches, logger, fitted = fit(
+        config, out, "reward-model", "reward_model_config.yaml", accelerator, model, train_rows, collate, resume, loss_fn,
+        evaluate_fn=lambda model: evaluate_reward_model(model, eval_rows, collate, objective, config.eval_batch_size),
+        throughput=(M.SAMPLES_PER_S, lambda batch: float(config.batch_size)),
+        describe=f"reward model ({objective}): {counts}; texts longer than max_length={config.max_length} are truncated "
+                 "from the left",
     )
-
-    def evaluate() -> dict[str, float]:
-        metrics = {}
-        if main:
-            metrics = evaluate_reward_model(accelerator.unwrap_model(model), eval_rows, collate, objective, config.eval_batch_size)
-            logger.log(step, metrics)
-        accelerator.wait_for_everyone()
-        return metrics
-
-    initial = evaluate()
-    model.train()
-    started, window_loss, window_n = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
-    iterator = iter(batches)
-    while step < config.max_steps:
-        batch = next(iterator)
-        with accelerator.accumulate(model):
-            rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
-            loss = reward_loss(rewards, batch, objective, config.margin, config.center_coef)
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        window_loss += loss.detach()
-        window_n += 1
-        if not accelerator.sync_gradients:
-            continue
-        scheduler.step()
-        step += 1
-        logger.advance()
-        if step % config.log_every == 0 or step == config.max_steps:
-            mean_loss = accelerator.reduce(window_loss / window_n, "mean").item()
-            rows_per_s = step * config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes / (time.perf_counter() - started)
-            logger.log(step, {M.TRAIN_LOSS: mean_loss, "lr": scheduler.get_last_lr()[0], M.SAMPLES_PER_S: rows_per_s})
-            window_loss.zero_()
-            window_n = 0
-        if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
-            evaluate()
-        if config.save_steps and step % config.save_steps == 0 and step < config.max_steps:
-            checkpoint_step(out, accelerator, model, step, optimizer, scheduler, batches)
-
-    final = evaluate()
+    initial, final = fitted.initial, fitted.final
     save_final(out, accelerator, model, tokenizer, step, optimizer, scheduler, batches, "reward_model_results.json",
-               {"initial": initial, "final": final, "counts": counts, "wall_s": time.perf_counter() - started})
-    if main:
+               {"initial": initial, "final": final, "counts": counts, "wall_s": fitted.wall_s})
+    if accelerator.is_main_process:
         logger.message(f"reward model done: {initial} -> {final}; written to {out} (use reward='learned:path={out}')")
     logger.close()
     accelerator.wait_for_everyone()

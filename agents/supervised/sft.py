@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,6 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from agents import metrics as M
-from agents.checkpoint import load_checkpoint
-from agents.run_config import save_config
-from agents.run_record import write_run_record
 from agents.supervised.data import (
     SFTCollator,
     encode_sft_rows,
@@ -42,10 +38,7 @@ from agents.supervised.data import (
 )
 from agents.supervised.training import (
     TrainingArguments,
-    EpochOrder,
-    RunLogger,
-    adamw_with_schedule,
-    checkpoint_step,
+    fit,
     make_accelerator,
     resolve_resume,
     save_final,
@@ -160,78 +153,23 @@ def train_sft(config: SFTConfig) -> SFTResult:
         tokenizer, [(s.prompt, s.reference) for s in eval_samples], config.max_length, "the SFT held-out data"
     )
     max_new_tokens = config.max_new_tokens or task_max_new_tokens
-    optimizer, scheduler = adamw_with_schedule(
-        model, config.learning_rate, config.weight_decay, config.warmup_steps, config.max_steps, config.schedule
+    model, optimizer, scheduler, step, batches, logger, fitted = fit(
+        config, out, "sft", "sft_config.yaml", accelerator, model, train_rows, SFTCollator(tokenizer.pad_token_id),
+        resume, loss_fn=lambda model, batch: model(**batch).loss,
+        evaluate_fn=lambda model: evaluate_sft(model, tokenizer, task, eval_samples, eval_rows, max_new_tokens,
+                                               config.eval_batch_size),
+        throughput=(M.TOKENS_PER_S, lambda batch: float((batch["labels"] != -100).sum())),
+        describe=f"SFT: {len(train_rows)} train rows ({train_dropped} dropped: longer than max_length={config.max_length}), "
+                 f"{len(eval_rows)} held-out rows ({eval_dropped} dropped)",
     )
-    step, micro_step = 0, 0
-    if resume is not None:
-        state = load_checkpoint(resume, model, optimizer, scheduler)
-        step, micro_step = state.step, int(state.extra["micro_step"])
-    model, optimizer = accelerator.prepare(model, optimizer)
-    batches = EpochOrder(train_rows, config.batch_size, SFTCollator(tokenizer.pad_token_id), config.seed, accelerator, micro_step)
-
-    main = accelerator.is_main_process
-    if main:
-        save_config(config, out, "sft_config.yaml")
-        write_run_record(out, "sft", config)
-    logger = RunLogger(out, config.max_steps, step, main, "sft")
-    logger.message(
-        f"SFT: {len(train_rows)} train rows ({train_dropped} dropped: longer than max_length={config.max_length}), "
-        f"{len(eval_rows)} held-out rows ({eval_dropped} dropped); {accelerator.num_processes} process(es) on {accelerator.device}"
-    )
-
-    def evaluate() -> dict[str, float]:
-        metrics = {}
-        if main:
-            metrics = evaluate_sft(
-                accelerator.unwrap_model(model), tokenizer, task, eval_samples, eval_rows, max_new_tokens, config.eval_batch_size
-            )
-            logger.log(step, metrics)
-        accelerator.wait_for_everyone()
-        return metrics
-
-    initial = evaluate()
-    curve: list[dict[str, float]] = [{"step": step, **initial}]
-    model.train()
-    started, tokens, window_loss, window_n = time.perf_counter(), 0, torch.zeros((), device=accelerator.device), 0
-    iterator = iter(batches)
-    while step < config.max_steps:
-        batch = next(iterator)
-        with accelerator.accumulate(model):
-            loss = model(**batch).loss
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        window_loss += loss.detach()
-        window_n += 1
-        tokens += int((batch["labels"] != -100).sum())
-        if not accelerator.sync_gradients:
-            continue
-        scheduler.step()
-        step += 1
-        logger.advance()
-        if step % config.log_every == 0 or step == config.max_steps:
-            mean_loss = accelerator.reduce(window_loss / window_n, "mean").item()
-            elapsed = time.perf_counter() - started
-            logger.log(step, {M.TRAIN_LOSS: mean_loss, "lr": scheduler.get_last_lr()[0], M.TOKENS_PER_S: tokens / elapsed})
-            window_loss.zero_()
-            window_n = 0
-        if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
-            curve.append({"step": step, **evaluate()})
-        if config.save_steps and step % config.save_steps == 0 and step < config.max_steps:
-            checkpoint_step(out, accelerator, model, step, optimizer, scheduler, batches)
-
-    final = evaluate()
-    curve.append({"step": step, **final})
+    initial, final = fitted.initial, fitted.final
     save_final(out, accelerator, model, tokenizer, step, optimizer, scheduler, batches, "sft_results.json",
-               {"initial": initial, "final": final, "wall_s": time.perf_counter() - started})
-    if main:
-        logger.message(f"SFT done in {time.perf_counter() - started:.1f}s: {initial} -> {final}; model written to {out}")
+               {"initial": initial, "final": final, "wall_s": fitted.wall_s})
+    if accelerator.is_main_process:
+        logger.message(f"SFT done in {fitted.wall_s:.1f}s: {initial} -> {final}; model written to {out}")
     logger.close()
     accelerator.wait_for_everyone()
-    return SFTResult(out, initial, final, curve)
+    return SFTResult(out, initial, final, fitted.curve)
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from agents.checkpoint import list_checkpoints, save_checkpoint
-from agents.run_record import check_resumable
+from agents import metrics as M
+from agents.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from agents.run_config import save_config
+from agents.run_record import check_resumable, write_run_record
 from llm_gym.commands import RESUME_HELP
 
 Schedule = Literal["cosine", "linear", "constant"]
@@ -190,3 +193,87 @@ def save_final(out: Path, accelerator: Accelerator, model: torch.nn.Module, toke
         unwrapped.save_pretrained(out)
         tokenizer.save_pretrained(out)
         (out / results_file).write_text(json.dumps(results, indent=2))
+
+
+@dataclass
+class FitResult:
+    """Held-out metrics before and after training, the evaluations in between, and the wall time."""
+
+    initial: dict[str, float]
+    final: dict[str, float]
+    curve: list[dict[str, float]]
+    wall_s: float
+
+
+def fit(
+    config: TrainingArguments, out: Path, command: str, config_file: str, accelerator: Accelerator,
+    model: torch.nn.Module, train_rows: Sequence[Any], collate: Callable[[list[Any]], dict[str, torch.Tensor]],
+    resume: Path | None, loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+    evaluate_fn: Callable[[torch.nn.Module], dict[str, float]],
+    throughput: tuple[str, Callable[[dict[str, torch.Tensor]], float]], describe: str,
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, int, EpochOrder, RunLogger, FitResult]:
+    """The loop SFT and reward-model training share: AdamW with warm-up and decay, resume from
+    ``resume``, gradient accumulation and clipping, logged training loss and ``throughput`` (a metric
+    name and the units one micro-batch counts, summed over processes), held-out ``evaluate_fn`` every
+    ``eval_every`` steps and atomic checkpoints every ``save_steps``. Each trainer supplies its loss and
+    evaluation; ``describe`` is the opening log line. Returns what the trainer needs to save the run."""
+    optimizer, scheduler = adamw_with_schedule(
+        model, config.learning_rate, config.weight_decay, config.warmup_steps, config.max_steps, config.schedule
+    )
+    step, micro_step = 0, 0
+    if resume is not None:
+        state = load_checkpoint(resume, model, optimizer, scheduler)
+        step, micro_step = state.step, int(state.extra["micro_step"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    batches = EpochOrder(train_rows, config.batch_size, collate, config.seed, accelerator, micro_step)
+    main = accelerator.is_main_process
+    if main:
+        save_config(config, out, config_file)
+        write_run_record(out, command, config)
+    logger = RunLogger(out, config.max_steps, step, main, command)
+    logger.message(f"{describe}; {accelerator.num_processes} process(es) on {accelerator.device}")
+
+    def evaluate() -> dict[str, float]:
+        metrics = {}
+        if main:
+            metrics = evaluate_fn(accelerator.unwrap_model(model))
+            logger.log(step, metrics)
+        accelerator.wait_for_everyone()
+        return metrics
+
+    initial = evaluate()
+    curve: list[dict[str, float]] = [{"step": step, **initial}]
+    model.train()
+    rate_name, units_of = throughput
+    started, units, window_loss, window_n = time.perf_counter(), 0.0, torch.zeros((), device=accelerator.device), 0
+    iterator = iter(batches)
+    while step < config.max_steps:
+        batch = next(iterator)
+        with accelerator.accumulate(model):
+            loss = loss_fn(model, batch)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        window_loss += loss.detach()
+        window_n += 1
+        units += units_of(batch) * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        scheduler.step()
+        step += 1
+        logger.advance()
+        if step % config.log_every == 0 or step == config.max_steps:
+            mean_loss = accelerator.reduce(window_loss / window_n, "mean").item()
+            rate = units / (time.perf_counter() - started)
+            logger.log(step, {M.TRAIN_LOSS: mean_loss, "lr": scheduler.get_last_lr()[0], rate_name: rate})
+            window_loss.zero_()
+            window_n = 0
+        if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
+            curve.append({"step": step, **evaluate()})
+        if config.save_steps and step % config.save_steps == 0 and step < config.max_steps:
+            checkpoint_step(out, accelerator, model, step, optimizer, scheduler, batches)
+    final = evaluate()
+    curve.append({"step": step, **final})
+    return model, optimizer, scheduler, step, batches, logger, FitResult(initial, final, curve, time.perf_counter() - started)
