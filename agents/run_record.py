@@ -69,10 +69,10 @@ def setup_config(config: Any) -> dict[str, Any]:
     return _jsonable(values)
 
 
-def package_versions() -> dict[str, str]:
-    """Python and the installed versions of the packages a run's numbers depend on."""
+def package_versions(packages: Sequence[str] = RECORDED_PACKAGES) -> dict[str, str]:
+    """Python and the installed versions (``importlib.metadata``) of the packages a run's numbers depend on."""
     found = {"python": platform.python_version()}
-    for name in RECORDED_PACKAGES:
+    for name in packages:
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -80,16 +80,23 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-def source_commit() -> str:
-    """``HEAD`` of the checkout this code runs from (``-dirty`` if tracked files changed), or ``"unknown"``."""
-    here = Path(__file__).resolve().parent
+def source_commit(repo_dir: str | Path | None = None, ignore: Sequence[str] = ()) -> str:
+    """The commit of the code in the checkout at ``repo_dir`` (default: this package's), ``"unknown"`` outside one.
+
+    That is ``HEAD``, or with ``ignore`` (paths from the repository root) the newest commit that
+    changed anything outside them; suffixed ``-dirty`` (as ``git describe --dirty``) when tracked
+    files outside ``ignore`` differ from it.
+    """
+    cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent
+    spec = [":(top)", *(f":(top,exclude){path}" for path in ignore)]
+    head = ["git", "log", "-1", "--format=%H", "--", *spec] if ignore else ["git", "rev-parse", "HEAD"]
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True, timeout=30)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True, timeout=30)
+        sha = subprocess.run(head, cwd=cwd, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *spec], cwd=cwd,
+                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return (sha or "unknown") + ("-dirty" if dirty and sha else "")
 
 
 def read_run_record(output_dir: str | Path) -> dict[str, Any] | None:

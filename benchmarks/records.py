@@ -22,14 +22,16 @@ import json
 import math
 import os
 import platform
-import subprocess
 import warnings
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from agents.run_record import package_versions as _installed_versions
+from agents.run_record import source_commit
+
 # The packages whose versions decide a run's numbers; those not installed are left out.
+RESULTS_DIR = "benchmarks/results"  # committed results; never part of the code a record names
 VERSIONED_PACKAGES = (
     "llm-gym",
     "torch",
@@ -134,31 +136,20 @@ def read_records(path: str | Path) -> list[RunRecord]:
 
 
 def package_versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
-    """Installed versions (``importlib.metadata``) of the packages that decide a run's numbers."""
-    versions = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return versions
+    """Installed versions of the packages that decide a benchmark's numbers."""
+    return _installed_versions(packages)
 
 
 def git_commit(repo_dir: str | Path | None = None) -> str:
-    """``HEAD`` of the checkout the benchmark code runs from, suffixed ``-dirty`` when tracked files
-    differ from it (as ``git describe --dirty``); ``"unknown"`` outside a git checkout."""
-    repo_dir = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo_dir, capture_output=True, text=True, check=True, timeout=30,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return sha + ("-dirty" if status else "")
+    """The commit of the code a benchmark runs: the newest commit that changed anything outside
+    ``benchmarks/results/``, suffixed ``-dirty`` when tracked files outside it differ from that commit;
+    ``"unknown"`` outside a git checkout.
+
+    Results are left out so that committing a grid's progress (records, ``progress.json``) neither
+    changes the commit its runs name nor makes the checkout dirty: an interrupted board is committed,
+    and resumed later from the same code, and ``git checkout <commit>`` reproduces every record.
+    """
+    return source_commit(repo_dir or Path(__file__).resolve().parent, ignore=(RESULTS_DIR,))
 
 
 def hardware_info() -> dict[str, Any]:

@@ -35,6 +35,7 @@ from agents.rl.algorithm import Algorithm
 from agents.rl.registry import ALGORITHMS as RL_ALGORITHMS
 from benchmarks.grouping import env_name
 from benchmarks.records import (
+    RESULTS_DIR,
     RunRecord,
     append_record,
     config_hash,
@@ -418,7 +419,8 @@ def check_clean_checkout(repo_dir: str | Path | None = None) -> str:
         raise RuntimeError("refusing to record benchmark runs outside a git checkout: records must name their commit")
     if commit.endswith("-dirty"):
         cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                  f":(top,exclude){RESULTS_DIR}"], cwd=cwd,
                                  capture_output=True, text=True, check=False).stdout.split("\n")
         raise RuntimeError(f"refusing to record benchmark runs from a dirty checkout ({commit}); commit or stash "
                            f"these changes first: {', '.join(c.strip() for c in changed if c.strip())}")

@@ -53,7 +53,7 @@ def test_single_use_batches_skip_the_old_logprob_forward(sft_dir, tmp_path, monk
 
     calls = []
     original = ActorCritic.forward
-    monkeypatch.setattr(ActorCritic, "forward", lambda self, *a: calls.append(torch.is_grad_enabled()) or original(self, *a))
+    monkeypatch.setattr(ActorCritic, "forward", lambda self, *a, **k: calls.append(torch.is_grad_enabled()) or original(self, *a, **k))
     make_algorithm("grpo", **small(sft_dir, num_mini_batches=1, save_steps=0)).train(ENV, 16, 0, tmp_path / "once")
     assert calls == [True]
     calls.clear()

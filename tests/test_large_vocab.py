@@ -3,6 +3,10 @@ SFT -> reward model -> PPO and GRPO on CPU, in a fresh process so its peak memor
 
 The vocabulary, not the network, dominates here: one (batch x tokens x vocab) fp32 logits buffer
 of 8 x 40 x 151,936 is 195 MB. The test prints each stage's peak resident memory (``VmHWM``).
+Measured (MB): build 548, SFT 769, reward model 769, PPO 1024, GRPO 1024 — PPO's 255 MB over SFT is
+the reference copy of the weights and Adam's state, no logits buffer (``tests/test_logprobs.py``
+checks that no such tensor is made). Before log-probs were computed from hidden states in chunks
+SFT peaked at 923-944 and PPO at 1023-1262.
 """
 
 from __future__ import annotations
@@ -74,6 +78,5 @@ def test_qwen2_vocabulary_through_sft_reward_model_ppo_and_grpo(tmp_path):
     print("peak resident memory by stage (MB):", json.dumps({k: round(v) for k, v in peaks.items()}))
     for algo in ("ppo", "grpo"):
         assert result[algo]["objective/reward"] == result[algo]["objective/reward"]  # finite, not NaN
-    # Margin: the whole pipeline peaked at the figures printed above (see the report); 6 GB would mean
-    # several full-vocabulary buffers alive at once.
-    assert max(peaks.values()) < 6000
+    # Margin: 1024 MB measured (docstring); one more full-vocabulary buffer pair alive at once crosses 1150.
+    assert max(peaks.values()) < 1150

@@ -1,15 +1,20 @@
-"""Chunked log-probs and entropies: equal to the unchunked formulas (values and gradients, 1e-5), and they keep
-no full-size fp32 copy of the logits for backward; the fused GELU swap leaves a model's outputs unchanged."""
+"""Chunked log-probs and entropies: equal to the unchunked formulas (values and gradients), from logits or from
+hidden states through the output layer; an update makes no (batch x tokens x vocab) tensor at all; the fused
+GELU swap leaves a model's outputs unchanged."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from rl_helpers import sft_dir  # noqa: F401  (fixture)
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from transformers import GPT2Config, GPT2LMHeadModel, GraniteConfig, GraniteForCausalLM
 
 import agents.rl.logprobs as logprobs_module
 from agents.rl.kernels import fuse_activations
-from agents.rl.logprobs import entropy_from_logits, token_logprobs
+from agents.rl.logprobs import entropy_from_logits, head_logprobs, token_logprobs
+from agents.rl.policy import ActorCritic, completion_scores, output_layer, sequence_forward
 from llm_gym.models import load_causal_lm
 
 
@@ -80,3 +85,108 @@ def test_chunked_logprobs_on_cuda_bf16_match_fp32():
     half = logits.bfloat16()
     torch.testing.assert_close(token_logprobs(half, tokens, 1.0), reference_logprobs(half, tokens, 1.0), atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(entropy_from_logits(half, 1.0), reference_entropy(half, 1.0), atol=1e-4, rtol=1e-5)
+
+
+def reference_head(hidden, weight, bias, tokens, temperature):
+    logits = torch.nn.functional.linear(hidden, weight, bias)
+    return reference_logprobs(logits, tokens, temperature), reference_entropy(logits, temperature)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 1000])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_head_logprobs_equal_the_formulas_from_materialised_logits(monkeypatch, temperature, chunk_rows, with_bias):
+    """Values and gradients (hidden, weight, bias) of log p and entropy made from hidden states a chunk at a time."""
+    B, T, H, V = 3, 11, 8, 50
+    monkeypatch.setattr(logprobs_module, "CHUNK_ELEMENTS", V * chunk_rows)
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(B, T, H, generator=gen).requires_grad_(True)
+    weight = torch.randn(V, H, generator=gen).requires_grad_(True)
+    bias = torch.randn(V, generator=gen).requires_grad_(True) if with_bias else None
+    tokens = torch.randint(0, V, (B, T), generator=gen)
+    mix = torch.randn(2, B, T, generator=gen)
+
+    def run(fn):
+        for t in (hidden, weight, bias):
+            if t is not None:
+                t.grad = None
+        lp, ent = fn(hidden, weight, bias, tokens, temperature)
+        (mix[0] * lp + mix[1] * ent).sum().backward()
+        return [lp.detach(), ent.detach()] + [t.grad.clone() for t in (hidden, weight, bias) if t is not None]
+
+    ours = run(lambda *a: head_logprobs(*a, entropy=True))
+    for a, b in zip(ours, run(reference_head)):  # the weight gradient sums over chunks: fp32 rounding differs
+        torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-4)
+    # without an entropy the log-prob gradient alone flows
+    lp, ent = head_logprobs(hidden, weight, bias, tokens, temperature)
+    assert ent is None
+    hidden.grad = None
+    lp.sum().backward()
+    ref_lp, _ = reference_head(hidden, weight, bias, tokens, temperature)
+    expected = torch.autograd.grad(ref_lp.sum(), hidden)[0]
+    torch.testing.assert_close(hidden.grad, expected, atol=1e-5, rtol=1e-5)
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any op makes (forward and backward): a (B x T x V) buffer cannot hide."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel, self.op = 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.numel() > self.numel:
+                self.numel, self.op = t.numel(), str(func)
+        return out
+
+
+def tiny_lm(vocab: int, logits_scaling: float | None = None):
+    torch.manual_seed(0)
+    if logits_scaling is None:
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=16, n_layer=1, n_head=2, n_positions=64)).eval()
+    return GraniteForCausalLM(GraniteConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=2,
+                                            logits_scaling=logits_scaling)).eval()
+
+
+def batch(vocab: int, B: int = 4, P: int = 3, T: int = 32):
+    gen = torch.Generator().manual_seed(1)
+    prompt, completion = torch.randint(0, vocab, (B, P), generator=gen), torch.randint(0, vocab, (B, T), generator=gen)
+    prompt_mask, completion_mask = torch.ones(B, P, dtype=torch.long), torch.ones(B, T, dtype=torch.long)
+    prompt_mask[0, 0] = 0  # one left-padded prompt
+    return prompt, prompt_mask, completion, completion_mask
+
+
+@pytest.mark.parametrize("logits_scaling", [None, 4.0])
+def test_completion_scores_equal_the_models_own_logits(logits_scaling):
+    """From hidden states through the output layer (GPT-2), or from the model's logits where it scales them
+    after the output layer (Granite): either way the log-probs are those of the model's logits."""
+    vocab, temperature = 97, 0.7
+    lm = tiny_lm(vocab, logits_scaling)
+    assert (output_layer(lm) is None) == (logits_scaling is not None)
+    prompt, prompt_mask, completion, completion_mask = batch(vocab)
+    scores = completion_scores(lm, prompt, prompt_mask, completion, completion_mask, temperature, entropy=True,
+                               features=True)
+    out, P = sequence_forward(lm, prompt, prompt_mask, completion, completion_mask, hidden=True)
+    logits = out.logits[:, P - 1 : -1]
+    torch.testing.assert_close(scores.logprobs, reference_logprobs(logits, completion, temperature), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scores.entropy, reference_entropy(logits, temperature), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scores.features, out.hidden_states[-1][:, P - 1 : -1], atol=1e-5, rtol=1e-5)
+
+
+def test_an_update_never_makes_a_batch_by_tokens_by_vocab_tensor(monkeypatch):
+    """Policy log-probs, entropy and values, forward and backward: the largest tensor is far below one
+    (B x T x V) buffer. The detector itself sees such a buffer when the model makes its logits."""
+    vocab, (B, T) = 5000, (4, 32)
+    monkeypatch.setattr(logprobs_module, "CHUNK_ELEMENTS", 8 * vocab)
+    policy = ActorCritic(tiny_lm(vocab))
+    prompt, prompt_mask, completion, completion_mask = batch(vocab, B=B, T=T)
+    with LargestTensor() as seen:
+        scores, values = policy(prompt, prompt_mask, completion, completion_mask, 1.0, entropy=True)
+        (scores.logprobs.sum() + scores.entropy.sum() + values.sum()).backward()
+    assert seen.numel < B * T * vocab / 4, (seen.numel, seen.op)
+    with LargestTensor() as direct:
+        policy.lm(input_ids=torch.cat([prompt, completion], 1)).logits.sum().backward()
+    assert direct.numel >= B * T * vocab

@@ -22,6 +22,7 @@ from benchmarks.records import (
     package_versions,
     read_records,
 )
+from benchmarks.runner import check_clean_checkout
 
 
 def make_record(seed: int = 0, **overrides) -> RunRecord:
@@ -109,11 +110,13 @@ def test_config_hash_ignores_key_order_and_sees_values():
 
 
 def test_provenance_versions_git_and_hardware(tmp_path):
+
     versions = package_versions()
     assert versions["python"] == ".".join(map(str, sys.version_info[:3]))
     assert {"torch", "gymnasium", "numpy", "llm-gym"} <= set(versions)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    assert git_commit().removesuffix("-dirty") == head
+    code = subprocess.run(["git", "log", "-1", "--format=%H", "--", ":(top)", ":(top,exclude)benchmarks/results"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert git_commit().removesuffix("-dirty") == code
     assert git_commit(tmp_path) == "unknown"  # not a checkout
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -124,8 +127,18 @@ def test_provenance_versions_git_and_hardware(tmp_path):
     subprocess.run(git + ["commit", "-q", "-m", "x"], check=True)
     clean = git_commit(repo)
     assert len(clean) == 40 and not clean.endswith("-dirty")
+    # committing or changing results leaves the commit of the code, and its cleanliness, as they were
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    (repo / "benchmarks" / "results" / "records.jsonl").write_text("{}")
+    subprocess.run(git + ["add", "benchmarks"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "results"], check=True)
+    (repo / "benchmarks" / "results" / "records.jsonl").write_text("{}\n{}")
+    assert git_commit(repo) == clean
+    check_clean_checkout(repo)
     (repo / "f.txt").write_text("b")
     assert git_commit(repo) == clean + "-dirty"
+    with pytest.raises(RuntimeError, match="dirty checkout .* f.txt"):
+        check_clean_checkout(repo)
     hardware = hardware_info()
     assert hardware["cpu"] and hardware["cpu_cores"] >= 1 and hardware["usable_cores"] >= 1
     assert "gpu" in hardware

@@ -23,7 +23,6 @@ from agents.supervised.data import pad_left, pad_right, prompt_ids, read_feedbac
 from agents.rl.algorithm import TrainResult
 from agents.rl.config import DEVICE_HELP
 from agents.rl.evaluation import evaluate
-from agents.rl.logprobs import token_logprobs
 from agents.rl.losses import dpo_loss
 from agents.rl.run import Run, Timer, build_learner, finish, setup_of
 
@@ -90,8 +89,8 @@ class DPO:
                 with torch.no_grad():
                     ref = (learner.reference.logprobs(P, P_mask, ids, mask, 1.0) * mask).sum(1)
                 model.train()
-                logits, _ = model(P, P_mask, ids, mask)
-                logp = (token_logprobs(logits, ids, 1.0) * mask).sum(1)
+                scores, _ = model(P, P_mask, ids, mask)
+                logp = (scores.logprobs * mask).sum(1)
                 log_ratio = logp - ref
                 if c.loss_type == "ipo":
                     log_ratio = log_ratio / mask.sum(1)

@@ -16,8 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from agents import metrics as M
-from agents.rl.logprobs import token_logprobs
-from agents.rl.policy import autocast, check_same_tokenizer, reference_of, sequence_forward
+from agents.rl.policy import autocast, check_same_tokenizer, completion_scores, reference_of
 from agents.rl.rollout import RolloutEnv, iteration_seeds
 from llm_gym.models import load_causal_lm, load_tokenizer
 
@@ -78,9 +77,8 @@ def evaluate(
         c = rollout.completions
         kl = torch.zeros(n, device=dev)
         if reference is not None:
-            out, _ = sequence_forward(reference, rollout.prompt_ids, rollout.prompt_mask, c.ids, c.mask,
-                                      completion_logits=True)
-            ref_lp = token_logprobs(out.logits, c.ids, config.temperature)
+            ref_lp = completion_scores(reference, rollout.prompt_ids, rollout.prompt_mask, c.ids, c.mask,
+                                       config.temperature).logprobs
             kl = ((c.logprobs - ref_lp) * c.mask).sum(1)[:n]
             sums["kl"] += float(kl.sum())
         if rollouts_path is not None:
@@ -93,8 +91,7 @@ def evaluate(
         refs = tokenizer([r + tokenizer.eos_token for r in env.references()], add_special_tokens=False,
                          return_tensors="pt", padding=True)
         ref_ids, ref_mask = refs["input_ids"].to(dev), refs["attention_mask"].to(dev)
-        out, _ = sequence_forward(model, rollout.prompt_ids, rollout.prompt_mask, ref_ids, ref_mask, completion_logits=True)
-        nll = -token_logprobs(out.logits, ref_ids, 1.0) * ref_mask
+        nll = -completion_scores(model, rollout.prompt_ids, rollout.prompt_mask, ref_ids, ref_mask, 1.0).logprobs * ref_mask
         sums["nll"] += float(nll[:n].sum())
         sums["ref_tokens"] += float(ref_mask[:n].sum())
         sums["reward"] += float(rollout.score[:n].sum())

@@ -32,7 +32,6 @@ from agents.rl.callbacks import IterationReport, TrainingCallback
 from agents.rl.config import RESUMABLE_FIELDS, RLConfig
 from agents.rl.estimators import kl_penalty, masked_mean, missing_eos_penalty
 from agents.rl.evaluation import evaluate
-from agents.rl.logprobs import entropy_from_logits, token_logprobs
 from agents.rl.losses import aggregate, clipped_surrogate
 from agents.rl.policy import ValueModel, autocast
 from agents.rl.rollout import iteration_seeds
@@ -209,8 +208,8 @@ class OnPolicyAlgorithm:
                 sl = slice(s, s + chunk)
                 args = (rollout.prompt_ids[sl], rollout.prompt_mask[sl], done.ids[sl], done.mask[sl])
                 if need_policy:
-                    logits, value = learner.model(*args)
-                    logprobs.append(token_logprobs(logits, done.ids[sl], c.temperature))
+                    scores, value = learner.model(*args, c.temperature)
+                    logprobs.append(scores.logprobs)
                     if value is not None:
                         values.append(value.float())
                 if learner.reference is not None:
@@ -242,10 +241,10 @@ class OnPolicyAlgorithm:
                 tokens = float(batch.mask[minibatch].sum())
                 for i in minibatch.tensor_split(min(c.gradient_accumulation_steps, len(minibatch))):
                     with autocast(run.device):
-                        logits, values = model(rollout.prompt_ids[i], rollout.prompt_mask[i], done.ids[i], done.mask[i])
-                    logprobs = token_logprobs(logits, done.ids[i], c.temperature)
-                    with torch.set_grad_enabled(c.entropy_coef > 0):
-                        entropy = entropy_from_logits(logits, c.temperature)
+                        scores, values = model(rollout.prompt_ids[i], rollout.prompt_mask[i], done.ids[i], done.mask[i],
+                                               c.temperature, entropy=True)
+                    logprobs = scores.logprobs
+                    entropy = scores.entropy if c.entropy_coef > 0 else scores.entropy.detach()
                     mb = MiniBatch(
                         logprobs=logprobs,
                         old_logprobs=old_logprobs[i] if old_logprobs is not None else logprobs.detach(),

@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import weakref
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from safetensors.torch import save_file
@@ -24,7 +25,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.rl.kernels import fuse_activations
-from agents.rl.logprobs import token_logprobs
+from agents.rl.logprobs import entropy_from_logits, head_logprobs, token_logprobs
 from agents.rl.sampling import position_ids_from_mask
 from llm_gym.models import check_vocab_match, load_tokenizer
 
@@ -83,11 +84,97 @@ def sequence_forward(
     return out, P
 
 
+class Scores(NamedTuple):
+    """What a scoring pass returns for each completion token: log p (fp32, (B, T)), the entropy (when
+    asked) and the last hidden state that predicted the token ((B, T, H), when asked: the shared critic's input)."""
+
+    logprobs: torch.Tensor
+    entropy: torch.Tensor | None
+    features: torch.Tensor | None
+
+
+_OUTPUT_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def output_layer(lm: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
+    """The backbone and the linear output layer of a causal LM whose logits are exactly ``head(backbone(x))``.
+
+    Checked once per model on a few tokens, because some architectures change the logits after the
+    output layer (soft-capping, scaling); for those the answer is None and the caller asks the model
+    for its logits instead. A PEFT model is looked through (its adapters live inside the backbone).
+    """
+    if lm in _OUTPUT_LAYERS:
+        return _OUTPUT_LAYERS[lm]
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    backbone = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    split = None
+    if isinstance(backbone, nn.Module) and type(head) is nn.Linear:
+        param = head.weight
+        ids = torch.arange(min(8, param.shape[0]), device=param.device)[None]
+        training = lm.training
+        lm.eval()
+        with torch.no_grad():
+            direct = lm(input_ids=ids).logits.float()
+            via_head = head(backbone(input_ids=ids).last_hidden_state).float()
+        lm.train(training)
+        if direct.shape == via_head.shape and torch.allclose(direct, via_head, atol=1e-4, rtol=1e-4):
+            split = (backbone, head)
+    _OUTPUT_LAYERS[lm] = split
+    return split
+
+
+def completion_scores(lm: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                      completion_ids: torch.Tensor, completion_mask: torch.Tensor, temperature: float,
+                      entropy: bool = False, features: bool = False) -> Scores:
+    """Score each completion token under ``lm``: one forward of ``prompt + completion``.
+
+    The output layer runs inside ``head_logprobs`` a chunk of tokens at a time, so no
+    (B x tokens x vocab) logits or logits gradient is ever materialised — what decides peak memory
+    with a 150k-token vocabulary. Models whose logits are not ``head(hidden)`` make their logits for
+    the completion positions only (``logits_to_keep``) and are scored from those.
+    """
+    T = completion_ids.shape[1]
+    split = output_layer(lm)
+    if split is None:
+        out, P = sequence_forward(lm, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden=features,
+                                  completion_logits=True)
+        return Scores(token_logprobs(out.logits, completion_ids, temperature),
+                      entropy_from_logits(out.logits, temperature) if entropy else None,
+                      out.hidden_states[-1][:, P - 1 : P + T - 1] if features else None)
+    backbone, head = split
+    out, P = sequence_forward(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
+    hidden = out.last_hidden_state[:, P - 1 : P + T - 1]
+    logprobs, ent = head_logprobs(hidden, head.weight, head.bias, completion_ids, temperature, entropy)
+    return Scores(logprobs, ent, hidden if features else None)
+
+
+def label_logprobs(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   labels: torch.Tensor) -> torch.Tensor:
+    """log p of every labelled token (HF's convention: ``labels[:, t]`` is predicted from position
+    ``t - 1``; -100 is ignored) as a flat fp32 vector — the SFT loss is its negative mean.
+
+    Only the labelled positions reach the output layer, a chunk at a time (``head_logprobs``), so
+    SFT on a 150k-token vocabulary never holds (batch x tokens x vocab) logits or their gradient.
+    A model wrapped for distributed training (whose forward must run for gradients to sync), or
+    one whose logits are not ``head(hidden)``, is scored from its own logits.
+    """
+    targets = labels[:, 1:]
+    keep = targets != -100
+    split = output_layer(lm) if isinstance(lm, PreTrainedModel) else None
+    if split is None:
+        logits = lm(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+        return token_logprobs(logits[keep], targets[keep], 1.0)
+    backbone, head = split
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1]
+    return head_logprobs(hidden[keep], head.weight, head.bias, targets[keep], 1.0)[0]
+
+
 class ActorCritic(nn.Module):
     """Causal LM + scalar value head; ``forward`` scores a batch of (prompt, completion) pairs.
 
-    ``forward`` returns the logits that predicted each completion token and, unless
-    ``value_model == "none"``, the value of the state before each completion token (B, T).
+    ``forward`` returns the completion tokens' ``Scores`` and, unless ``value_model == "none"``, the
+    value of the state before each completion token (B, T).
     """
 
     def __init__(self, lm: PreTrainedModel, value_model: ValueModel = "shared", critic: nn.Module | None = None):
@@ -100,21 +187,19 @@ class ActorCritic(nn.Module):
             nn.init.normal_(self.value_head.weight, std=1 / (width + 1) ** 0.5)  # Huang et al. 2024, #9
             nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, prompt_ids, prompt_mask, completion_ids, completion_mask):
+    def forward(self, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float = 1.0,
+                entropy: bool = False) -> tuple[Scores, torch.Tensor | None]:
         shared = self.value_model == "shared"
-        out, P = sequence_forward(self.lm, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden=shared,
-                                  completion_logits=True)
-        T = completion_ids.shape[1]
-        logits = out.logits
+        scores = completion_scores(self.lm, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature,
+                                   entropy=entropy, features=shared)
         if self.value_model == "none":
-            return logits, None
+            return scores, None
         if shared:
-            features = out.hidden_states[-1]
+            features = scores.features
         else:
-            features, _ = sequence_forward(self.critic, prompt_ids, prompt_mask, completion_ids, completion_mask)
-            features = features.last_hidden_state
-        values = self.value_head(features[:, P - 1 : P + T - 1].float()).squeeze(-1)
-        return logits, values
+            out, P = sequence_forward(self.critic, prompt_ids, prompt_mask, completion_ids, completion_mask)
+            features = out.last_hidden_state[:, P - 1 : P + completion_ids.shape[1] - 1]
+        return scores, self.value_head(features.float()).squeeze(-1)
 
 
 def load_actor_critic(
@@ -162,14 +247,11 @@ class Reference:
 
     @torch.no_grad()
     def logprobs(self, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float) -> torch.Tensor:
+        args = (prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
         if self.uses_adapter:
             with self.policy.lm.disable_adapter():
-                out, _ = sequence_forward(self.policy.lm, prompt_ids, prompt_mask, completion_ids, completion_mask,
-                                          completion_logits=True)
-        else:
-            out, _ = sequence_forward(self.model, prompt_ids, prompt_mask, completion_ids, completion_mask,
-                                      completion_logits=True)
-        return token_logprobs(out.logits, completion_ids, temperature)
+                return completion_scores(self.policy.lm, *args).logprobs
+        return completion_scores(self.model, *args).logprobs
 
 
 def export_policy(model: ActorCritic, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,

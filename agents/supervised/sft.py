@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from agents import metrics as M
+from agents.rl.policy import label_logprobs
 from agents.supervised.data import (
     SFTCollator,
     encode_sft_rows,
@@ -123,10 +123,9 @@ def evaluate_sft(
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
         batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-        labels = batch["labels"][:, 1:]
-        total_nll += F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="sum").item()
-        total_tokens += int((labels != -100).sum())
+        logprobs = label_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        total_nll -= float(logprobs.sum())
+        total_tokens += len(logprobs)
     prompts = [s.prompt for s in samples]
     completions = generate_completions(model, tokenizer, prompts, max_new_tokens, batch_size)
     correct = task.verify(prompts, completions, [sample_metadata(s) for s in samples])
@@ -155,7 +154,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
     max_new_tokens = config.max_new_tokens or task_max_new_tokens
     model, optimizer, scheduler, step, batches, logger, fitted = fit(
         config, out, "sft", "sft_config.yaml", accelerator, model, train_rows, SFTCollator(tokenizer.pad_token_id),
-        resume, loss_fn=lambda model, batch: model(**batch).loss,
+        resume, loss_fn=lambda model, batch: -label_logprobs(model, **batch).mean(),
         evaluate_fn=lambda model: evaluate_sft(model, tokenizer, task, eval_samples, eval_rows, max_new_tokens,
                                                config.eval_batch_size),
         throughput=(M.TOKENS_PER_S, lambda batch: float((batch["labels"] != -100).sum())),
