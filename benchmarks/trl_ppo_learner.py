@@ -38,15 +38,19 @@ class TRLPPO:
 
     Settings without a TRL twin are pinned to ours: constant learning rate, AdamW eps 1e-5, the
     critic initialised from the start model. TRL's critic is always a separate model (ours is a
-    value head on the policy by default)."""
+    value head on the policy by default). TRL's reward model sees the response's EOS, ours does not;
+    unless ``reward_model_sees_eos``, the EOS is hidden from it (``trl_ppo_train.score_before_eos``), so
+    both optimise the same proxy."""
 
     name = "trl-ppo"
 
     def __init__(self, model_name_or_path: str, python: str, batch_size: int = 64, num_mini_batches: int = 4,
                  num_ppo_epochs: int = 4, learning_rate: float = 3e-4, kl_coef: float = 0.05,
                  kl_estimator: str = "k1", whiten_rewards: bool = False, temperature: float = 1.0,
-                 missing_eos_penalty: float = 1.0, eval_episodes: int = 16, threads: int = 1):
+                 missing_eos_penalty: float = 1.0, eval_episodes: int = 16, threads: int = 1,
+                 reward_model_sees_eos: bool = False):
         self.model_name_or_path, self.python, self.threads = model_name_or_path, python, threads
+        self.reward_model_sees_eos = reward_model_sees_eos
         self.trl_settings = {
             "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": 1,
             "num_mini_batches": num_mini_batches, "num_ppo_epochs": num_ppo_epochs, "learning_rate": learning_rate,
@@ -75,7 +79,7 @@ class TRLPPO:
         policy_dir = out_dir / "policy"
         settings = {**self.trl_settings, "output_dir": str(policy_dir), "total_episodes": budget, "seed": seed,
                     "response_length": max_new_tokens, "threads": self.threads, "policy": self.model_name_or_path,
-                    "reward_model": reward[len(LEARNED_PREFIX):],
+                    "reward_model": reward[len(LEARNED_PREFIX):], "reward_model_sees_eos": self.reward_model_sees_eos,
                     "prompt_ids": encode_prompts(load_tokenizer(self.model_name_or_path), prompts)}
         with tempfile.NamedTemporaryFile("w", suffix=".json", dir=out_dir, delete=False) as f:
             json.dump(settings, f)

@@ -16,6 +16,33 @@ import time
 import traceback
 
 
+def score_before_eos(reward_model, eos_token_id: int) -> None:
+    """Make ``reward_model`` score a response ending in EOS as the same response without it.
+
+    TRL's PPO scores prompt + response + EOS (its stop token is kept); our reward models learned, and
+    our env scores, prompt + completion without EOS, and the extra token moves their scores (0.107 ->
+    0.055 and -0.106 -> 0.532 on two Count samples). Causal attention leaves every earlier hidden state
+    unchanged, so giving the EOS position the hidden state before it makes TRL's score ours."""
+    import torch
+
+    prefix = reward_model.base_model_prefix
+    backbone = getattr(reward_model, prefix)
+
+    class BeforeEOS(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, input_ids, **kwargs):
+            out = self.backbone(input_ids=input_ids, **kwargs)
+            last = out.hidden_states[-1]
+            shifted = torch.cat([last[:, :1], last[:, :-1]], dim=1)
+            out.hidden_states = (*out.hidden_states[:-1], torch.where((input_ids == eos_token_id)[..., None], shifted, last))
+            return out
+
+    setattr(reward_model, prefix, BeforeEOS())
+
+
 def main(settings_path: str) -> int:
     try:
         import datasets
@@ -25,16 +52,20 @@ def main(settings_path: str) -> int:
 
         settings = json.load(open(settings_path))
         torch.set_num_threads(settings.pop("threads"))
-        policy, reward_model = settings.pop("policy"), settings.pop("reward_model")
+        policy, reward_path = settings.pop("policy"), settings.pop("reward_model")
+        rm_sees_eos = settings.pop("reward_model_sees_eos")
         data = datasets.Dataset.from_dict({"input_ids": settings.pop("prompt_ids")})
         tok = AutoTokenizer.from_pretrained(policy)
         tok.padding_side = "left"
         config = PPOConfig(**settings)
+        reward_model = AutoModelForSequenceClassification.from_pretrained(reward_path, num_labels=1)
+        if not rm_sees_eos:
+            score_before_eos(reward_model, tok.eos_token_id)
         trainer = PPOTrainer(
             args=config, processing_class=tok,
             model=AutoModelForCausalLM.from_pretrained(policy),
             ref_model=AutoModelForCausalLM.from_pretrained(policy),
-            reward_model=AutoModelForSequenceClassification.from_pretrained(reward_model, num_labels=1),
+            reward_model=reward_model,
             value_model=AutoModelForSequenceClassification.from_pretrained(policy, num_labels=1),  # critic from the start model, as ours
             train_dataset=data,
         )
