@@ -116,3 +116,33 @@ def test_the_study_skips_recorded_runs_and_runs_only_the_missing_one(tmp_path, m
     assert len(read_records(bench.records)) == len(specs)
     summary = json.loads((tmp_path / "out/summary.json").read_text())
     assert summary["main"][missing.env_id]["rows"]["grpo"]["gold"]["mean"] == pytest.approx((0.4 + 0.3 * 4) / 5)
+
+
+def test_trl_reward_model_scores_a_response_ending_in_eos_as_the_response_without_it():
+    """TRL's PPO reads the reward at the last non-pad token, the EOS; after ``score_before_eos`` that
+    equals the unwrapped model's score of the same text without EOS (what our env and RM training use)."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from benchmarks.trl_ppo_train import score_before_eos
+
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=12, num_labels=1,
+                                                     pad_token_id=0)).eval()
+    eos, pad = 2, 0
+
+    def trl_score(rows: list[list[int]]) -> torch.Tensor:  # trl.experimental.utils.get_reward, written out
+        ids = torch.tensor(rows)
+        mask = ids != pad
+        out = getattr(model, model.base_model_prefix)(input_ids=ids, attention_mask=mask, position_ids=mask.cumsum(1) - mask.long(),
+                                                      return_dict=True, output_hidden_states=True, use_cache=False)
+        last = mask.long().cumsum(1).argmax(1)
+        return model.score(out.hidden_states[-1])[torch.arange(len(rows)), last, 0]
+
+    with_eos, without = [[pad, 1, 5, 7, 3, eos], [1, 4, 4, 6, 9, eos]], [[pad, pad, 1, 5, 7, 3], [pad, 1, 4, 4, 6, 9]]
+    expected = trl_score(without)
+    assert not torch.allclose(trl_score(with_eos), expected, atol=1e-4)  # the EOS moves the score
+    score_before_eos(model, eos)
+    with torch.no_grad():
+        assert torch.allclose(trl_score(with_eos), expected, atol=1e-5)
+        assert torch.allclose(trl_score(without), expected, atol=1e-5)  # no EOS: nothing changes
