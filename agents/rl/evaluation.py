@@ -19,7 +19,7 @@ from agents import metrics as M
 from agents.rl.logprobs import token_logprobs
 from agents.rl.policy import autocast, check_same_tokenizer, reference_of, sequence_forward
 from agents.rl.rollout import RolloutEnv, iteration_seeds
-from llm_gym.models import load_causal_lm, load_tokenizer
+from llm_gym.models import load_causal_lm, load_tokenizer, resolve_mixed_precision
 
 
 def distinct_n(sequences: list[list[int]], n: int) -> float:
@@ -42,7 +42,7 @@ class EvalConfig:
 def evaluate(
     policy_dir: str | Path, env_id: str, episodes: int, seed: int, env_kwargs: dict[str, Any] | None = None,
     config: EvalConfig | None = None, reference_dir: str | Path | None = None, device: str | None = None,
-    rollouts_path: Path | None = None,
+    rollouts_path: Path | None = None, mixed_precision: str = "auto",
 ) -> dict[str, float]:
     """Sample ``episodes`` completions from a policy directory on the env and report the standard metrics.
 
@@ -56,6 +56,7 @@ def evaluate(
     """
     config = config or EvalConfig()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = resolve_mixed_precision(mixed_precision, dev)
     model, tokenizer = load_causal_lm(policy_dir, device=dev)
     model.eval()
     tokenizer.padding_side = "right"  # reference completions are scored after the prompt
@@ -72,14 +73,15 @@ def evaluate(
     sequences: list[list[int]] = []
     done = 0
     for i in range((episodes + batch - 1) // batch):
-        with autocast(dev):
+        with autocast(dev, precision):
             rollout = env.rollout(model, iteration_seeds(seed, i, 0, batch), config.temperature, config.top_k, generator)
         n = min(batch, episodes - done)
         c = rollout.completions
         kl = torch.zeros(n, device=dev)
         if reference is not None:
-            out, _ = sequence_forward(reference, rollout.prompt_ids, rollout.prompt_mask, c.ids, c.mask,
-                                      completion_logits=True)
+            with autocast(dev, precision):
+                out, _ = sequence_forward(reference, rollout.prompt_ids, rollout.prompt_mask, c.ids, c.mask,
+                                          completion_logits=True)
             ref_lp = token_logprobs(out.logits, c.ids, config.temperature)
             kl = ((c.logprobs - ref_lp) * c.mask).sum(1)[:n]
             sums["kl"] += float(kl.sum())
@@ -93,7 +95,8 @@ def evaluate(
         refs = tokenizer([r + tokenizer.eos_token for r in env.references()], add_special_tokens=False,
                          return_tensors="pt", padding=True)
         ref_ids, ref_mask = refs["input_ids"].to(dev), refs["attention_mask"].to(dev)
-        out, _ = sequence_forward(model, rollout.prompt_ids, rollout.prompt_mask, ref_ids, ref_mask, completion_logits=True)
+        with autocast(dev, precision):
+            out, _ = sequence_forward(model, rollout.prompt_ids, rollout.prompt_mask, ref_ids, ref_mask, completion_logits=True)
         nll = -token_logprobs(out.logits, ref_ids, 1.0) * ref_mask
         sums["nll"] += float(nll[:n].sum())
         sums["ref_tokens"] += float(ref_mask[:n].sum())
