@@ -3,7 +3,7 @@ Reward Model") and IPO (Azar et al. 2023, "A General Theoretical Paradigm to Und
 Human Preferences") as ``loss_type``, trained on the pairwise feedback files the reward model learns from.
 
 Why here: "PPO on a learned reward vs DPO on the same preferences" is the comparison people make,
-so DPO reads the same ``{prompt, chosen, rejected}`` JSONL (``agents.supervised.data.read_feedback``), starts
+so DPO reads the same ``{prompt, chosen, rejected}`` JSONL (``llm_gym.feedback.read_feedback``), starts
 from the same SFT model, and is evaluated by the same ``evaluate`` on the env. Prompts are encoded
 exactly as the envs encode them and completions end with EOS, as the policy samples them. The
 budget counts preference pairs seen; pair order is a function of (seed, epoch), so resume is exact.
@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 
 from agents import metrics as M
-from agents.supervised.data import pad_left, pad_right, prompt_ids, read_feedback
+from agents.supervised.data import pad_left, pad_right, prompt_ids
 from agents.rl.algorithm import TrainResult
 from agents.rl.config import DEVICE_HELP
 from agents.rl.policy import autocast
@@ -27,6 +27,7 @@ from agents.rl.evaluation import evaluate
 from agents.rl.logprobs import token_logprobs
 from agents.rl.losses import dpo_loss
 from agents.rl.run import Run, Timer, build_learner, finish, setup_of
+from llm_gym.feedback import read_feedback
 from llm_gym.models import MIXED_PRECISION_HELP, MixedPrecision
 
 
