@@ -195,13 +195,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def resolve_mixed_precision(mixed_precision: str, device: str | torch.device) -> Literal["no", "bf16", "fp16"]:
     """What ``mixed_precision`` means on ``device``: ``"auto"`` is bf16 on a CUDA GPU that supports it, fp16 on
     older GPUs and none on the CPU (where bf16 autocast is slower than fp32 at small sizes); an explicit
-    choice is kept on any device, so CPU runs can exercise the bf16 path when asked."""
+    choice is kept on any device (fp16, which needs loss scaling, only on CUDA), so CPU runs can exercise
+    the bf16 path when asked."""
     if mixed_precision == "auto":
         if torch.device(device).type != "cuda":
             return "no"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if mixed_precision not in ("no", *AUTOCAST_DTYPES):
         raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got {mixed_precision!r}")
+    if mixed_precision == "fp16" and torch.device(device).type != "cuda":  # accelerate scales fp16 losses on CUDA only
+        raise ValueError(f"mixed_precision 'fp16' needs CUDA (its loss scaling runs there), got device "
+                         f"{str(device)!r}; use 'bf16' or 'no'")
     return mixed_precision
 
 

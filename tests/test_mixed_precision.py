@@ -34,13 +34,15 @@ def test_rl_and_supervised_configs_share_the_option():
     assert (rl.type, rl.default, rl.metadata["help"]) == (sl.type, sl.default, sl.metadata["help"])
 
 
-def test_auto_is_no_autocast_on_the_cpu_and_bad_names_are_refused():
+def test_auto_is_no_autocast_on_the_cpu_and_bad_choices_are_refused():
     assert resolve_mixed_precision("auto", "cpu") == "no"
     assert resolve_mixed_precision("bf16", "cpu") == "bf16"  # an explicit choice holds on any device
     with autocast(torch.device("cpu"), resolve_mixed_precision("auto", "cpu")):
         assert not torch.is_autocast_enabled("cpu")
     with pytest.raises(ValueError, match="mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got 'bfloat16'"):
         resolve_mixed_precision("bfloat16", "cpu")
+    with pytest.raises(ValueError, match="mixed_precision 'fp16' needs CUDA .*got device 'cpu'; use 'bf16' or 'no'"):
+        resolve_mixed_precision("fp16", "cpu")
 
 
 @pytest.mark.parametrize("algo,precision", [("grpo", "bf16"), ("ppo", "bf16"), ("grpo", "no")])
