@@ -176,6 +176,10 @@ def check_vocab_match(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+MIXED_PRECISION_HELP = ("forwards under autocast with fp32 weights and optimizer state: bf16, fp16 (loss-scaled) or no; "
+                        "auto = bf16 on a CUDA GPU that has it, fp16 on older GPUs, none on CPU")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -186,6 +190,23 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
     return device
+
+
+def resolve_mixed_precision(mixed_precision: str, device: str | torch.device) -> Literal["no", "bf16", "fp16"]:
+    """What ``mixed_precision`` means on ``device``: ``"auto"`` is bf16 on a CUDA GPU that supports it, fp16 on
+    older GPUs and none on the CPU (where bf16 autocast is slower than fp32 at small sizes); an explicit
+    choice is kept on any device (fp16, which needs loss scaling, only on CUDA), so CPU runs can exercise
+    the bf16 path when asked."""
+    if mixed_precision == "auto":
+        if torch.device(device).type != "cuda":
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if mixed_precision not in ("no", *AUTOCAST_DTYPES):
+        raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got {mixed_precision!r}")
+    if mixed_precision == "fp16" and torch.device(device).type != "cuda":  # accelerate scales fp16 losses on CUDA only
+        raise ValueError(f"mixed_precision 'fp16' needs CUDA (its loss scaling runs there), got device "
+                         f"{str(device)!r}; use 'bf16' or 'no'")
+    return mixed_precision
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:

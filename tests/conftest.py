@@ -19,3 +19,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     task = make_task("arithmetic")
     texts = [s.prompt + s.reference for s in task.dataset("train", 500, seed=0)]
     return save_tiny(tmp_path_factory.mktemp("tiny") / "model", texts, "char", TinyModelConfig(n_layer=2, n_embd=32))
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state whose mixed precision cannot change once set; a test that
+    trains in another precision than the rest of the suite starts and ends with that state cleared."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

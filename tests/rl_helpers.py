@@ -7,10 +7,13 @@ references is enough and keeps these tests independent of the SFT module's optio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from transformers import PreTrainedModel
 
 from llm_gym.models import TinyModelConfig, load_causal_lm, save_tiny
 from llm_gym.registration import env_id
@@ -78,3 +81,22 @@ def sft_and_learned_reward(root: Path, task_name: str = "arithmetic", sft_steps:
     rm = train_reward_model(RewardModelConfig(data=str(feedback / LABELS_FILE), output_dir=str(root / "rm"),
                                               model_name_or_path=str(sft.output_dir), max_steps=rm_steps, eval_every=0, seed=seed))
     return sft.output_dir, rm.output_dir
+
+
+@contextmanager
+def model_forwards(device_type: str) -> Iterator[list[tuple[bool, torch.dtype, torch.dtype, bool]]]:
+    """Record every forward of an HF model (a causal LM, its backbone alone as the trainers score with it,
+    a reward model): whether autocast was on for ``device_type``, its dtype, the model's weight dtype and
+    whether gradients were recorded (a training forward)."""
+    seen: list[tuple[bool, torch.dtype, torch.dtype, bool]] = []
+
+    def hook(module, args, output):
+        if isinstance(module, PreTrainedModel):
+            seen.append((torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type),
+                         next(module.parameters()).dtype, torch.is_grad_enabled()))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()

@@ -68,8 +68,10 @@ def test_every_option_has_help_and_the_conventional_name(command, capsys):
     names = {s for a in options for s in a.option_strings}
     if command in WRITES_A_RUN:
         assert "--output_dir" in names and "--output-dir" in names
-    if command in STARTS_FROM_A_MODEL:
+    if command in STARTS_FROM_A_MODEL:  # every trainer of an HF model chooses the precision of its forwards
         assert "--model_name_or_path" in names
+        if command != "feedback":
+            assert "--mixed_precision" in names and "{auto,no,bf16,fp16}" in shown
     if command in LONG_COMMANDS:
         assert "--resume_from_checkpoint" in names
     if command in ALGORITHMS:

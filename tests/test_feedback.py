@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.supervised.data import read_feedback
+from llm_gym.feedback import read_feedback
 from agents.feedback.collect import (
     CANDIDATES_FILE,
     LABELS_FILE,

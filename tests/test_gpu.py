@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from chat_tokenizers import save_family
+from rl_helpers import model_forwards
 
 import llm_gym  # noqa: F401  (registers env ids)
 from llm_gym.models import load_causal_lm, resolve_device, resolve_dtype
@@ -42,7 +43,7 @@ def test_bf16_sampling_on_cuda(tiny_model_dir):
 
 @pytest.mark.gpu
 @needs_cuda
-def test_sft_reward_model_ppo_grpo_in_bf16_on_cuda(tmp_path):
+def test_sft_reward_model_ppo_grpo_in_bf16_on_cuda(tmp_path, fresh_accelerate_state):
     from agents.rl.grpo import GRPO, GRPOConfig
     from agents.rl.ppo import PPO, PPOConfig
     from agents.supervised.reward_training import RewardModelConfig, train_reward_model
@@ -57,20 +58,28 @@ def test_sft_reward_model_ppo_grpo_in_bf16_on_cuda(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": s.prompt, "chosen": s.reference, "rejected": s.reference + "0"}) + "\n"
                              for s in samples))
-    sft = train_sft(SFTConfig(model_name_or_path=str(model_dir), output_dir=str(tmp_path / "sft"), data=str(data), max_steps=4,
-                              batch_size=8, eval_size=8, eval_every=0, max_length=48, mixed_precision="bf16"))
+    with model_forwards("cuda") as sft_forwards:
+        sft = train_sft(SFTConfig(model_name_or_path=str(model_dir), output_dir=str(tmp_path / "sft"), data=str(data),
+                                  max_steps=4, batch_size=8, eval_size=8, eval_every=0, max_length=48,
+                                  mixed_precision="bf16"))
     assert math.isfinite(sft.final["eval/loss"])
-    rm = train_reward_model(RewardModelConfig(data=str(pairs), output_dir=str(tmp_path / "rm"), model_name_or_path=str(sft.output_dir),
-                                              max_steps=4, batch_size=8, eval_every=0, eval_fraction=0.3,
-                                              mixed_precision="bf16"))
+    with model_forwards("cuda") as rm_forwards:
+        rm = train_reward_model(RewardModelConfig(data=str(pairs), output_dir=str(tmp_path / "rm"),
+                                                  model_name_or_path=str(sft.output_dir), max_steps=4, batch_size=8,
+                                                  eval_every=0, eval_fraction=0.3, mixed_precision="bf16"))
     assert math.isfinite(rm.final["eval/loss"])
+    for seen in (sft_forwards, rm_forwards):  # every training forward in bf16 autocast over fp32 weights
+        training = [row for row in seen if row[3]]
+        assert training and all(row[:3] == (True, torch.bfloat16, torch.float32) for row in training), set(seen)
     env_kwargs = {"data_files": str(data), "reward": f"learned:path={rm.output_dir},device=cuda", "max_new_tokens": 4}
     torch.cuda.reset_peak_memory_stats()
     ppo = PPO(PPOConfig(model_name_or_path=str(sft.output_dir), batch_size=8, num_mini_batches=2, num_ppo_epochs=1,
-                        save_steps=0, eval_episodes=8, device="cuda"))
+                        save_steps=0, eval_episodes=8, device="cuda", mixed_precision="bf16"))
     grpo = GRPO(GRPOConfig(model_name_or_path=str(sft.output_dir), batch_size=8, num_generations=2,
-                           num_mini_batches=2, save_steps=0, eval_episodes=8, device="cuda"))
+                           num_mini_batches=2, save_steps=0, eval_episodes=8, device="cuda", mixed_precision="bf16"))
     for algo, trainer in (("ppo", ppo), ("grpo", grpo)):
-        result = trainer.train("llm_gym/Dataset-v0", 16, 0, tmp_path / algo, env_kwargs)
+        with model_forwards("cuda") as seen:  # sampling, training, reference and evaluation forwards alike
+            result = trainer.train("llm_gym/Dataset-v0", 16, 0, tmp_path / algo, env_kwargs)
         assert all(math.isfinite(v) for k, v in result.curve[-1].items() if k != "objective/gold_reward")
+        assert any(row[3] for row in seen) and all(row[:3] == (True, torch.bfloat16, torch.float32) for row in seen), algo
     assert torch.cuda.max_memory_allocated() > 0  # the work ran on the GPU

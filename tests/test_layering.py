@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED_FUNCTION_LEVEL_IMPORTS = {
     ("llm_gym.tasks.reasoning_gym", "reasoning_gym"),  # extra [reasoning]; ~1 s to import
     ("llm_gym.tasks.datasets", "datasets"),  # extra [datasets]
+    ("llm_gym.feedback", "datasets"),  # extra [datasets]
 }
 
 

@@ -3,17 +3,19 @@ in-memory ``datasets`` inside llm_gym."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gymnasium
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState
+from chat_tokenizers import build_tokenizer, save_family
 from transformers import AutoModelForSequenceClassification
 
 import llm_gym  # noqa: F401  (registers env ids)
-from llm_gym.integrations.trl import task_to_dataset, trl_reward_func
+from llm_gym.feedback import read_feedback
+from llm_gym.integrations.trl import feedback_to_dataset, task_to_dataset, trl_reward_func
 from llm_gym.models import TinyModelConfig, build_tiny_model, load_causal_lm, load_tokenizer
 from llm_gym.rewards import make_reward
 from llm_gym.tasks import make_task
@@ -72,33 +74,116 @@ def test_wrapped_rewards_score_as_in_the_env(learned_rm_dir):
     assert trl_reward_func("verifier", task).__name__ == "verifier"  # the name TRL logs it under
 
 
-def test_grpo_trainer_runs_with_llm_gym_task_and_rewards(tiny_model_dir, learned_rm_dir, tmp_path):
+def grpo_two_steps(model, tokenizer, reward_funcs, dataset, out_dir):
+    """TRL 1.16's GRPOTrainer, 2 steps of 4 prompts x 2 generations on the CPU; returns it after checking it trained."""
     from trl import GRPOConfig, GRPOTrainer
 
-    task = make_task("arithmetic")
-    model, tokenizer = load_causal_lm(tiny_model_dir)
     args = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"), max_steps=2, per_device_train_batch_size=4, num_generations=2,
+        output_dir=str(out_dir), max_steps=2, per_device_train_batch_size=4, num_generations=2,
         max_completion_length=6, use_cpu=True, report_to=[], logging_steps=1, save_strategy="no", learning_rate=1e-3,
     )
+    trainer = GRPOTrainer(model=model, processing_class=tokenizer, args=args, reward_funcs=reward_funcs,
+                          train_dataset=dataset)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it trained
+    return trainer
+
+
+def test_grpo_trainer_runs_with_llm_gym_task_and_rewards(tiny_model_dir, learned_rm_dir, tmp_path,
+                                                         fresh_accelerate_state):
+    task = make_task("arithmetic")
+    model, tokenizer = load_causal_lm(tiny_model_dir)
     reward_funcs = [
         trl_reward_func("verifier", task),
         trl_reward_func("0.5*exact_match + 0.5*length:max_chars=4", name="shaped"),
         trl_reward_func(f"learned:path={learned_rm_dir}"),
         accuracy,
     ]
-    trainer = GRPOTrainer(model=model, processing_class=tokenizer, args=args, reward_funcs=reward_funcs,
-                          train_dataset=task_to_dataset(task, size=16))
-    before = [p.detach().clone() for p in model.parameters()]
-    try:
-        trainer.train()
-    finally:  # the Trainer's accelerate state (its mixed precision) would outlive the test and refuse ours
-        AcceleratorState._reset_state(reset_partial_state=True)
-    assert trainer.state.global_step == 2
+    trainer = grpo_two_steps(model, tokenizer, reward_funcs, task_to_dataset(task, size=16), tmp_path / "grpo")
     logged = trainer.state.log_history[0]
     for name in ("verifier", "shaped", "learned", "accuracy"):
         assert np.isfinite(logged[f"rewards/{name}/mean"])
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it trained
+
+
+# ----------------------------------------------------------------------------- TRL's dataset types
+CHAT_TEXTS = [s.prompt + s.reference for s in make_task("arithmetic").dataset("train", 300, seed=0)] + [
+    "system user assistant You add numbers."]
+
+
+def chat_task(tokenizer):
+    """A ``messages`` dataset (with a system turn) served by the Dataset task, rendered with ``tokenizer``."""
+    rows = [{"messages": [{"role": "system", "content": "You add numbers."}, {"role": "user", "content": f"{a}+{a}="},
+                          {"role": "assistant", "content": str(2 * a)}], "answer": str(2 * a)} for a in range(40)]
+    return make_task("dataset", data_files=datasets.Dataset.from_list(rows), tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen"])
+def test_conversational_format_round_trips_through_trl(family):
+    """TRL renders a conversational row into exactly the prompt llm_gym's env shows (chat rows keep their
+    own messages, not a rendering wrapped again); other tasks' prompts become one user message."""
+    from trl.data_utils import is_conversational, maybe_apply_chat_template
+
+    tokenizer, _ = build_tokenizer(family, CHAT_TEXTS)
+    task = chat_task(tokenizer)
+    standard = task_to_dataset(task, format="prompt_completion", size=8)
+    chat = task_to_dataset(task, format="prompt_completion", size=8, conversational=True)
+    assert not is_conversational(standard[0]) and is_conversational(chat[0])
+    assert chat[0]["prompt"] == [{"role": "system", "content": "You add numbers."}, {"role": "user", "content": "0+0="}]
+    assert chat[0]["completion"] == [{"role": "assistant", "content": "0"}]
+    for row, text in zip(chat, standard):
+        rendered = maybe_apply_chat_template(row, tokenizer)
+        assert rendered["prompt"] == text["prompt"]  # the env's prompt, token for token
+        assert rendered["completion"].startswith(text["completion"]) and row["answer"] == text["answer"]
+    arithmetic = task_to_dataset("arithmetic", size=4, seed=3, conversational=True)
+    plain = task_to_dataset("arithmetic", size=4, seed=3)
+    assert [row["prompt"] for row in arithmetic] == [[{"role": "user", "content": p}] for p in plain["prompt"]]
+    assert maybe_apply_chat_template(arithmetic[0], tokenizer)["prompt"] == tokenizer.apply_chat_template(
+        [{"role": "user", "content": plain[0]["prompt"]}], add_generation_prompt=True, tokenize=False)
+
+
+def test_grpo_trainer_runs_on_the_conversational_dataset(tmp_path, fresh_accelerate_state):
+    model_dir = save_family(tmp_path / "qwen", "qwen", CHAT_TEXTS)
+    model, tokenizer = load_causal_lm(model_dir)
+    task = chat_task(tokenizer)
+
+    def characters(completions, **kwargs):  # TRL style on conversational completions; varies, unlike the
+        return [float(len(c[0]["content"])) for c in completions]  # verifier on an untrained model
+
+    reward_funcs = [trl_reward_func("verifier", task, tokenizer=tokenizer), characters]
+    trainer = grpo_two_steps(model, tokenizer, reward_funcs, task_to_dataset(task, size=16, conversational=True),
+                             tmp_path / "grpo")
+    assert all(np.isfinite(trainer.state.log_history[0][f"rewards/{name}/mean"]) for name in ("verifier", "characters"))
+
+
+def test_metadata_that_would_overwrite_a_trl_column_is_refused_by_name():
+    rows = [{"prompt": "1+1=", "completion": "2", "reference": "two"}]
+    with pytest.raises(ValueError, match=r"task 'dataset': metadata key\(s\) \['reference'\] would overwrite"):
+        task_to_dataset("dataset", data_files=datasets.Dataset.from_list(rows))
+
+
+def test_feedback_becomes_trl_preference_pairs(tmp_path):
+    from trl.data_utils import is_conversational
+
+    path = tmp_path / "feedback.jsonl"  # as ``llm-gym feedback`` writes it (an id per label)
+    rows = [{"id": "0:0-1", "prompt": "1+1=", "chosen": "2", "rejected": "3"},
+            {"id": "0:0-2", "prompt": "1+1=", "chosen": "2", "rejected": "2"},  # no preference: skipped
+            {"id": "1:0-1", "prompt": "2+2=", "chosen": "4", "rejected": "5"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = feedback_to_dataset(path)
+    assert pairs.column_names == ["prompt", "chosen", "rejected"] and not is_conversational(pairs[0])
+    assert pairs.to_list() == [{"prompt": "1+1=", "chosen": "2", "rejected": "3"},
+                               {"prompt": "2+2=", "chosen": "4", "rejected": "5"}]
+    path.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"prompt": "2+2=", "chosen": "4"}) + "\n")
+    with pytest.raises(ValueError, match=rf"{path}:2: row is missing field\(s\) \['rejected'\]"):
+        feedback_to_dataset(path)
+    path.write_text(json.dumps(rows[0]) + "\n{not json\n")
+    with pytest.raises(ValueError, match=rf"{path}:2: not valid JSON"):
+        feedback_to_dataset(path)
+    path.write_text(json.dumps({"prompt": "1+1=", "completion": "2", "label": 1}) + "\n")
+    with pytest.raises(ValueError, match="holds pointwise ratings .* not preference pairs"):
+        feedback_to_dataset(path)
 
 
 ROWS = [{"prompt": f"{a}+{a}=", "completion": str(2 * a), "answer": str(2 * a)} for a in range(30)]
@@ -149,8 +234,6 @@ def test_in_memory_dataset_dict_without_a_train_split_is_refused():
 
 
 def test_feedback_rows_from_an_in_memory_dataset():
-    from agents.supervised.data import read_feedback
-
     pairs = datasets.Dataset.from_list([{"prompt": "1+1=", "chosen": "2", "rejected": "3"},
                                         {"prompt": "2+2=", "chosen": "4", "rejected": "4"}])
     data = read_feedback(pairs)

@@ -23,7 +23,7 @@ from agents.rl.evaluation import distinct_n, evaluate
 from agents.rl.policy import autocast
 from agents.rl.rollout import RolloutEnv, iteration_seeds
 from agents.rl.run import Run, Timer, setup_of
-from llm_gym.models import load_causal_lm
+from llm_gym.models import MIXED_PRECISION_HELP, MixedPrecision, load_causal_lm, resolve_mixed_precision
 
 
 @dataclass
@@ -37,6 +37,7 @@ class BestOfNConfig:
     eval_episodes: int = field(default=128, metadata={"help": "held-out prompts of the final evaluation"})
     save_steps: int = field(default=0, metadata={"help": "unused: best-of-n has nothing to checkpoint"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": DEVICE_HELP})
+    mixed_precision: MixedPrecision = field(default="auto", metadata={"help": MIXED_PRECISION_HELP})
 
 
 BEST_OF_N_FILE = "best_of_n.json"
@@ -78,7 +79,7 @@ class BestOfN:
         for iteration in range(1, run.iterations + 1):
             with Timer() as t:
                 metrics = best_of_n_rollout(model, env, n, num_prompts, seed + iteration * 7_919 + run.rank,
-                                            c.temperature)
+                                            c.temperature, run.mixed_precision)
             run.log(iteration, {**metrics, M.SAMPLES_PER_S: run.samples_per_iteration / t.seconds})
         env.close()
         final = self.evaluate(policy_dir, env_id, c.eval_episodes, seed, env_kwargs) if run.accelerator.is_main_process else {}
@@ -90,23 +91,25 @@ class BestOfN:
         """The base policy's perplexity; reward, gold, KL bound, diversity and length of the selected samples."""
         meta = Path(policy_dir) / BEST_OF_N_FILE
         n = json.loads(meta.read_text())["n"] if meta.is_file() else self.config.num_generations
-        base = evaluate(policy_dir, env_id, episodes, seed, env_kwargs, reference_dir=policy_dir)
+        base = evaluate(policy_dir, env_id, episodes, seed, env_kwargs, reference_dir=policy_dir,
+                        mixed_precision=self.config.mixed_precision)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model, tokenizer = load_causal_lm(policy_dir, device=device)
         env = RolloutEnv(env_id, episodes * n, device, tokenizer, policy_dir, {"split": "test", **(env_kwargs or {})})
-        selected = best_of_n_rollout(model, env, n, episodes, seed, self.config.temperature)
+        selected = best_of_n_rollout(model, env, n, episodes, seed, self.config.temperature,
+                                     resolve_mixed_precision(self.config.mixed_precision, device))
         env.close()
         return {**base, **selected}
 
 
 @torch.no_grad()
 def best_of_n_rollout(model: torch.nn.Module, env: RolloutEnv, n: int, num_prompts: int, seed: int,
-                      temperature: float) -> dict[str, float]:
+                      temperature: float, mixed_precision: str) -> dict[str, float]:
     """Sample n completions for each of ``num_prompts`` prompts (``env`` has ``num_prompts * n`` slots)
-    and keep the best by proxy reward."""
+    and keep the best by proxy reward; ``mixed_precision`` is resolved ("no", "bf16", "fp16")."""
     device = env.device
     generator = torch.Generator(device).manual_seed(seed)
-    with autocast(device):
+    with autocast(device, mixed_precision):
         batch = env.rollout(model.eval(), iteration_seeds(seed, 0, 0, num_prompts, n), temperature, 0, generator)
     best = batch.score.view(num_prompts, n).argmax(1) + torch.arange(num_prompts, device=device) * n
     lengths = batch.completions.lengths[best]

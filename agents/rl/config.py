@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-DEVICE_HELP = "auto = CUDA if available; on CUDA forwards run under bf16 autocast with fp32 weights"
+from llm_gym.models import MIXED_PRECISION_HELP, MixedPrecision
+
+DEVICE_HELP = "auto = CUDA if available; the forwards' precision is mixed_precision's"
 
 
 @dataclass
@@ -54,6 +56,7 @@ class RLConfig:
     save_steps: int = field(default=10, metadata={"help": "checkpoint every N iterations (0: never)"})
     eval_episodes: int = field(default=128, metadata={"help": "held-out episodes of the final evaluation"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": DEVICE_HELP})
+    mixed_precision: MixedPrecision = field(default="auto", metadata={"help": MIXED_PRECISION_HELP})
 
     @property
     def clip_high(self) -> float:

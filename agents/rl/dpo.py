@@ -3,7 +3,7 @@ Reward Model") and IPO (Azar et al. 2023, "A General Theoretical Paradigm to Und
 Human Preferences") as ``loss_type``, trained on the pairwise feedback files the reward model learns from.
 
 Why here: "PPO on a learned reward vs DPO on the same preferences" is the comparison people make,
-so DPO reads the same ``{prompt, chosen, rejected}`` JSONL (``agents.supervised.data.read_feedback``), starts
+so DPO reads the same ``{prompt, chosen, rejected}`` JSONL (``llm_gym.feedback.read_feedback``), starts
 from the same SFT model, and is evaluated by the same ``evaluate`` on the env. Prompts are encoded
 exactly as the envs encode them and completions end with EOS, as the policy samples them. The
 budget counts preference pairs seen; pair order is a function of (seed, epoch), so resume is exact.
@@ -19,12 +19,15 @@ from typing import Any, Literal
 import torch
 
 from agents import metrics as M
-from agents.supervised.data import pad_left, pad_right, prompt_ids, read_feedback
+from agents.supervised.data import pad_left, pad_right, prompt_ids
 from agents.rl.algorithm import TrainResult
 from agents.rl.config import DEVICE_HELP
+from agents.rl.policy import autocast
 from agents.rl.evaluation import evaluate
 from agents.rl.losses import dpo_loss
 from agents.rl.run import Run, Timer, build_learner, finish, setup_of
+from llm_gym.feedback import read_feedback
+from llm_gym.models import MIXED_PRECISION_HELP, MixedPrecision
 
 
 @dataclass
@@ -47,6 +50,7 @@ class DPOConfig:
     save_steps: int = field(default=10, metadata={"help": "checkpoint every N steps (0: never)"})
     eval_episodes: int = field(default=128, metadata={"help": "held-out episodes of the final evaluation"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": DEVICE_HELP})
+    mixed_precision: MixedPrecision = field(default="auto", metadata={"help": MIXED_PRECISION_HELP})
 
 
 class DPO:
@@ -62,7 +66,8 @@ class DPO:
 
     def evaluate(self, policy_dir: Path, env_id: str, episodes: int, seed: int,
                  env_kwargs: dict[str, Any] | None = None, rollouts_path: Path | None = None) -> dict[str, float]:
-        return evaluate(policy_dir, env_id, episodes, seed, env_kwargs, rollouts_path=rollouts_path)
+        return evaluate(policy_dir, env_id, episodes, seed, env_kwargs, rollouts_path=rollouts_path,
+                        mixed_precision=self.config.mixed_precision)
 
     def train(self, env_id: str, budget: int, seed: int, out_dir: Path,
               env_kwargs: dict[str, Any] | None = None) -> TrainResult:
@@ -86,10 +91,11 @@ class DPO:
                 P, P_mask = (t.to(run.device) for t in pad_left(prompts, tok.pad_token_id))
                 ids = pad_right(answers, tok.pad_token_id).to(run.device)
                 mask = pad_right([[1] * len(a) for a in answers], 0).to(run.device)
-                with torch.no_grad():
+                with torch.no_grad(), autocast(run.device, run.mixed_precision):
                     ref = (learner.reference.logprobs(P, P_mask, ids, mask, 1.0) * mask).sum(1)
                 model.train()
-                scores, _ = model(P, P_mask, ids, mask)
+                with autocast(run.device, run.mixed_precision):
+                    scores, _ = model(P, P_mask, ids, mask)
                 logp = (scores.logprobs * mask).sum(1)
                 log_ratio = logp - ref
                 if c.loss_type == "ipo":

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 from agents import metrics as M
 from agents.rl.policy import autocast, check_same_tokenizer, completion_scores, reference_of
 from agents.rl.rollout import RolloutEnv, iteration_seeds
-from llm_gym.models import load_causal_lm, load_tokenizer
+from llm_gym.models import load_causal_lm, load_tokenizer, resolve_mixed_precision
 
 
 def distinct_n(sequences: list[list[int]], n: int) -> float:
@@ -41,7 +41,7 @@ class EvalConfig:
 def evaluate(
     policy_dir: str | Path, env_id: str, episodes: int, seed: int, env_kwargs: dict[str, Any] | None = None,
     config: EvalConfig | None = None, reference_dir: str | Path | None = None, device: str | None = None,
-    rollouts_path: Path | None = None,
+    rollouts_path: Path | None = None, mixed_precision: str = "auto",
 ) -> dict[str, float]:
     """Sample ``episodes`` completions from a policy directory on the env and report the standard metrics.
 
@@ -55,6 +55,7 @@ def evaluate(
     """
     config = config or EvalConfig()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = resolve_mixed_precision(mixed_precision, dev)
     model, tokenizer = load_causal_lm(policy_dir, device=dev)
     model.eval()
     tokenizer.padding_side = "right"  # reference completions are scored after the prompt
@@ -71,14 +72,15 @@ def evaluate(
     sequences: list[list[int]] = []
     done = 0
     for i in range((episodes + batch - 1) // batch):
-        with autocast(dev):
+        with autocast(dev, precision):
             rollout = env.rollout(model, iteration_seeds(seed, i, 0, batch), config.temperature, config.top_k, generator)
         n = min(batch, episodes - done)
         c = rollout.completions
         kl = torch.zeros(n, device=dev)
         if reference is not None:
-            ref_lp = completion_scores(reference, rollout.prompt_ids, rollout.prompt_mask, c.ids, c.mask,
-                                       config.temperature).logprobs
+            with autocast(dev, precision):
+                ref_lp = completion_scores(reference, rollout.prompt_ids, rollout.prompt_mask, c.ids, c.mask,
+                                           config.temperature).logprobs
             kl = ((c.logprobs - ref_lp) * c.mask).sum(1)[:n]
             sums["kl"] += float(kl.sum())
         if rollouts_path is not None:
@@ -91,7 +93,8 @@ def evaluate(
         refs = tokenizer([r + tokenizer.eos_token for r in env.references()], add_special_tokens=False,
                          return_tensors="pt", padding=True)
         ref_ids, ref_mask = refs["input_ids"].to(dev), refs["attention_mask"].to(dev)
-        nll = -completion_scores(model, rollout.prompt_ids, rollout.prompt_mask, ref_ids, ref_mask, 1.0).logprobs * ref_mask
+        with autocast(dev, precision):
+            nll = -completion_scores(model, rollout.prompt_ids, rollout.prompt_mask, ref_ids, ref_mask, 1.0).logprobs * ref_mask
         sums["nll"] += float(nll[:n].sum())
         sums["ref_tokens"] += float(ref_mask[:n].sum())
         sums["reward"] += float(rollout.score[:n].sum())

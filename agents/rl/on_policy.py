@@ -136,7 +136,8 @@ class OnPolicyAlgorithm:
     # ------------------------------------------------------------------------------- the loop
     def evaluate(self, policy_dir: Path, env_id: str, episodes: int, seed: int,
                  env_kwargs: dict[str, Any] | None = None, rollouts_path: Path | None = None) -> dict[str, float]:
-        return evaluate(policy_dir, env_id, episodes, seed, env_kwargs, rollouts_path=rollouts_path)
+        return evaluate(policy_dir, env_id, episodes, seed, env_kwargs, rollouts_path=rollouts_path,
+                        mixed_precision=self.config.mixed_precision)
 
     def train(self, env_id: str, budget: int, seed: int, out_dir: Path, env_kwargs: dict[str, Any] | None = None,
               callbacks: Sequence[TrainingCallback] = ()) -> TrainResult:
@@ -153,7 +154,7 @@ class OnPolicyAlgorithm:
             generator = iteration_generator(run.device, seed, iteration, run.rank)
             with Timer() as iteration_time:
                 model.eval()
-                with Timer() as sample_time, autocast(run.device):
+                with Timer() as sample_time, autocast(run.device, run.mixed_precision):
                     try:  # the env validates rewards: NaN/inf from a reward function arrive here
                         seeds = iteration_seeds(seed, iteration, run.rank, c.batch_size // c.num_generations,
                                                 c.num_generations)
@@ -203,7 +204,7 @@ class OnPolicyAlgorithm:
         need_policy = reused or self.critic() != "none"
         chunk = max(1, c.batch_size // (c.num_mini_batches * c.gradient_accumulation_steps))
         logprobs, values, ref_logprobs = [], [], []
-        with autocast(run.device):
+        with autocast(run.device, run.mixed_precision):
             for s in range(0, c.batch_size, chunk if (need_policy or learner.reference) else c.batch_size):
                 sl = slice(s, s + chunk)
                 args = (rollout.prompt_ids[sl], rollout.prompt_mask[sl], done.ids[sl], done.mask[sl])
@@ -240,7 +241,7 @@ class OnPolicyAlgorithm:
                 terms: dict[str, float] = {}
                 tokens = float(batch.mask[minibatch].sum())
                 for i in minibatch.tensor_split(min(c.gradient_accumulation_steps, len(minibatch))):
-                    with autocast(run.device):
+                    with autocast(run.device, run.mixed_precision):
                         scores, values = model(rollout.prompt_ids[i], rollout.prompt_mask[i], done.ids[i], done.mask[i],
                                                c.temperature, entropy=True)
                     logprobs = scores.logprobs

@@ -27,7 +27,7 @@ from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel, PreTr
 from agents.rl.kernels import fuse_activations
 from agents.rl.logprobs import entropy_from_logits, head_logprobs, token_logprobs
 from agents.rl.sampling import position_ids_from_mask
-from llm_gym.models import check_vocab_match, load_tokenizer
+from llm_gym.models import AUTOCAST_DTYPES, check_vocab_match, load_tokenizer
 
 ValueModel = Literal["shared", "separate", "none"]
 REFERENCE_FILE = "reference.json"
@@ -40,11 +40,12 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, nothing elsewhere (CPU bf16 is slower than fp32 at these sizes)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(device: torch.device, mixed_precision: str) -> contextlib.AbstractContextManager:
+    """Autocast on ``device`` in a resolved precision (``resolve_mixed_precision``: "no", "bf16" or "fp16");
+    the weights stay fp32, only the forward's matrix multiplies run in the lower precision."""
+    if mixed_precision == "no":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[mixed_precision])
 
 
 def check_same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase, a_name: str, b_name: str) -> None:

@@ -32,7 +32,7 @@ from agents.rl.policy import ActorCritic, Reference, ValueModel, export_policy, 
 from agents.rl.rollout import RolloutEnv
 from agents.run_config import save_config
 from agents.run_record import check_resumable, write_run_record
-from llm_gym.models import resolve_device
+from llm_gym.models import resolve_device, resolve_mixed_precision
 
 
 RL_COMMAND = "rl"  # the run record's command of every RL run (the algorithm is recorded as ``algo``)
@@ -77,8 +77,15 @@ class Run:
 
     def __init__(self, algo: str, config: Any, out_dir: str | Path, budget: int, samples_per_process: int,
                  compat: dict[str, Any]):
-        # cpu=True without CUDA: accelerate then joins a torchrun/launch process group over gloo (MULTI_CPU)
-        self.accelerator = Accelerator(cpu=resolve_device(config.device).type == "cpu")
+        self.compat = {"algo": algo, **compat}
+        # every process, before accelerate fixes its process-wide precision: all refuse together, by name
+        check_resumable(out_dir, RL_COMMAND, config, self.compat)
+        # cpu=True without CUDA: accelerate then joins a torchrun/launch process group over gloo (MULTI_CPU).
+        # Its mixed precision autocasts the prepared model's forward and, for fp16, scales the loss in
+        # ``accelerator.backward``; ``self.mixed_precision`` is what ``policy.autocast`` takes elsewhere.
+        device = resolve_device(config.device)
+        self.mixed_precision = resolve_mixed_precision(config.mixed_precision, device)
+        self.accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=self.mixed_precision)
         self.algo, self.config, self.out_dir = algo, config, Path(out_dir)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.device = self.accelerator.device
@@ -89,12 +96,10 @@ class Run:
                 f"({samples_per_process} per process x {self.world} processes); raise the budget or lower batch_size"
             )
         self.iterations = budget // self.samples_per_iteration
-        self.compat = {"algo": algo, **compat}
         self.checkpoint_root = self.out_dir / "checkpoints"
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.curve: list[dict[str, float]] = []
         self.writer: SummaryWriter | None = None
-        check_resumable(self.out_dir, RL_COMMAND, config, self.compat)  # every process: all refuse together
         if self.accelerator.is_main_process:
             save_config(config, self.out_dir)
             write_run_record(self.out_dir, RL_COMMAND, config, {**self.compat, "budget": budget})

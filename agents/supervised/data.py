@@ -17,9 +17,8 @@ counted and the trainers log the counts.
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,90 +97,6 @@ class SFTCollator:
         input_ids = pad_right(ids, self.pad_token_id)
         attention_mask = pad_right([[1] * len(s) for s in ids], 0)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": pad_right([e["labels"] for e in examples], IGNORE_INDEX)}
-
-
-# --------------------------------------------------------------------------- feedback records
-@dataclass(frozen=True)
-class PreferencePair:
-    """One preference label: ``chosen`` was judged better than ``rejected`` for ``prompt``."""
-
-    prompt: str
-    chosen: str
-    rejected: str
-    margin: float = 0.0
-
-
-@dataclass(frozen=True)
-class Rating:
-    """One pointwise label: ``completion`` was judged good (1) or bad (0) for ``prompt``."""
-
-    prompt: str
-    completion: str
-    label: float
-
-
-@dataclass
-class FeedbackData:
-    """Feedback rows read from JSONL, with the count of rows skipped and why."""
-
-    pairs: list[PreferencePair] = field(default_factory=list)
-    ratings: list[Rating] = field(default_factory=list)
-    skipped: dict[str, int] = field(default_factory=dict)
-
-
-def _require(row: Any, keys: Sequence[str], where: str) -> None:
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    missing = [k for k in keys if k not in row]
-    if missing:
-        raise ValueError(f"{where}: row is missing field(s) {missing}; has {sorted(row)}")
-
-
-def _feedback_rows(source: Any) -> Iterator[tuple[str, Any]]:
-    """``(where, row)`` of a JSONL file, a ``save_to_disk`` directory or an in-memory ``datasets.Dataset``."""
-    where = "in-memory dataset"
-    if not hasattr(source, "column_names") and Path(source).is_dir():
-        import datasets
-
-        where, source = str(source), datasets.load_from_disk(str(source))
-    if hasattr(source, "column_names"):
-        if isinstance(source.column_names, dict):
-            raise ValueError(f"{where} is a DatasetDict (splits {sorted(source)}); give one split of feedback rows")
-        yield from ((f"{where} row {i}", row) for i, row in enumerate(source, start=1))
-        return
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"feedback file not found: {path}")
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield f"{path}:{number}", json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-
-
-def read_feedback(source: str | Path | Any) -> FeedbackData:
-    """Read preference rows ``{prompt, chosen, rejected[, margin]}`` or ratings ``{prompt, completion, label}``
-    from a JSONL file, a ``save_to_disk`` directory or an in-memory ``datasets.Dataset``.
-
-    A pair whose chosen equals rejected carries no preference and is skipped (counted as
-    ``chosen_equals_rejected``); a file mixing both kinds is an error. Errors name file and line (or row).
-    """
-    data = FeedbackData()
-    for where, row in _feedback_rows(source):
-        if isinstance(row, dict) and "chosen" in row:
-            _require(row, ("prompt", "chosen", "rejected"), where)
-            if row["chosen"] == row["rejected"]:
-                data.skipped["chosen_equals_rejected"] = data.skipped.get("chosen_equals_rejected", 0) + 1
-                continue
-            data.pairs.append(PreferencePair(row["prompt"], row["chosen"], row["rejected"], float(row.get("margin") or 0.0)))
-        else:
-            _require(row, ("prompt", "completion", "label"), where)
-            data.ratings.append(Rating(row["prompt"], row["completion"], float(row["label"])))
-        if data.pairs and data.ratings:
-            raise ValueError(f"{where}: file mixes preference pairs and pointwise ratings; use one kind per file")
-    return data
 
 
 def save_in_memory_data(config: Any, out_dir: Path, fields: Sequence[str]) -> Any:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from agents import metrics as M
-from agents.supervised.data import FeedbackData, RewardCollator, encode_reward_text, read_feedback, save_in_memory_data
+from agents.supervised.data import RewardCollator, encode_reward_text, save_in_memory_data
 from agents.supervised.training import (
     TrainingArguments,
     fit,
@@ -37,6 +37,7 @@ from agents.supervised.training import (
     save_final,
 )
 from llm_gym.commands import add_dataclass_command
+from llm_gym.feedback import FeedbackData, read_feedback
 from llm_gym.models import TinyModelConfig, build_tiny_model, check_vocab_match, load_tokenizer
 
 Objective = Literal["auto", "pairwise", "pointwise"]

@@ -28,9 +28,9 @@ from agents.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from agents.run_config import save_config
 from agents.run_record import check_resumable, write_run_record
 from llm_gym.commands import RESUME_HELP
+from llm_gym.models import MIXED_PRECISION_HELP, MixedPrecision, resolve_mixed_precision
 
 Schedule = Literal["cosine", "linear", "constant"]
-MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 
 
 @dataclass(kw_only=True)
@@ -47,7 +47,7 @@ class TrainingArguments:
     warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps"})
     schedule: Schedule = field(default="cosine", metadata={"help": "learning-rate decay after warm-up"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: off)"})
-    mixed_precision: MixedPrecision = field(default="auto", metadata={"help": "auto: bf16 (or fp16) on CUDA, none on CPU"})
+    mixed_precision: MixedPrecision = field(default="auto", metadata={"help": MIXED_PRECISION_HELP})
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even when a GPU is present"})
     eval_every: int = field(default=100, metadata={"help": "steps between evaluations (0: only before and after training)"})
     eval_batch_size: int = field(default=256, metadata={"help": "rows per evaluation batch"})
@@ -80,15 +80,10 @@ def resolve_resume(out: Path, command: str, config: Any, setup_keys: Sequence[st
 
 
 def make_accelerator(mixed_precision: str, grad_accum: int, cpu: bool = False) -> Accelerator:
-    """An ``Accelerator``; ``mixed_precision="auto"`` means bf16 on a CUDA GPU that has it, fp16 on older GPUs, none on CPU."""
-    if mixed_precision == "auto":
-        if cpu or not torch.cuda.is_available():
-            mixed_precision = "no"
-        else:
-            mixed_precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got {mixed_precision!r}")
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, cpu=cpu)
+    """An ``Accelerator`` whose precision is ``resolve_mixed_precision`` on the device it will train on."""
+    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
+    return Accelerator(mixed_precision=resolve_mixed_precision(mixed_precision, device),
+                       gradient_accumulation_steps=grad_accum, cpu=cpu)
 
 
 def adamw_with_schedule(

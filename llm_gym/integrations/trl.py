@@ -7,6 +7,10 @@ composite) without glue. The dataset carries the task's sample metadata as colum
 wrapper turns those columns back into the per-sample ``metadata`` an llm_gym reward reads — so a
 reward scores a completion in TRL exactly as it does in the env.
 
+The other direction for labels: a feedback file (``llm-gym feedback``) becomes TRL's preference
+dataset (``feedback_to_dataset``), so the pairs that train llm_gym's reward model and DPO also train
+TRL's ``RewardTrainer``/``DPOTrainer``.
+
 TRL stays an optional dependency: this module needs ``datasets`` (not ``trl``), and nothing else in
 llm_gym imports it.
 """
@@ -14,11 +18,13 @@ llm_gym imports it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import datasets
 from transformers import PreTrainedTokenizerBase
 
+from llm_gym.feedback import read_feedback
 from llm_gym.rewards import RewardSpec, make_reward
 from llm_gym.rewards.columns import TRL_RESERVED
 from llm_gym.tasks import Sample, Split, Task, make_task
@@ -36,35 +42,75 @@ def _samples(task: Task, split: Split, size: int | None, seed: int) -> list[Samp
     return task.dataset(split, size, seed)
 
 
+def _chat_prompt(sample: Sample) -> list[dict[str, Any]]:
+    if sample.messages:  # a chat row: its own messages, not the text a template rendered from them
+        return [dict(message) for message in sample.messages]
+    return [{"role": "user", "content": sample.prompt}]
+
+
 def task_to_dataset(
     task: str | Task,
     split: Split = "train",
     size: int | None = None,
     seed: int = 0,
     format: DatasetFormat = "prompt",
+    conversational: bool = False,
     **task_kwargs: Any,
-):
-    """A ``datasets.Dataset`` of a task's samples in TRL's standard (string) format, metadata as columns.
+) -> datasets.Dataset:
+    """A ``datasets.Dataset`` of a task's samples in one of TRL's dataset formats, metadata as columns.
 
-    ``format="prompt"`` is TRL's prompt-only format (GRPO, RLOO): a ``prompt`` column;
+    ``format="prompt"`` is TRL's prompt-only type (GRPO, RLOO): a ``prompt`` column;
     ``"prompt_completion"`` adds ``completion`` = the reference answer (SFT). Either way the
     reference is also in a ``reference`` column and every metadata key of the samples is a column,
     so rewards built with ``trl_reward_func`` see the same metadata as in the env. ``size`` rows
     are drawn from a procedural task; a dataset-backed task gives all its rows (or the first ``size``).
+
+    ``conversational=False`` is TRL's standard type: ``prompt`` is the text llm_gym's env shows the
+    policy (a chat row's prompt already rendered by the tokenizer's template). ``conversational=True``
+    is TRL's conversational type, which TRL renders with the trainer's tokenizer: a chat row (a
+    ``messages`` dataset) gives its own messages before the answer, unrendered; any other task's
+    prompt becomes one user message ``[{"role": "user", "content": prompt}]``; the completion is
+    ``[{"role": "assistant", "content": reference}]``.
     """
     task = make_task(task, **task_kwargs)
     if format not in ("prompt", "prompt_completion"):
         raise ValueError(f"format must be 'prompt' or 'prompt_completion', got {format!r}")
     rows = []
     for sample in _samples(task, split, size, seed):
-        clash = {"prompt", "completion"} & set(sample.metadata)
+        clash = {"prompt", "completion", "reference"} & set(sample.metadata)
         if clash:
-            raise ValueError(f"task {task.name!r}: metadata key(s) {sorted(clash)} would overwrite TRL's own columns")
-        row = {**sample.metadata, "prompt": sample.prompt, "reference": sample.reference}
+            raise ValueError(f"task {task.name!r}: metadata key(s) {sorted(clash)} would overwrite the columns "
+                             "'prompt', 'completion' (TRL's) or 'reference'; rename them in the data")
+        prompt = _chat_prompt(sample) if conversational else sample.prompt
+        row = {**sample.metadata, "prompt": prompt, "reference": sample.reference}
         if format == "prompt_completion":
-            row["completion"] = sample.reference
+            row["completion"] = ([{"role": "assistant", "content": sample.reference}] if conversational
+                                 else sample.reference)
         rows.append(row)
     return datasets.Dataset.from_list(rows)
+
+
+def feedback_to_dataset(source: str | Path | datasets.Dataset) -> datasets.Dataset:
+    """Preference feedback (``llm-gym feedback``'s ``feedback.jsonl``, a ``save_to_disk`` directory or a
+    ``datasets.Dataset``) as TRL's explicit-prompt preference dataset: ``prompt``, ``chosen``, ``rejected``.
+
+    The standard (string) type: the prompts are the env's prompts as the labeller saw them, already
+    rendered. Pairs are read by ``llm_gym.feedback.read_feedback`` (the reader llm_gym's reward model
+    and DPO use; errors name file and line), so a pair whose chosen equals rejected is skipped here
+    too. A ``margin`` column (TRL's ``RewardTrainer`` subtracts it in its loss) is added when any pair
+    has a non-zero margin. A file of pointwise ratings is refused: TRL's preference trainers need pairs.
+    """
+    data = read_feedback(source)
+    if data.ratings:
+        raise ValueError(f"{source}: holds pointwise ratings {{prompt, completion, label}}, not preference pairs; "
+                         "collect pairs (llm-gym feedback --kind pairs) for TRL's preference format")
+    if not data.pairs:
+        raise ValueError(f"{source}: holds no preference pairs {{prompt, chosen, rejected}}")
+    columns = {"prompt": [p.prompt for p in data.pairs], "chosen": [p.chosen for p in data.pairs],
+               "rejected": [p.rejected for p in data.pairs]}
+    if any(p.margin for p in data.pairs):
+        columns["margin"] = [p.margin for p in data.pairs]
+    return datasets.Dataset.from_dict(columns)
 
 
 def _as_text(value: Any, tokenizer: PreTrainedTokenizerBase | None, what: str, prompt: bool) -> str:

@@ -27,6 +27,9 @@ class Sample:
     # What the train/test hash reads when ``prompt`` is a rendering (chat rows: the messages), so a
     # new template or tokenizer moves no row between splits; empty: the prompt itself.
     split_key: str = ""
+    # The chat messages ``prompt`` was rendered from (the answer excluded), for exporters that need them
+    # unrendered (TRL's conversational format); empty: the prompt is plain text.
+    messages: tuple[Mapping[str, Any], ...] = ()
 
 
 def split_of(prompt: str, test_fraction: float) -> Split:

@@ -93,7 +93,8 @@ def row_to_sample(
         return Sample(template.format(instruction=instruction, input=extra_input), output, extra)
     messages = require_field(row, "messages", where, fmt)
     prompt, reference = chat_prompt(messages, where, tokenizer)
-    return Sample(prompt, reference, extra, split_key=json.dumps(messages[:-1], sort_keys=True, ensure_ascii=False))
+    return Sample(prompt, reference, extra, split_key=json.dumps(messages[:-1], sort_keys=True, ensure_ascii=False),
+                  messages=tuple(messages[:-1]))
 
 
 def rows_to_samples(

@@ -137,7 +137,8 @@ class Dialogue(FamilyTask):
                 turns[n - 1]["reply"] = prompt[len(previous) :]
         turns[-1]["reply"] = None
         extra = {k: v for k, v in row.items() if k != "messages"}
-        return Sample(first_prompt, turns[0]["answer"], {**extra, "turns": turns, "turn": 0})
+        return Sample(first_prompt, turns[0]["answer"], {**extra, "turns": turns, "turn": 0},
+                      messages=tuple(messages[: ends[0]]))
 
     # ---- episode mechanics
     def reference(self, sample: Sample, turn: int) -> str:
