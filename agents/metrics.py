@@ -21,6 +21,7 @@ HACKING_ALARM = "objective/hacking_alarm"  # 1.0 on an iteration where the stop 
 ENTROPY = "policy/entropy"
 CLIPFRAC = "policy/clipfrac"
 APPROX_KL = "policy/approx_kl"
+UPDATE_FRACTION = "policy/update_fraction"  # optimizer steps taken / planned (below 1: stopped at target_kl)
 POLICY_LOSS = "loss/policy"
 VALUE_LOSS = "loss/value"
 KEPT_FRACTION = "policy/kept_fraction"  # DAPO: share of completions left after the dynamic-sampling filter

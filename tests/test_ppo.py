@@ -11,6 +11,7 @@ import pytest
 import torch
 from rl_helpers import quick_sft, sft_dir  # noqa: F401  (fixture)
 
+from agents import metrics as M
 from agents.rl.ppo import PPO, PPOConfig
 from agents.rl.estimators import KLController, gae, kl_penalty, masked_mean, masked_whiten
 from agents.rl.evaluation import distinct_n, evaluate
@@ -175,6 +176,16 @@ def test_incompatible_checkpoint_is_refused(sft_dir, tmp_path):
     (tmp_path / "run_record.json").unlink()
     with pytest.raises(ValueError, match="cannot resume from incompatible checkpoint .*batch_size was 16 there but is 32"):
         PPO(small(sft_dir, batch_size=32)).train(ENV, 64, 0, tmp_path)
+
+
+def test_target_kl_stops_the_update_at_the_first_minibatch_past_it(sft_dir, tmp_path):
+    """2 epochs x 2 minibatches planned. The first minibatch is scored by the policy that sampled (approx KL
+    0), so its step is taken; after it the policy has moved, and a target of 1e-12 stops the rest."""
+    free = PPO(small(sft_dir, save_steps=0)).train(ENV, 32, 0, tmp_path / "free")
+    assert [row[M.UPDATE_FRACTION] for row in free.curve] == [1.0, 1.0]
+    stopped = PPO(small(sft_dir, save_steps=0, target_kl=1e-12)).train(ENV, 32, 0, tmp_path / "stopped")
+    assert [row[M.UPDATE_FRACTION] for row in stopped.curve] == [0.25, 0.25]
+    assert all(row[M.APPROX_KL] < 1.5e-12 for row in stopped.curve)  # only the steps taken are averaged
 
 
 # ------------------------------------------------------------------------------------ learning

@@ -51,6 +51,9 @@ class RLConfig:
     missing_eos_penalty: float = field(default=1.0, metadata={
         "help": "subtracted from the score of a completion that never emitted EOS"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    target_kl: float | None = field(default=None, metadata={
+        "help": "stop an iteration's update at the first minibatch whose approximate KL to the sampling policy "
+                "exceeds 1.5 x target_kl (SB3's PPO rule); unset: every epoch and minibatch runs"})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank (0: train all weights)"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     save_steps: int = field(default=10, metadata={"help": "checkpoint every N iterations (0: never)"})

@@ -229,41 +229,51 @@ class OnPolicyAlgorithm:
                 returns: torch.Tensor | None, old_logprobs: torch.Tensor | None, ref_logprobs: torch.Tensor | None,
                 generator: torch.Generator) -> dict[str, float]:
         """``num_ppo_epochs`` x ``num_mini_batches`` optimizer steps, each over ``gradient_accumulation_steps``
-        micro-batches; returns the mean of each logged loss term over the minibatches."""
+        micro-batches; returns the mean of each logged loss term over the minibatches.
+
+        With ``target_kl`` the update stops (as SB3's PPO does) at the first minibatch whose approximate
+        KL to the sampling policy exceeds 1.5 x ``target_kl``, without taking that step."""
         c, done, model, optimizer = self.config, rollout.completions, learner.model, learner.optimizer
         keep = self.keep(batch)
         rows = keep.nonzero().squeeze(1) if keep is not None else torch.arange(len(batch.score), device=run.device)
+        minibatches = [minibatch for _ in range(c.num_ppo_epochs if len(rows) else 0)
+                       for minibatch in rows[torch.randperm(len(rows), generator=generator, device=run.device)]
+                       .tensor_split(min(c.num_mini_batches, len(rows)))]
         sums: dict[str, list[float]] = {}
-        for _ in range(c.num_ppo_epochs if len(rows) else 0):
-            order = rows[torch.randperm(len(rows), generator=generator, device=run.device)]
-            for minibatch in order.tensor_split(min(c.num_mini_batches, len(rows))):
+        steps = 0
+        for minibatch in minibatches:
+            optimizer.zero_grad()
+            terms: dict[str, float] = {}
+            tokens = float(batch.mask[minibatch].sum())
+            for i in minibatch.tensor_split(min(c.gradient_accumulation_steps, len(minibatch))):
+                with autocast(run.device, run.mixed_precision):
+                    scores, values = model(rollout.prompt_ids[i], rollout.prompt_mask[i], done.ids[i], done.mask[i],
+                                           c.temperature, entropy=True)
+                logprobs = scores.logprobs
+                entropy = scores.entropy if c.entropy_coef > 0 else scores.entropy.detach()
+                mb = MiniBatch(
+                    logprobs=logprobs,
+                    old_logprobs=old_logprobs[i] if old_logprobs is not None else logprobs.detach(),
+                    ref_logprobs=ref_logprobs[i] if ref_logprobs is not None else None,
+                    advantages=advantages[i], mask=batch.mask[i], entropy=entropy,
+                    values=values.float() if values is not None else None,
+                    old_values=batch.values[i] if batch.values is not None else None,
+                    returns=returns[i] if returns is not None else None,
+                    tokens=tokens, rows=len(minibatch), max_tokens=learner.env.T)
+                loss, logged = self.loss(mb)
+                run.check_finite(iteration, "loss", loss)
+                run.accelerator.backward(loss)
+                for name, value in logged.items():
+                    terms[name] = terms.get(name, 0.0) + float(value.detach())
+            if c.target_kl is not None and run.any(terms[M.APPROX_KL] > 1.5 * c.target_kl):
                 optimizer.zero_grad()
-                terms: dict[str, float] = {}
-                tokens = float(batch.mask[minibatch].sum())
-                for i in minibatch.tensor_split(min(c.gradient_accumulation_steps, len(minibatch))):
-                    with autocast(run.device, run.mixed_precision):
-                        scores, values = model(rollout.prompt_ids[i], rollout.prompt_mask[i], done.ids[i], done.mask[i],
-                                               c.temperature, entropy=True)
-                    logprobs = scores.logprobs
-                    entropy = scores.entropy if c.entropy_coef > 0 else scores.entropy.detach()
-                    mb = MiniBatch(
-                        logprobs=logprobs,
-                        old_logprobs=old_logprobs[i] if old_logprobs is not None else logprobs.detach(),
-                        ref_logprobs=ref_logprobs[i] if ref_logprobs is not None else None,
-                        advantages=advantages[i], mask=batch.mask[i], entropy=entropy,
-                        values=values.float() if values is not None else None,
-                        old_values=batch.values[i] if batch.values is not None else None,
-                        returns=returns[i] if returns is not None else None,
-                        tokens=tokens, rows=len(minibatch), max_tokens=learner.env.T)
-                    loss, logged = self.loss(mb)
-                    run.check_finite(iteration, "loss", loss)
-                    run.accelerator.backward(loss)
-                    for name, value in logged.items():
-                        terms[name] = terms.get(name, 0.0) + float(value.detach())
-                run.accelerator.clip_grad_norm_(model.parameters(), c.max_grad_norm)
-                optimizer.step()
-                for name, value in terms.items():
-                    sums.setdefault(name, []).append(value)
+                break
+            run.accelerator.clip_grad_norm_(model.parameters(), c.max_grad_norm)
+            optimizer.step()
+            steps += 1
+            for name, value in terms.items():
+                sums.setdefault(name, []).append(value)
         stats = {name: float(np.mean(values)) for name, values in sums.items()}
+        stats[M.UPDATE_FRACTION] = steps / max(len(minibatches), 1)
         stats.setdefault(M.ENTROPY, -float(masked_mean(batch.logprobs, batch.mask)))  # sampled-token estimate
         return stats
