@@ -110,7 +110,7 @@ class SuiteConfig:
                                            factory=lambda: [0.3, 1.0, 3.0])
     tuning_seeds: list[int] = _help("seeds per tuning setting", factory=lambda: [0, 1])
     tuning_budget: int = _help("samples per tuning run: twice the board budget, so its learning curves show "
-                               "whether the board budget converges (0: each algorithm's board budget)", 4096)
+                               "whether the board budget converges (0: each algorithm's board budget)", 16384)
     rm_sweep_feedback: list[int] = _help("prompts labelled for each RM of the sweep (>= 3 values)",
                                          factory=lambda: [128, 512, 2048])
     rm_sweep_envs: list[str] = _help("envs of the RM sweep", factory=lambda: ["llm_gym/Sort-v0"])

@@ -140,12 +140,12 @@ def test_tuning_grid_gives_every_tuned_algorithm_the_same_budget_and_the_best_fa
     for s in specs:
         runs_per_algo.setdefault(s.algo.split("@")[0], []).append(s.config["budget"])
     assert set(runs_per_algo) == {"grpo", "rloo", "reinforce", "ppo", "sb3-ppo"}  # best-of-n has no learning rate
-    assert {len(b) for b in runs_per_algo.values()} == {6} and {sum(b) for b in runs_per_algo.values()} == {6 * 4096}
+    assert {len(b) for b in runs_per_algo.values()} == {6} and {sum(b) for b in runs_per_algo.values()} == {6 * config.tuning_budget}
     for s in specs:  # ppo's factor 3 is best; grpo ties factors 1 and 3 -> the factor nearer 1 wins
         label, factor = s.algo.split("@lr*")
         gold = {"ppo": {0.3: 0.1, 1.0: 0.2, 3.0: 0.4}, "grpo": {0.3: 0.1, 1.0: 0.3, 3.0: 0.3}}.get(label, {}).get(float(factor), 0.0)
-        curve = [{"step": 0.0, "objective/gold_reward": 0.0}, {"step": 2048.0, "objective/gold_reward": gold * 0.5},
-                 {"step": 4096.0, "objective/gold_reward": gold}]
+        curve = [{"step": 0.0, "objective/gold_reward": 0.0}, {"step": bench.budget, "objective/gold_reward": gold * 0.5},
+                 {"step": 2 * bench.budget, "objective/gold_reward": gold}]
         append_record(grid.records, RunRecord(s.algo, s.env_id, s.seed, s.config, curve=curve,
                                               final={"objective/gold_reward": gold}))
     factors = suite.best_factors(grid.records)
