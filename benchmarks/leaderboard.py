@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -240,6 +243,36 @@ def _provenance(records: list[RunRecord]) -> list[str]:
                       f"over {len(records)} runs; model preparation not included"]
 
 
+PROGRESS_FILE = "progress.json"  # the suite's record of its stages, beside the records
+CONVERGED_SHARE = 0.9  # the protocol's rule: an algorithm has converged when it reached 90% of its gain at twice the budget
+
+
+def progress_notes(progress: dict[str, Any]) -> list[str]:
+    """Lines about how the suite that wrote these records ran (its ``progress.json``): whether the board budget
+    converged by the protocol's rule, as a WARNING when it did not, and the wall time of each stage."""
+    lines = []
+    evidence = {label: e for label, e in progress.get("budget_evidence", {}).items() if e.get("gain_reached") is not None}
+    if evidence:
+        budget = next(iter(evidence.values()))["board_budget"]
+        tuning = next(iter(evidence.values()))["tuning_budget"]
+        shares = ", ".join(f"{label} {e['gain_reached']:.0%}" for label, e in evidence.items())
+        short = sorted(label for label, e in evidence.items() if e["gain_reached"] < CONVERGED_SHARE)
+        check = (f"budget check on the tuning env: share of the gold gain made by {tuning} samples that each "
+                 f"algorithm had reached at the board's {budget}: {shares}")
+        lines.append(f"WARNING: not converged by the protocol's rule (below {CONVERGED_SHARE:.0%}: {', '.join(short)}); "
+                     f"these are fixed-budget results at {budget} samples per RL run. {check}" if short else check)
+    stages = progress.get("stages", {})
+    if stages:
+        groups: dict[str, float] = {}
+        for stage, entry in stages.items():
+            key = stage.split("/")[0] if stage.startswith("prepare/") else stage
+            groups[key] = groups.get(key, 0.0) + float(entry.get("wall_s", 0.0))
+        lines.append("wall time per suite stage (2 workers): " + ", ".join(
+            f"{stage} {seconds / 60:.0f} min" for stage, seconds in groups.items())
+            + f"; {sum(groups.values()) / 3600:.1f} h in all")
+    return lines
+
+
 METHOD_NOTE = (
     "How to read this page. Each row is one algorithm setting; a cell is a point estimate with a 95% stratified "
     "percentile-bootstrap confidence interval ({reps} resamples) over its runs — every seed of every independent "
@@ -310,12 +343,14 @@ def _layout(boards: dict[str, Leaderboard], figure_keys: list[str]) -> list[_Tra
     return pages
 
 
-def to_markdown(boards: Leaderboard | dict[str, Leaderboard], figure_files: dict[str, str] | None = None) -> str:
+def to_markdown(boards: Leaderboard | dict[str, Leaderboard], figure_files: dict[str, str] | None = None,
+                notes: Sequence[str] = ()) -> str:
     """The page as GitHub Markdown: per track its note, one section per table, then its figures
-    (``figure_files``: figure key -> relative path)."""
+    (``figure_files``: figure key -> relative path); ``notes`` are added to the provenance list."""
     boards = _tracks(boards)
     all_records = [r for b in boards.values() for r in b.records]
-    lines = ["# llm_gym leaderboard", "", _note(boards), ""] + [f"- {p}" for p in _provenance(all_records)] + [""]
+    provenance = _provenance(all_records) + list(notes)
+    lines = ["# llm_gym leaderboard", "", _note(boards), ""] + [f"- {p}" for p in provenance] + [""]
     for page in _layout(boards, list(figure_files or {})):
         if page.heading:
             lines += [f"## {page.heading}", ""] + ([page.note, ""] if page.note else [])
@@ -354,12 +389,14 @@ def _html_cell(text: str) -> str:
     return html.escape(text)
 
 
-def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, bytes] | None = None) -> str:
+def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, bytes] | None = None,
+            notes: Sequence[str] = ()) -> str:
     """A single self-contained page: tables plus the plots embedded as base64 PNGs (no external files)."""
     boards = _tracks(boards)
     esc = html.escape
     all_records = [r for b in boards.values() for r in b.records]
-    prov = "".join(f'<li{" class=warn" if p.startswith("WARNING") else ""}>{esc(p)}</li>' for p in _provenance(all_records))
+    prov = "".join(f'<li{" class=warn" if p.startswith("WARNING") else ""}>{esc(p)}</li>'
+                   for p in _provenance(all_records) + list(notes))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><title>llm_gym leaderboard</title>',
@@ -425,6 +462,8 @@ def write_leaderboard(
         slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
         paths[name] = out_dir / f"{slug}.png"
         paths[name].write_bytes(png)
-    paths["markdown"].write_text(to_markdown(boards, {name: paths[name].name for name in figures}))
-    paths["html"].write_text(to_html(boards, figures))
+    progress = Path(records_path).with_name(PROGRESS_FILE)
+    notes = progress_notes(json.loads(progress.read_text())) if progress.is_file() else []
+    paths["markdown"].write_text(to_markdown(boards, {name: paths[name].name for name in figures}, notes))
+    paths["html"].write_text(to_html(boards, figures, notes))
     return paths

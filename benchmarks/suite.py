@@ -47,7 +47,7 @@ from agents.supervised.reward_training import RewardModelConfig, train_reward_mo
 from agents.run_config import save_config
 from agents.supervised.sft import SFTConfig, train_sft
 from benchmarks.grouping import env_name as short_env_name
-from benchmarks.leaderboard import write_leaderboard
+from benchmarks.leaderboard import CONVERGED_SHARE, PROGRESS_FILE, write_leaderboard
 from benchmarks.records import git_commit, read_records
 from benchmarks.runner import BenchConfig, check_clean_checkout, load_bench_config, run_benchmark
 from llm_gym.commands import CommandParser, run_cli
@@ -56,7 +56,6 @@ from llm_gym.registration import env_id as env_id_of
 from llm_gym.tasks import TASKS, make_task
 
 SFT_DONE, RM_DONE = "sft_results.json", "reward_model_results.json"
-PROGRESS_FILE = "progress.json"
 STAGES = ("prepare", "tune", "grid", "rm_sweep", "leaderboard")
 TRACKS = ("verifier", "learned-rm")
 FROM_SCRATCH = "from-scratch"
@@ -407,7 +406,7 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> int:
         progress.set("budget_evidence", evidence)
         log(f"tuned learning-rate factors: {factors}")
         for label, e in evidence.items():
-            if e["gain_reached"] is not None and e["gain_reached"] < 0.9:
+            if e["gain_reached"] is not None and e["gain_reached"] < CONVERGED_SHARE:
                 log(f"WARNING: {label} reached only {e['gain_reached']:.0%} of its tuning-run gold gain by the board "
                     f"budget ({e['board_budget']} samples): the board budget may be too small to converge")
     if "grid" in config.stages:

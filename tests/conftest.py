@@ -10,7 +10,9 @@ import torch
 from llm_gym.models import TinyModelConfig, save_tiny
 from llm_gym.tasks import make_task
 
-torch.set_num_threads(2)
+# One thread: the suite's models are tiny, and on a shared machine two threads per process oversubscribe the
+# cores, where OpenMP's spin-waiting made the demo test take over 10 minutes instead of 1.5 (load 4, 2 cores).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -93,12 +93,14 @@ def test_best_of_n_selects_by_proxy_reward(sft_dir, tmp_path):
     assert result.final["eval/perplexity"] == pytest.approx(base["eval/perplexity"])
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
-def test_dpo_trains_on_pairwise_feedback_and_resumes(loss_type, sft_dir, tmp_path):
+@pytest.mark.parametrize(("loss_type", "margin"), [("sigmoid", 0.03), ("ipo", 0.008)])
+def test_dpo_trains_on_pairwise_feedback_and_resumes(loss_type, margin, sft_dir, tmp_path):
     """DPO raises the implicit-reward margin of chosen over rejected on a feedback file, and resumes exactly.
 
-    20 steps of 8 pairs: the mean margin of the last 5 steps minus that of the first 5 measured +0.074 and
-    +0.058 (DPO, lr 1e-3 and 3e-3) and +0.036 (IPO, lr 3e-3); the +0.02 margin is below the smallest."""
+    20 steps of 8 pairs at lr 3e-3: the mean margin of the last 5 steps minus that of the first 5, measured on
+    this fixture's start (one torch thread) with training seeds 0-3: DPO +0.065 +0.065 +0.111 +0.122, IPO +0.016
+    +0.027 +0.040 +0.063 (IPO pulls the margin towards 1/(2 beta) with a squared loss, so it moves slower).
+    Each margin is about half the smallest gain of its loss; the test runs seed 0."""
     rows = [{"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1)} for a in range(8) for b in range(4)]
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -106,7 +108,7 @@ def test_dpo_trains_on_pairwise_feedback_and_resumes(loss_type, sft_dir, tmp_pat
                "learning_rate": 3e-3, "eval_episodes": 8, "save_steps": 5}
     full = make_algorithm("dpo", **options).train(ENV, 160, 0, tmp_path / "full")
     margins = [row["rewards/margins"] for row in full.curve]
-    assert len(margins) == 20 and sum(margins[-5:]) / 5 > sum(margins[:5]) / 5 + 0.02
+    assert len(margins) == 20 and sum(margins[-5:]) / 5 > sum(margins[:5]) / 5 + margin
     make_algorithm("dpo", **options).train(ENV, 80, 0, tmp_path / "cut")  # half, then continue in the same folder
     resumed = make_algorithm("dpo", **options).train(ENV, 160, 0, tmp_path / "cut")
     drop = lambda curve: [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in curve]  # noqa: E731

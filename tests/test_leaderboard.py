@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import html.parser
+import json
 import re
 import shutil
 import subprocess
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmarks.leaderboard import build_leaderboard, to_html, to_markdown, write_leaderboard
+from benchmarks.leaderboard import build_leaderboard, progress_notes, to_html, to_markdown, write_leaderboard
 from benchmarks.records import RunRecord, append_record
 from benchmarks.stats import bootstrap, iqm, mean_over_groups, normalized_auc
 from benchmarks.plots import render_figures
@@ -215,6 +217,29 @@ def test_write_leaderboard_writes_self_contained_page_and_plots(tmp_path):
     assert "Overall" in paths["markdown"].read_text()
     for name in ("Learning curves", "Reward-KL frontier", "Over-optimisation", "Performance profiles"):
         assert paths[name].read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_page_warns_when_the_suites_budget_check_failed_and_gives_stage_times(tmp_path):
+    """progress.json beside the records: below 90% of the gain at twice the budget is a red WARNING naming the
+    algorithms; at or above it the check is an ordinary line; the stages' wall times are summed per stage."""
+    records_path = tmp_path / "records.jsonl"
+    for record in synthetic_records(seeds=3):
+        append_record(records_path, record)
+    evidence = {"ppo": {"board_budget": 8192, "tuning_budget": 16384, "gain_reached": 0.68},
+                "grpo": {"board_budget": 8192, "tuning_budget": 16384, "gain_reached": 0.95},
+                "sb3-ppo": {"board_budget": 8192, "tuning_budget": 16384, "gain_reached": None}}
+    stages = {"prepare/prep0/count": {"wall_s": 60.0}, "prepare/prep1/count": {"wall_s": 60.0},
+              "tune": {"wall_s": 2700.0}, "grid/verifier/prep0": {"wall_s": 1800.0}}
+    (tmp_path / "progress.json").write_text(json.dumps({"stages": stages, "budget_evidence": evidence}))
+    paths = write_leaderboard(records_path, tmp_path / "board", reps=300)
+    markdown, page = paths["markdown"].read_text(), paths["html"].read_text()
+    warning = ("WARNING: not converged by the protocol's rule (below 90%: ppo); these are fixed-budget results at "
+               "8192 samples per RL run. budget check on the tuning env: share of the gold gain made by 16384 samples "
+               "that each algorithm had reached at the board's 8192: ppo 68%, grpo 95%")
+    assert f"- {warning}" in markdown and f"<li class=warn>{html.escape(warning)}</li>" in page
+    assert "wall time per suite stage (2 workers): prepare 2 min, tune 45 min, grid/verifier/prep0 30 min; 1.3 h in all" in markdown
+    assert progress_notes({"budget_evidence": {"ppo": {**evidence["ppo"], "gain_reached": 0.9}}})[0].startswith(
+        "budget check on the tuning env")
 
 
 def test_empty_records_file_is_a_clear_error(tmp_path):

@@ -14,6 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, GraniteConfig, GraniteForC
 import agents.rl.logprobs as logprobs_module
 from agents.rl.kernels import fuse_activations
 from agents.rl.logprobs import entropy_from_logits, head_logprobs, token_logprobs
+import agents.rl.policy as policy_module
 from agents.rl.policy import ActorCritic, completion_scores, output_layer, sequence_forward
 from llm_gym.models import load_causal_lm
 
@@ -190,3 +191,65 @@ def test_an_update_never_makes_a_batch_by_tokens_by_vocab_tensor(monkeypatch):
     with LargestTensor() as direct:
         policy.lm(input_ids=torch.cat([prompt, completion], 1)).logits.sum().backward()
     assert direct.numel >= B * T * vocab
+
+
+def grouped_batch(vocab: int, group: int = 3):
+    """Three prompts of different lengths, left-padded, each repeated ``group`` times in a row, with
+    completions of different lengths (right-padded) and one completion of a single token."""
+    gen = torch.Generator().manual_seed(2)
+    P, T = 5, 6
+    lengths, ends = [5, 3, 1], [6, 4, 1, 6, 2, 5, 3, 6, 1]
+    prompt = torch.randint(1, vocab, (3, P), generator=gen).repeat_interleave(group, 0)
+    prompt_mask = torch.stack([torch.arange(P) >= P - n for n in lengths]).long().repeat_interleave(group, 0)
+    prompt = prompt * prompt_mask
+    completion = torch.randint(1, vocab, (3 * group, T), generator=gen)
+    completion_mask = (torch.arange(T)[None] < torch.tensor(ends[: 3 * group])[:, None]).long()
+    return prompt, prompt_mask, completion * completion_mask, completion_mask
+
+
+def llama_lm(vocab: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2)).eval()
+
+
+@pytest.mark.parametrize("make_lm", [tiny_lm, llama_lm], ids=["gpt2", "llama"])
+@pytest.mark.parametrize("value_model", ["shared", "separate"])
+def test_a_shared_prompt_is_run_once_with_the_same_values_and_gradients(make_lm, value_model):
+    """Rows that repeat the prompt before them (a GRPO group) run the prompt once and fan its KV cache out:
+    log-probs, entropy, values and every parameter gradient equal those of one forward per row, and the
+    backbone sees the prompt tokens once per group."""
+    vocab = 61
+    prompt, prompt_mask, completion, completion_mask = grouped_batch(vocab)
+    assert policy_module.prompt_groups(prompt, prompt_mask).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert policy_module.prompt_groups(prompt[::3], prompt_mask[::3]) is None
+
+    def run(share: bool):
+        torch.manual_seed(0)
+        lm = make_lm(vocab)
+        policy = ActorCritic(lm, value_model, critic=make_lm(vocab).base_model if value_model == "separate" else None)
+        output_layer(policy.lm)  # its one-off check forward is not counted
+        tokens_seen = []
+        hook = policy.lm.base_model.register_forward_pre_hook(
+            lambda module, args, kwargs: tokens_seen.append(kwargs["input_ids"].numel()), with_kwargs=True)
+        with pytest.MonkeyPatch.context() as patch:
+            if not share:
+                patch.setattr(policy_module, "prompt_groups", lambda ids, mask: None)
+            scores, values = policy(prompt, prompt_mask, completion, completion_mask, 0.8, entropy=True)
+        hook.remove()
+        mask = completion_mask.float()
+        ((scores.logprobs + 0.3 * scores.entropy + values) * mask).sum().backward()
+        grads = {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}
+        return [x * mask for x in (scores.logprobs, scores.entropy, values)], grads, sum(tokens_seen)
+
+    shared, shared_grads, shared_tokens = run(True)
+    direct, direct_grads, direct_tokens = run(False)
+    for a, b in zip(shared, direct):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert shared_grads.keys() == direct_grads.keys() and len(direct_grads) > 10
+    for name in direct_grads:
+        torch.testing.assert_close(shared_grads[name], direct_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    P, T = prompt.shape[1], completion.shape[1]
+    assert direct_tokens == 9 * (P + T) and shared_tokens == 3 * P + 9 * (T - 1)

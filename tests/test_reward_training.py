@@ -62,19 +62,17 @@ def rm_config(pipeline, out: str, **overrides) -> RewardModelConfig:
 
 
 def test_reward_model_ranks_held_out_pairs_and_drives_an_env(pipeline):
-    # Margins from 4 runs of this pipeline as it stands (800 labelled prompts, ~1750 pairs; RM seeds 0-3;
-    # the SFT policy reaches 0.96 held-out greedy accuracy, so most pairs differ by one substituted
-    # letter): held-out pairwise accuracy of the untrained head 0.44-0.61, trained 0.622-0.805 (gains
-    # +0.12 to +0.24). A float-rounding change to SFT alone (the same loss summed in another order)
-    # moved the trained accuracy of these seeds from 0.734-0.805 to that range: the feedback data
-    # change with the policy. Env Spearman with the gold verifier over 256 sampled episodes 0.068-0.37
-    # before that change, 0.166 after it (RM seed 0). Bradley-Terry only learns within-prompt differences, which
-    # caps cross-prompt Spearman. Bounds (accuracy >= 0.6, +0.10 over the untrained head, Spearman
-    # > 0.05) sit under the lowest measured values.
+    # Margins from 4 runs of this pipeline as it stands (800 labelled prompts, ~1750 pairs; RM seeds 0-3, one
+    # torch thread; most pairs differ by one substituted letter), 400 steps: held-out pairwise accuracy of
+    # the trained head 0.759-0.851 (untrained 0.44-0.61); env Spearman with the gold verifier over 256
+    # sampled episodes 0.371-0.466. At 200 steps the same seeds reached 0.726-0.772 and Spearman -0.046 to
+    # 0.465: seed 0 ranked held-out pairs well yet fresh samples at chance, so 200 steps was too few to
+    # test on. The data change with the SFT policy (a float-rounding change to SFT moves them), hence the
+    # slack: accuracy >= 0.65, +0.10 over the untrained head, Spearman > 0.15.
     started = time.perf_counter()
-    result = train_reward_model(rm_config(pipeline, "rm", center_coef=0.01))
+    result = train_reward_model(rm_config(pipeline, "rm", center_coef=0.01, max_steps=400))
     print(f"reward model {time.perf_counter() - started:.1f}s: {result.initial} -> {result.final}; {result.counts}")
-    assert result.final["eval/pairwise_accuracy"] >= 0.6
+    assert result.final["eval/pairwise_accuracy"] >= 0.65
     assert result.final["eval/pairwise_accuracy"] > result.initial["eval/pairwise_accuracy"] + 0.10
 
     # The saved directory is a learned reward for any env; its rewards must track the gold verifier.
@@ -97,7 +95,7 @@ def test_reward_model_ranks_held_out_pairs_and_drives_an_env(pipeline):
     assert 0.1 < gold.mean() < 0.9  # both good and bad completions are present
     rho, p_value = spearmanr(np.asarray(reward), gold)
     print(f"env reward vs gold verifier: Spearman {rho:.3f} (p={p_value:.2g}) over {len(gold)} episodes (gold mean {gold.mean():.2f})")
-    assert rho > 0.05
+    assert rho > 0.15
     # And the env's reward is exactly LearnedReward on reward_model_text.
     texts = env.unwrapped.turn_prompts, env.unwrapped.turn_completions
     direct = LearnedReward(result.output_dir)(*texts, [{}] * len(gold))

@@ -183,3 +183,29 @@ def test_sampler_on_cuda_under_bf16_autocast_matches_a_full_forward(sft_dir):
     full = token_logprobs(forward.logits[:, P - 1 : P - 1 + out.ids.shape[1]], out.ids, 1.0) * out.mask
     assert out.ids.device.type == "cuda" and out.ended.any()
     torch.testing.assert_close(out.logprobs, full, atol=0.1, rtol=0.05)  # bf16 logits: ~3 significant digits
+
+
+def test_a_group_prefills_its_prompt_once_and_samples_what_one_prefill_per_row_samples(sft_dir, monkeypatch):
+    """Four consecutive copies of each prompt (a GRPO batch): the prompt forward runs on the distinct prompts
+    only, and the tokens and log-probs equal those of a prefill per row under the same generator."""
+    import agents.rl.sampling as sampling
+
+    model, tok = load_causal_lm(sft_dir)
+    ids, mask, T = env_prompts(sft_dir, n=8)
+    ids, mask = ids.repeat_interleave(4, 0), mask.repeat_interleave(4, 0)
+    prefill_rows = []
+    model.register_forward_pre_hook(lambda m, a, kw: prefill_rows.append(kw["input_ids"].shape), with_kwargs=True)
+
+    def draw():
+        prefill_rows.clear()
+        out = sample_completions(model, ids, mask, T, tok.eos_token_id, tok.pad_token_id, temperature=1.0,
+                                 generator=torch.Generator().manual_seed(3))
+        return out, prefill_rows[0]
+
+    shared, shared_prefill = draw()
+    monkeypatch.setattr(sampling, "prompt_groups", lambda ids, mask: None)
+    direct, direct_prefill = draw()
+    assert shared_prefill[0] == 8 and direct_prefill[0] == 32
+    assert torch.equal(shared.ids, direct.ids) and torch.equal(shared.mask, direct.mask)
+    torch.testing.assert_close(shared.logprobs, direct.logprobs, atol=1e-5, rtol=1e-5)
+    assert len({tuple(row.tolist()) for row in shared.ids}) > 8, "a group's copies draw different completions"

@@ -13,7 +13,8 @@ Speed: when each batch is used once (one epoch, one minibatch) the behaviour log
 current ones, so the extra no-grad policy forward is skipped and the ratio is taken against the
 detached log-probs of the update forward (the KL in the reward then uses the sampler's log-probs,
 computed from the same temperature-scaled logits). With a shared critic the policy and the value
-come from one forward.
+come from one forward. Rows that share a prompt (a group) run the prompt once and fan its KV cache out
+(``agents.rl.policy.completion_hidden``).
 """
 
 from __future__ import annotations
@@ -236,7 +237,8 @@ class OnPolicyAlgorithm:
         c, done, model, optimizer = self.config, rollout.completions, learner.model, learner.optimizer
         keep = self.keep(batch)
         rows = keep.nonzero().squeeze(1) if keep is not None else torch.arange(len(batch.score), device=run.device)
-        minibatches = [minibatch for _ in range(c.num_ppo_epochs if len(rows) else 0)
+        # each minibatch in row order: the rows of a group that land in it stay neighbours and share one prompt forward
+        minibatches = [minibatch.sort().values for _ in range(c.num_ppo_epochs if len(rows) else 0)
                        for minibatch in rows[torch.randperm(len(rows), generator=generator, device=run.device)]
                        .tensor_split(min(c.num_mini_batches, len(rows)))]
         sums: dict[str, list[float]] = {}

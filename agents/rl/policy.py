@@ -22,11 +22,11 @@ from typing import Literal, NamedTuple
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoModelForCausalLM, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.rl.kernels import fuse_activations
 from agents.rl.logprobs import entropy_from_logits, head_logprobs, token_logprobs
-from agents.rl.sampling import position_ids_from_mask
+from agents.rl.sampling import full_attention_cache, position_ids_from_mask, prompt_groups
 from llm_gym.models import AUTOCAST_DTYPES, check_vocab_match, load_tokenizer
 
 ValueModel = Literal["shared", "separate", "none"]
@@ -83,6 +83,43 @@ def sequence_forward(
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                 output_hidden_states=hidden, **keep)
     return out, P
+
+
+def shares_prefix(model: nn.Module) -> bool:
+    """Whether ``model``'s KV cache rows may be copied to fan one prompt out to its group."""
+    config = getattr(model, "config", None)
+    return config is not None and full_attention_cache(DynamicCache(config=config))
+
+
+def completion_hidden(backbone: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                      completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """The last hidden states that predict each completion token, (B, T, H), from a backbone
+    (``AutoModel``) that returns ``last_hidden_state``.
+
+    When neighbouring rows share a prompt (``prompt_groups``) the prompts are run once per group, their
+    KV cache and last hidden state are fanned out to the group's rows (an index copy, differentiable),
+    and only the completions are run for every row: the same numbers as one forward of prompt +
+    completion, with the prompt's share of the compute divided by the group size.
+    """
+    P, T = prompt_ids.shape[1], completion_ids.shape[1]
+    groups = prompt_groups(prompt_ids, prompt_mask) if T > 0 and shares_prefix(backbone) else None
+    if groups is None:
+        out, P = sequence_forward(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
+        return out.last_hidden_state[:, P - 1 : P + T - 1]
+    first = torch.ones_like(groups, dtype=torch.bool)
+    first[1:] = groups[1:] != groups[:-1]
+    unique_mask = prompt_mask[first].long()
+    cache = DynamicCache(config=backbone.config)
+    prefix = backbone(input_ids=prompt_ids[first], attention_mask=unique_mask,
+                      position_ids=position_ids_from_mask(unique_mask), past_key_values=cache, use_cache=True)
+    last = prefix.last_hidden_state[groups, -1:]
+    if T == 1:
+        return last
+    cache.batch_select_indices(groups)
+    mask = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1).long()
+    out = backbone(input_ids=completion_ids[:, :-1], attention_mask=mask,
+                   position_ids=position_ids_from_mask(mask)[:, P:], past_key_values=cache, use_cache=True)
+    return torch.cat([last, out.last_hidden_state], dim=1)
 
 
 class Scores(NamedTuple):
@@ -144,8 +181,7 @@ def completion_scores(lm: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torc
                       entropy_from_logits(out.logits, temperature) if entropy else None,
                       out.hidden_states[-1][:, P - 1 : P + T - 1] if features else None)
     backbone, head = split
-    out, P = sequence_forward(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
-    hidden = out.last_hidden_state[:, P - 1 : P + T - 1]
+    hidden = completion_hidden(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
     logprobs, ent = head_logprobs(hidden, head.weight, head.bias, completion_ids, temperature, entropy)
     return Scores(logprobs, ent, hidden if features else None)
 
@@ -198,8 +234,7 @@ class ActorCritic(nn.Module):
         if shared:
             features = scores.features
         else:
-            out, P = sequence_forward(self.critic, prompt_ids, prompt_mask, completion_ids, completion_mask)
-            features = out.last_hidden_state[:, P - 1 : P + completion_ids.shape[1] - 1]
+            features = completion_hidden(self.critic, prompt_ids, prompt_mask, completion_ids, completion_mask)
         return scores, self.value_head(features.float()).squeeze(-1)
 
 

@@ -12,6 +12,7 @@ Where the time goes, and what this loop does about it (measured with ``python -m
 
 - columns that are padding in every row are cut off the prompt before the first forward (the env
   pads to a fixed window, usually wider than the batch's longest prompt);
+- neighbouring rows with the same prompt (a GRPO group) prefill it once and copy its cache rows;
 - rows that have emitted EOS leave the batch (their KV cache rows are dropped) once enough of them
   have finished, so the model stops computing tokens that will be thrown away;
 - the KV cache is written into a buffer sized for the whole window instead of being concatenated
@@ -57,6 +58,18 @@ class Completions:
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that skip left padding: the first real token of every row is position 0."""
     return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+
+
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor | None:
+    """For each row, the index of its prompt among the runs of identical neighbouring prompts ((B,) long),
+    or None when no row repeats the one before it. GRPO-style batches hold ``group_size`` consecutive
+    copies of each prompt; their prompt tokens need one forward, not ``group_size``."""
+    if len(prompt_ids) < 2:
+        return None
+    same = (prompt_ids[1:] == prompt_ids[:-1]).all(1) & (prompt_mask[1:] == prompt_mask[:-1]).all(1)
+    if not bool(same.any()):
+        return None
+    return torch.cat([same.new_zeros(1, dtype=torch.long), (~same).long().cumsum(0)])
 
 
 def trim_left_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,11 +148,17 @@ class WindowKVLayer(DynamicLayer):
         self.keys, self.values = key_buffer[:, :, : self.length], value_buffer[:, :, : self.length]
 
 
+def full_attention_cache(cache: DynamicCache) -> bool:
+    """Whether every layer of ``cache`` is plain full attention, whose rows may be dropped or copied
+    (sliding-window and recurrent layers keep state that is not one row per token)."""
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
 def window_cache(model: PreTrainedModel, capacity: int) -> tuple[DynamicCache, bool]:
     """A cache of ``WindowKVLayer`` when every layer is plain full attention, else the model's own
     ``DynamicCache`` (sliding windows, linear attention); the flag says whether rows can be dropped."""
     cache = DynamicCache(config=model.config)
-    if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
+    if full_attention_cache(cache):
         cache.layers = [WindowKVLayer(capacity) for _ in cache.layers]
         return cache, True
     return cache, False
@@ -176,8 +195,17 @@ def sample_completions(
     # the attention mask of the whole window, allocated once: prompt mask, then ones for new tokens
     mask = torch.cat([prompt_mask.long(), torch.ones(batch, max_new_tokens, dtype=torch.long, device=device)], 1)
     cache, can_compact = window_cache(model, P + max_new_tokens)
-    out = model(input_ids=prompt_ids, attention_mask=mask[:, :P], position_ids=position_ids_from_mask(mask[:, :P]),
+    groups = prompt_groups(prompt_ids, prompt_mask) if can_compact else None
+    if groups is not None:  # a group's copies of one prompt: prefill it once, then copy its cache rows
+        first = torch.ones_like(groups, dtype=torch.bool)
+        first[1:] = groups[1:] != groups[:-1]
+        prompt_ids, prompt_mask = prompt_ids[first], prompt_mask[first]
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask.long(), position_ids=position_ids_from_mask(prompt_mask),
                 past_key_values=cache, use_cache=True, logits_to_keep=1)  # the prompt's last logits only
+    logits = out.logits[:, -1]
+    if groups is not None:
+        cache.batch_select_indices(groups)
+        logits = logits[groups]
     positions = mask[:, :P].sum(1, keepdim=True)  # the next token's position in every row
     ids = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(batch, max_new_tokens, dtype=torch.float32, device=device)
@@ -185,7 +213,7 @@ def sample_completions(
     finished = torch.zeros(batch, dtype=torch.bool, device=device)  # per row still being sampled
     check_every = CUDA_CHECK_EVERY if device.type == "cuda" else 1
     for t in range(max_new_tokens):
-        token, logp = sample_tokens(out.logits[:, -1], temperature, top_k, generator)
+        token, logp = sample_tokens(logits, temperature, top_k, generator)
         ids[rows, t], logprobs[rows, t] = token, logp
         finished |= torch.isin(token, stop)
         if t == max_new_tokens - 1:
@@ -199,8 +227,8 @@ def sample_completions(
                 rows, token, positions, mask = rows[keep], token[keep], positions[keep], mask[keep]
                 finished = finished[keep]
                 cache.batch_select_indices(keep)
-        out = model(input_ids=token[:, None], attention_mask=mask[:, : P + t + 1], position_ids=positions,
-                    past_key_values=cache, use_cache=True)
+        logits = model(input_ids=token[:, None], attention_mask=mask[:, : P + t + 1], position_ids=positions,
+                       past_key_values=cache, use_cache=True).logits[:, -1]
         positions = positions + 1
     is_eos = torch.isin(ids, stop)
     ended = is_eos.any(1)
