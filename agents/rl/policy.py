@@ -26,7 +26,7 @@ from transformers import AutoModel, AutoModelForCausalLM, DynamicCache, PreTrain
 
 from agents.rl.kernels import fuse_activations
 from agents.rl.logprobs import entropy_from_logits, head_logprobs, token_logprobs
-from agents.rl.sampling import full_attention_cache, position_ids_from_mask, prompt_groups
+from agents.rl.sampling import full_attention_cache, group_starts, position_ids_from_mask, prompt_groups
 from llm_gym.models import AUTOCAST_DTYPES, check_vocab_match, load_tokenizer
 
 ValueModel = Literal["shared", "separate", "none"]
@@ -106,8 +106,7 @@ def completion_hidden(backbone: nn.Module, prompt_ids: torch.Tensor, prompt_mask
     if groups is None:
         out, P = sequence_forward(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
         return out.last_hidden_state[:, P - 1 : P + T - 1]
-    first = torch.ones_like(groups, dtype=torch.bool)
-    first[1:] = groups[1:] != groups[:-1]
+    first = group_starts(groups)
     unique_mask = prompt_mask[first].long()
     cache = DynamicCache(config=backbone.config)
     prefix = backbone(input_ids=prompt_ids[first], attention_mask=unique_mask,

@@ -72,6 +72,13 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.
     return torch.cat([same.new_zeros(1, dtype=torch.long), (~same).long().cumsum(0)])
 
 
+def group_starts(groups: torch.Tensor) -> torch.Tensor:
+    """The first row of each run in ``prompt_groups``' output (a bool mask): the rows that are run once."""
+    first = torch.ones_like(groups, dtype=torch.bool)
+    first[1:] = groups[1:] != groups[:-1]
+    return first
+
+
 def trim_left_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop the leading columns that are padding in every row (positions come from the mask, so nothing
     else changes); the window keeps at least one column."""
@@ -197,8 +204,7 @@ def sample_completions(
     cache, can_compact = window_cache(model, P + max_new_tokens)
     groups = prompt_groups(prompt_ids, prompt_mask) if can_compact else None
     if groups is not None:  # a group's copies of one prompt: prefill it once, then copy its cache rows
-        first = torch.ones_like(groups, dtype=torch.bool)
-        first[1:] = groups[1:] != groups[:-1]
+        first = group_starts(groups)
         prompt_ids, prompt_mask = prompt_ids[first], prompt_mask[first]
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask.long(), position_ids=position_ids_from_mask(prompt_mask),
                 past_key_values=cache, use_cache=True, logits_to_keep=1)  # the prompt's last logits only
