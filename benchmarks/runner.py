@@ -380,8 +380,10 @@ def pending_runs(specs: list[RunSpec], records_path: str | Path) -> tuple[list[R
     return todo, [s for s in specs if s.key in done]
 
 
-def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> BenchSummary:
-    """Run every grid cell that has no record yet; a failed run is reported and the others go on."""
+def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print,
+                  on_run: Callable[[RunRecord | None], None] | None = None) -> BenchSummary:
+    """Run every grid cell that has no record yet; a failed run is reported and the others go on.
+    ``on_run`` is called after each run with its record (None when it failed)."""
     if config.require_clean:
         check_clean_checkout()
     specs = plan_runs(config)
@@ -404,6 +406,8 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
         else:
             summary.failed.append((spec, error or "unknown error"))
             log(f"[{n}/{len(todo)}] {spec.describe()}: FAILED\n{error}")
+        if on_run is not None:
+            on_run(record)
 
     if config.backend == "process":
         _run_processes(todo, config.workers, finished)

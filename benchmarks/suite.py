@@ -154,10 +154,14 @@ class Progress:
     def __init__(self, path: Path):
         self.path = path
         self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+        self._earlier_calls: dict[str, float] = {}  # per stage, the wall time recorded before this process
 
     def record(self, stage: str, status: str, wall_s: float, **detail: Any) -> None:
+        """``wall_s`` is this call's time so far: a stage may be recorded again as it goes (``"running"``), so a
+        stage that is interrupted keeps the time its finished work took."""
         entry = self.data["stages"].setdefault(stage, {"wall_s": 0.0})
-        entry.update(status=status, wall_s=entry["wall_s"] + wall_s,
+        earlier = self._earlier_calls.setdefault(stage, entry["wall_s"])
+        entry.update(status=status, wall_s=earlier + wall_s,
                      finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **detail)
         self.save()
 
@@ -353,7 +357,7 @@ def check_records_commit(records_path: str | Path, config: SuiteConfig) -> str:
 def _run_grid(name: str, grid: BenchConfig, progress: Progress, log: Callable[[str], None]) -> int:
     log(f"== {name}: {len(grid.algorithms)} algorithms x {len(grid.envs)} envs x {len(grid.seeds)} seeds")
     start = time.perf_counter()
-    summary = run_benchmark(grid, log=log)
+    summary = run_benchmark(grid, log=log, on_run=lambda _: progress.record(name, "running", time.perf_counter() - start))
     progress.record(name, "failed" if summary.failed else "done", time.perf_counter() - start,
                     runs_recorded=len(summary.completed), runs_skipped=len(summary.skipped),
                     runs_failed=[s.describe() for s, _ in summary.failed])

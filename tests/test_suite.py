@@ -174,7 +174,7 @@ def test_run_suite_records_progress_per_stage_and_a_rerun_resumes(tmp_path, monk
         prepared.append((prep, env, extra.get("feedback_prompts")))
         return {"sft_accuracy": {"final": 0.5}, "reward_model_eval": {}, "sft_wall_s": 1.0, "reward_model_wall_s": 1.0}
 
-    def fake_run(grid, log):
+    def fake_run(grid, log, on_run=None):
         from benchmarks.runner import BenchSummary
 
         grids.append(grid.tags)
@@ -195,6 +195,36 @@ def test_run_suite_records_progress_per_stage_and_a_rerun_resumes(tmp_path, monk
     assert suite.run_suite(config, log=lambda _: None) == 0
     again = json.loads((tmp_path / "board" / suite.PROGRESS_FILE).read_text())["stages"]
     assert again["grid/from-scratch"]["wall_s"] >= stages["grid/from-scratch"]["wall_s"]
+
+
+def test_an_interrupted_grid_keeps_the_time_of_its_finished_runs(tmp_path, monkeypatch):
+    """The grid records its time after every run, so a stage killed mid-way (Ctrl-C here; a lost machine
+    alike) still counts what it did, and the call that finishes it adds its own time on top."""
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(suite.time, "perf_counter", lambda: float(next(clock)))
+
+    def interrupted_run(grid, log, on_run=None):
+        on_run(None)
+        on_run(None)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(suite, "run_benchmark", interrupted_run)
+    config = _suite(tmp_path, stages=["grid"], tracks=["verifier"], from_scratch=[])
+    with pytest.raises(KeyboardInterrupt):
+        suite.run_suite(config, log=lambda _: None)
+    stage = json.loads((tmp_path / "board" / suite.PROGRESS_FILE).read_text())["stages"]["grid/verifier/prep0"]
+    assert stage["status"] == "running" and stage["wall_s"] == 20.0  # two runs, 10 s apart on the fake clock
+
+    def finishing_run(grid, log, on_run=None):
+        from benchmarks.runner import BenchSummary
+
+        on_run(None)
+        return BenchSummary()
+
+    monkeypatch.setattr(suite, "run_benchmark", finishing_run)
+    assert suite.run_suite(config, log=lambda _: None) == 0
+    stage = json.loads((tmp_path / "board" / suite.PROGRESS_FILE).read_text())["stages"]["grid/verifier/prep0"]
+    assert stage["status"] == "done" and stage["wall_s"] == 20.0 + 20.0  # start, one run, end: 20 s more
 
 
 def test_the_suite_refuses_records_from_another_commit_and_a_dirty_tree(tmp_path, monkeypatch):
