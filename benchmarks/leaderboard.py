@@ -213,19 +213,28 @@ def _pairwise_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
 
 
 def _fits_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
-    header = ["Env", "Optimiser", "Form", "alpha", "beta", "R²", "KL at peak gold", "Fitted peak gold", "Points", "Note"]
+    header = ["Env", "Optimiser", "Form", "alpha", "beta", "R² (bin means)", "Fitted peak: KL", "Fitted peak: gold",
+              "Measured peak: KL", "Measured peak: gold", "Points (bins)", "Note"]
     body = []
     for row in board.fits:
         if row.fit is None:
-            body.append([row.env_id, row.label, "—", "—", "—", "—", "—", "—", "—", f"not fitted: {row.reason}"])
+            body.append([row.env_id, row.label] + ["—"] * 9 + [f"not fitted: {row.reason}"])
             continue
         f = row.fit
-        peak_kl = "no peak (beta ≤ 0)" if math.isinf(f.peak_kl) else f"{f.peak_kl:.3g}"
-        peak_gold = "—" if math.isnan(f.peak_gold) else f"{f.peak_gold:.3f}"
+        notes = ["gold falls from the start (alpha < 0)"] if f.alpha < 0 else []
+        if math.isinf(f.peak_kl):
+            peak_kl, peak_gold = "no peak (beta ≤ 0)", "—"
+        elif f.peak_kl < f.min_kl:
+            peak_kl, peak_gold = f"at the start (< {f.min_kl:.3g})", "—"
+        elif not f.peak_measured:
+            peak_kl, peak_gold = f"beyond the measured KL (> {f.max_kl:.3g})", "—"
+            notes.append(f"the fitted curve peaks at KL {f.peak_kl:.3g}, outside the data")
+        else:
+            peak_kl, peak_gold = f"{f.peak_kl:.3g}", f"{f.peak_gold:.3f}"
         r2 = "—" if math.isnan(f.r2) else f"{f.r2:.2f}"
         body.append([row.env_id, row.label, "d(α − βd)" if f.form == "bon" else "d(α − β log d)",
-                     f"{f.alpha:.3f}", f"{f.beta:.3f}", r2, peak_kl, peak_gold, str(f.points),
-                     "gold falls from the start (alpha < 0)" if f.alpha < 0 else ""])
+                     f"{f.alpha:.3f}", f"{f.beta:.3f}", r2, peak_kl, peak_gold, f"{f.measured_peak_kl:.3g}",
+                     f"{f.measured_peak_gold:.3f}", f"{f.points} ({f.bins})", "; ".join(notes)])
     return header, body
 
 
@@ -289,9 +298,12 @@ POI_NOTE = ("P(gold > start) = probability that a run of the row beats a run of 
 PAIRWISE_NOTE = ("Probability that a run of the row algorithm has a higher final gold reward than a run of the column "
                  "algorithm (averaged over the envs both ran); * = the 95% bootstrap interval excludes 0.5.")
 FITS_NOTE = ("Gao et al. (2023) over-optimisation fits of gold reward gained over the start policy against "
-             "d = sqrt(KL): best-of-n from the final policies of every n, RL algorithms from their learning curves "
-             "(training-batch gold and KL at each logged iteration). KL at peak gold = where the fitted curve turns "
-             "down; 'no peak' = it had not turned down within the measured KL.")
+             "d = sqrt(KL), made to mean gold per KL: best-of-n from the final policies of every n (one point per n), "
+             "RL algorithms from the iterations of all their runs (the policy along training, scored on its "
+             "on-policy training batch), pooled into 20 equal-count KL bins. Fitted peak = where the fitted curve "
+             "turns down ('at the start': before the smallest measured KL; an extrapolation beyond the largest is "
+             "not reported as a peak); measured "
+             "peak = the KL bin (or n) with the highest mean gold; 'no peak' = the fit never turns down.")
 
 
 Section = tuple[str, str, str, tuple[list[str], list[list[str]]]]  # title, note, kind, (header, body)

@@ -220,14 +220,16 @@ def rm_sweep(records: list[RunRecord], reference: str = "best-of-n", start: str 
                     if f.fit is not None and f.label.startswith(reference)]
             measured = [r.final.get(GOLD) for r in runs if r.env_id == env_id and r.final.get(GOLD) is not None]
             if fits:
-                points.append((feedback, fits[0].fit.peak_gold, fits[0].fit.peak_kl, max(measured)))
+                fit = fits[0].fit  # an extrapolated peak (beyond the measured KL) is not drawn
+                peak = (fit.peak_gold, fit.peak_kl) if fit.peak_measured else (math.nan, math.nan)
+                points.append((feedback, *peak, max(measured)))
         if points:
             x, peak, peak_kl, best = (np.array(v, dtype=float) for v in zip(*points))
             axes[0].plot(x, peak, "-o", color=colors[env_id], label=f"{env_id} fitted peak")
             axes[0].plot(x, best, ":s", color=colors[env_id], label=f"{env_id} best measured")
             axes[1].plot(x, np.where(np.isfinite(peak_kl), peak_kl, np.nan), "-o", color=colors[env_id], label=f"{env_id} fitted peak")
     axes[0].set(xlabel="prompts labelled for the RM (k completions each, all pairs)", ylabel="gold reward at the peak", xscale="log")
-    axes[1].set(xlabel="prompts labelled for the RM (k completions each, all pairs)", ylabel="KL at peak gold (no point: no peak)", xscale="log")
+    axes[1].set(xlabel="prompts labelled for the RM (k completions each, all pairs)", ylabel="KL at peak gold (no point: no peak in the data)", xscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)
         if not ax.has_data():

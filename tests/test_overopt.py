@@ -81,7 +81,7 @@ def test_rm_sweep_plot_draws_the_fitted_peak_against_the_amount_of_feedback():
     from benchmarks.plots import rm_sweep
     from benchmarks.records import RunRecord
 
-    params = {128: (0.2, 0.2), 512: (0.3, 0.15), 2048: (0.4, 0.1)}  # more feedback: a later, higher peak
+    params = {128: (0.2, 0.2), 512: (0.3, 0.15), 2048: (0.4, 0.125)}  # more feedback: a later, higher peak (all within n = 64)
     records = []
     for feedback, (alpha, beta) in params.items():
         for n in (1, 4, 16, 64):
@@ -97,3 +97,72 @@ def test_rm_sweep_plot_draws_the_fitted_peak_against_the_amount_of_feedback():
     assert list(peak_gold_line.get_ydata()) == pytest.approx([0.3 + a * a / (4 * b) for a, b in params.values()])
     assert list(peak_kl_line.get_ydata()) == pytest.approx([(a / (2 * b)) ** 2 for a, b in params.values()])
     plt.close(fig)
+
+
+def test_kl_bin_means_one_bin_per_distinct_kl_or_equal_count_bins():
+    from benchmarks.overopt import kl_bin_means
+
+    kl, gold = kl_bin_means(np.array([2.0, 1.0, 2.0, 1.0]), np.array([0.5, 0.1, 0.7, 0.3]), bins=20)
+    assert list(kl) == [1.0, 2.0] and list(gold) == pytest.approx([0.2, 0.6])
+    kl, gold = kl_bin_means(np.arange(10.0)[::-1], np.arange(10.0)[::-1] * 2, bins=5)
+    assert list(kl) == [0.5, 2.5, 4.5, 6.5, 8.5] and list(gold) == pytest.approx([1.0, 5.0, 9.0, 13.0, 17.0])
+
+
+def test_rl_fit_on_noisy_iterations_recovers_the_curve_from_bin_means():
+    """Training-batch gold is a 64-sample mean (sd ~0.06): raw R^2 is near zero, the bin means' is not."""
+    rng = np.random.default_rng(0)
+    kl = rng.uniform(0.01, 4.0, 1280)
+    d = np.sqrt(kl)
+    gold = 0.3 + d * (0.2 - 0.15 * np.log(d)) + rng.normal(0, 0.06, len(kl))
+    fit = fit_overoptimisation(kl, gold, "rl", baseline=0.3)
+    assert (fit.points, fit.bins) == (1280, 20)
+    assert fit.alpha == pytest.approx(0.2, abs=0.03) and fit.beta == pytest.approx(0.15, abs=0.03)
+    assert fit.r2 > 0.9
+    assert fit.peak_measured and fit.peak_kl == pytest.approx(math.exp(2 * (0.2 / 0.15 - 1)), rel=0.25)
+    assert fit.measured_peak_gold == pytest.approx(fit.peak_gold, abs=0.03)
+
+
+def test_a_peak_beyond_the_measured_kl_is_reported_as_an_extrapolation():
+    from benchmarks.leaderboard import Leaderboard, _fits_table
+    from benchmarks.overopt import FitRow
+
+    kl = np.linspace(0.05, 2.0, 40)
+    d = np.sqrt(kl)
+    fit = fit_overoptimisation(kl, d * (0.3 - 0.02 * np.log(d)), "rl")  # turns down at KL = e^28
+    assert fit.peak_kl > 1e10 and not fit.peak_measured and fit.max_kl == pytest.approx(kl_bin_max(kl))
+    board = Leaderboard(per_env={}, overall=[], fits=[FitRow("llm_gym/Sort-v0", "ppo", fit)])
+    (row,) = _fits_table(board)[1]
+    assert row[6] == f"beyond the measured KL (> {fit.max_kl:.3g})" and row[7] == "—"
+    assert "outside the data" in row[-1]
+
+
+def kl_bin_max(kl: np.ndarray) -> float:
+    return float(np.array_split(np.sort(kl), 20)[-1].mean())
+
+
+def test_rl_fits_measure_gain_over_the_first_training_batch_not_the_held_out_start():
+    """Training prompts score 0.30 at KL 0 and the held-out start 0.40: the curve's gain is over 0.30."""
+    from benchmarks.overopt import fit_records
+    from benchmarks.records import RunRecord
+
+    records = [RunRecord("best-of-n_1", "llm_gym/Sort-v0", s, {}, final={"objective/kl": 0.0, "objective/gold_reward": 0.4})
+               for s in range(2)]
+    for seed in range(2):
+        curve = [{"step": 64.0 * (i + 1), "objective/kl": kl, "objective/gold_reward": 0.3 + 0.1 * math.sqrt(kl)}
+                 for i, kl in enumerate(np.linspace(0.0, 2.0, 30))]
+        records.append(RunRecord("ppo", "llm_gym/Sort-v0", seed, {}, curve=curve, final={}))
+    (row,) = [row for row in fit_records(records) if row.label == "ppo"]
+    assert row.fit.baseline == pytest.approx(0.3) and row.fit.alpha == pytest.approx(0.1, abs=0.005)
+    assert row.fit.alpha > 0  # over the held-out 0.4 the same curve would read as gold falling from the start
+
+
+def test_a_peak_before_the_first_measured_kl_is_reported_at_the_start():
+    from benchmarks.leaderboard import Leaderboard, _fits_table
+    from benchmarks.overopt import FitRow
+
+    kl = np.linspace(0.2, 3.0, 40)
+    d = np.sqrt(kl)
+    fit = fit_overoptimisation(kl, d * (-0.1 - 0.01 * np.log(d)), "rl")  # falls from the start
+    assert fit.peak_kl < fit.min_kl and not fit.peak_measured
+    (row,) = _fits_table(Leaderboard(per_env={}, overall=[], fits=[FitRow("llm_gym/Sort-v0", "grpo", fit)]))[1]
+    assert row[6] == f"at the start (< {fit.min_kl:.3g})" and "alpha < 0" in row[-1]
