@@ -28,7 +28,7 @@ from agents.metrics import GOLD_REWARD as GOLD
 from agents.metrics import KL
 from agents.metrics import REWARD as PROXY
 from benchmarks.grouping import group_records, split_tracks, tags
-from benchmarks.overopt import fit_records
+from benchmarks.overopt import fit_records, kl_bin_means
 from benchmarks.records import RunRecord
 from benchmarks.stats import bootstrap, mean_over_groups, performance_profile_band
 
@@ -137,29 +137,31 @@ def reward_kl_frontier(records: list[RunRecord], reps: int = 1000, seed: int = 0
     return _finish(fig, axes)
 
 
-def _trajectory(records: list[RunRecord], final_only: bool = False) -> np.ndarray:
-    """(KL, proxy, gold) rows sorted by KL: the seeds' mean at each shared training-curve step, or,
-    with ``final_only`` (best-of-n trains nothing: its point is its evaluation) or for runs that
-    logged no KL curve, the mean final evaluation."""
-    steps, kl = _grid(records, KL)
-    _, proxy = _grid(records, PROXY)
-    _, gold = _grid(records, GOLD)
-    if not final_only and len(steps) and proxy.shape == kl.shape == gold.shape:
-        points = np.stack([kl.mean(0), proxy.mean(0), gold.mean(0)], axis=1)
-    else:
-        finals = [(r.final.get(KL), r.final.get(PROXY), r.final.get(GOLD)) for r in records]
-        finals = [f for f in finals if None not in f]
-        points = np.array([np.mean(finals, axis=0)]) if finals else np.empty((0, 3))
-    return points[np.argsort(points[:, 0], kind="stable")]
+def _trajectory(records: list[RunRecord], final_only: bool = False, bins: int = 20) -> np.ndarray:
+    """(KL, proxy, gold) rows sorted by KL: the means in ``bins`` equal-count KL bins of every logged
+    iteration of every run (the points the over-optimisation fits use), or, with ``final_only``
+    (best-of-n trains nothing: its point is its evaluation) or for runs that logged no KL curve, the
+    mean final evaluation."""
+    points = [(p[KL], p[PROXY], p[GOLD]) for r in records for p in r.curve
+              if None not in (p.get(KL), p.get(PROXY), p.get(GOLD))]
+    if not final_only and points:
+        kl, proxy, gold = np.array(points, dtype=float).T
+        kl_means, proxy_means = kl_bin_means(kl, proxy, bins)
+        _, gold_means = kl_bin_means(kl, gold, bins)
+        return np.stack([kl_means, proxy_means, gold_means], axis=1)
+    finals = [(r.final.get(KL), r.final.get(PROXY), r.final.get(GOLD)) for r in records]
+    finals = [f for f in finals if None not in f]
+    return np.array([np.mean(finals, axis=0)]) if finals else np.empty((0, 3))
 
 
 def overoptimisation(records: list[RunRecord], reference: str = "best-of-n") -> Figure:
-    """Proxy (solid) and gold (dashed) reward against KL, one panel per env; algorithms whose label
-    starts with ``reference`` (one label per n, say ``best-of-n_4``) form the black reference curve."""
+    """Proxy (solid) and gold (dashed) reward against KL, one panel per env: each learner's KL-bin means
+    over its runs' iterations; algorithms whose label starts with ``reference`` (one label per n, say
+    ``best-of-n_4``) form the black reference curve."""
     grouped = group_records(records)
     envs = sorted({r.env_id for r in records})
     colors = _colors(list(grouped))
-    fig, axes = _axes(len(envs), "Over-optimisation: proxy (solid) and gold (dashed) reward vs KL")
+    fig, axes = _axes(len(envs), "Over-optimisation: proxy (solid) and gold (dashed) reward vs KL (RL: means of 20 KL bins of all iterations)")
     for ax, env_id in zip(axes, envs):
         reference_points = []
         for label, by_env in sorted(grouped.items()):
