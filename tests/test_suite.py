@@ -139,7 +139,7 @@ def test_tuning_grid_gives_every_tuned_algorithm_the_same_budget_and_the_best_fa
     runs_per_algo = {}
     for s in specs:
         runs_per_algo.setdefault(s.algo.split("@")[0], []).append(s.config["budget"])
-    assert set(runs_per_algo) == {"grpo", "rloo", "reinforce", "ppo", "sb3-ppo"}  # best-of-n has no learning rate
+    assert set(runs_per_algo) == {"grpo", "rloo", "reinforce", "ppo", "dapo", "gspo", "reinforce++", "sb3-ppo"}  # best-of-n has no learning rate
     assert {len(b) for b in runs_per_algo.values()} == {6} and {sum(b) for b in runs_per_algo.values()} == {6 * config.tuning_budget}
     for s in specs:  # ppo's factor 3 is best; grpo ties factors 1 and 3 -> the factor nearer 1 wins
         label, factor = s.algo.split("@lr*")

@@ -149,11 +149,12 @@ def output_layer(lm: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
     if isinstance(backbone, nn.Module) and type(head) is nn.Linear:
         param = head.weight
         ids = torch.arange(min(8, param.shape[0]), device=param.device)[None]
+        mask = torch.ones_like(ids)  # the probe ids may include the pad id: say they are all real tokens
         training = lm.training
         lm.eval()
         with torch.no_grad():
-            direct = lm(input_ids=ids).logits.float()
-            via_head = head(backbone(input_ids=ids).last_hidden_state).float()
+            direct = lm(input_ids=ids, attention_mask=mask).logits.float()
+            via_head = head(backbone(input_ids=ids, attention_mask=mask).last_hidden_state).float()
         lm.train(training)
         if direct.shape == via_head.shape and torch.allclose(direct, via_head, atol=1e-4, rtol=1e-4):
             split = (backbone, head)
