@@ -95,6 +95,23 @@ def test_callbacks_see_the_samples_add_metrics_and_stop_with_a_checkpoint(sft_di
     assert (tmp_path / "checkpoints" / "step-00000002").is_dir()  # kept although save_steps is 0
 
 
+def test_best_of_n_stores_the_samples_it_kept(sft_dir, tmp_path):
+    from llm_gym import make_reward
+    from llm_gym.tasks import make_task
+
+    agent = make_algorithm("best-of-n", model_name_or_path=str(sft_dir), num_generations=4, batch_size=8)
+    result = agent.train(ENV, 8, 0, tmp_path / "run")
+    path = tmp_path / "rollouts.jsonl"
+    metrics = agent.evaluate(result.checkpoint_dir, ENV, 12, seed=1, rollouts_path=path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 12 and all(r["kl"] == pytest.approx(metrics["objective/kl"]) for r in rows)
+    assert sum(r["proxy"] for r in rows) / 12 == pytest.approx(metrics["objective/reward"], abs=1e-6)
+    assert sum(r["gold"] for r in rows) / 12 == pytest.approx(metrics["objective/gold_reward"], abs=1e-6)
+    verifier = make_reward("verifier", task=make_task("arithmetic"))
+    rescored = verifier([r["prompt"] for r in rows], [r["completion"] for r in rows], [r["metadata"] for r in rows])
+    assert list(rescored) == pytest.approx([r["gold"] for r in rows])
+
+
 def test_evaluate_appends_rollouts_as_jsonl(sft_dir, tmp_path):
     path = tmp_path / "rollouts.jsonl"
     metrics = evaluate(sft_dir, ENV, 12, seed=1, rollouts_path=path)

@@ -11,6 +11,8 @@ import torch
 
 import llm_gym  # noqa: F401
 from agents.rl.sb3 import REFERENCE_FILE, SB3Agent, SB3Config, TokenTransformer, make_sb3_vec_env
+from llm_gym import make_reward
+from llm_gym.tasks import make_task
 
 COUNT = {"max_new_tokens": 2, "reward": r"format:pattern=\d + exact_match"}
 
@@ -65,6 +67,17 @@ def test_a2c_smoke(tmp_path):
     assert set(result.final) == expected and all(np.isfinite(v) for v in result.final.values())
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [32, 64]
     assert (tmp_path / "policy" / "policy.safetensors").is_file() and (tmp_path / "config.yaml").is_file()
+
+    # Its evaluation stores the samples it scored, in the format `llm-gym bench rescore` reads.
+    path = tmp_path / "rollouts.jsonl"
+    metrics = agent.evaluate(result.checkpoint_dir, "llm_gym/Count-v0", 20, 3, COUNT, rollouts_path=path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 20 and set(rows[0]) == {"prompt", "completion", "metadata", "proxy", "gold", "kl"}
+    assert np.mean([r["proxy"] for r in rows]) == pytest.approx(metrics["objective/reward"], abs=1e-6)
+    assert np.mean([r["kl"] for r in rows]) == pytest.approx(metrics["objective/kl"], abs=1e-5)
+    verifier = make_reward("verifier", task=make_task("count"))
+    rescored = verifier([r["prompt"] for r in rows], [r["completion"] for r in rows], [r["metadata"] for r in rows])
+    assert list(rescored) == pytest.approx([r["gold"] for r in rows])  # each row keeps its own prompt's answer
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import torch
 from agents import metrics as M
 from agents.rl.algorithm import TrainResult
 from agents.rl.config import DEVICE_HELP
-from agents.rl.evaluation import distinct_n, evaluate
+from agents.rl.evaluation import append_rollouts, distinct_n, evaluate
 from agents.rl.policy import autocast
 from agents.rl.rollout import RolloutEnv, iteration_seeds
 from agents.rl.run import Run, Timer, setup_of
@@ -87,8 +87,9 @@ class BestOfN:
         return TrainResult(checkpoint_dir=policy_dir, curve=run.curve, final=final)
 
     def evaluate(self, policy_dir: Path, env_id: str, episodes: int, seed: int,
-                 env_kwargs: dict[str, Any] | None = None) -> dict[str, float]:
-        """The base policy's perplexity; reward, gold, KL bound, diversity and length of the selected samples."""
+                 env_kwargs: dict[str, Any] | None = None, rollouts_path: Path | None = None) -> dict[str, float]:
+        """The base policy's perplexity; reward, gold, KL bound, diversity and length of the selected samples
+        (appended to ``rollouts_path`` when given, in ``agents.rl.evaluation.append_rollouts``' format)."""
         meta = Path(policy_dir) / BEST_OF_N_FILE
         n = json.loads(meta.read_text())["n"] if meta.is_file() else self.config.num_generations
         base = evaluate(policy_dir, env_id, episodes, seed, env_kwargs, reference_dir=policy_dir,
@@ -97,16 +98,17 @@ class BestOfN:
         model, tokenizer = load_causal_lm(policy_dir, device=device)
         env = RolloutEnv(env_id, episodes * n, device, tokenizer, policy_dir, {"split": "test", **(env_kwargs or {})})
         selected = best_of_n_rollout(model, env, n, episodes, seed, self.config.temperature,
-                                     resolve_mixed_precision(self.config.mixed_precision, device))
+                                     resolve_mixed_precision(self.config.mixed_precision, device), rollouts_path)
         env.close()
         return {**base, **selected}
 
 
 @torch.no_grad()
 def best_of_n_rollout(model: torch.nn.Module, env: RolloutEnv, n: int, num_prompts: int, seed: int,
-                      temperature: float, mixed_precision: str) -> dict[str, float]:
+                      temperature: float, mixed_precision: str, rollouts_path: Path | None = None) -> dict[str, float]:
     """Sample n completions for each of ``num_prompts`` prompts (``env`` has ``num_prompts * n`` slots)
-    and keep the best by proxy reward; ``mixed_precision`` is resolved ("no", "bf16", "fp16")."""
+    and keep the best by proxy reward; ``mixed_precision`` is resolved ("no", "bf16", "fp16"). The kept
+    samples are appended to ``rollouts_path`` when given, each with the KL bound as its KL."""
     device = env.device
     generator = torch.Generator(device).manual_seed(seed)
     with autocast(device, mixed_precision):
@@ -114,10 +116,16 @@ def best_of_n_rollout(model: torch.nn.Module, env: RolloutEnv, n: int, num_promp
     best = batch.score.view(num_prompts, n).argmax(1) + torch.arange(num_prompts, device=device) * n
     lengths = batch.completions.lengths[best]
     sequences = [row[:m] for row, m in zip(batch.completions.ids[best].tolist(), lengths.tolist())]
+    kl = math.log(n) - (n - 1) / n  # the analytic upper bound (Stiennon et al. 2020)
+    if rollouts_path is not None:
+        rows = best.tolist()
+        append_rollouts(rollouts_path, [batch.prompts[r] for r in rows], [batch.texts[r] for r in rows],
+                        [batch.metadata[r] for r in rows], batch.score[best].tolist(), batch.gold[best].tolist(),
+                        [kl] * len(rows))
     return {
         M.REWARD: float(batch.score[best].mean()),
         M.GOLD_REWARD: float(batch.gold[best].mean()),
-        M.KL: math.log(n) - (n - 1) / n,  # the analytic upper bound (Stiennon et al. 2020)
+        M.KL: kl,
         M.EVAL_DISTINCT_1: distinct_n(sequences, 1),
         M.EVAL_DISTINCT_2: distinct_n(sequences, 2),
         M.EPISODE_LENGTH: float(lengths.float().mean()),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,18 @@ def distinct_n(sequences: list[list[int]], n: int) -> float:
     """Distinct n-grams over all n-grams in a set of completions (Li et al. 2016): 1 = no repetition."""
     grams = [tuple(seq[i : i + n]) for seq in sequences for i in range(len(seq) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def append_rollouts(path: str | Path, prompts: Sequence[str], completions: Sequence[str], metadata: Sequence[Any],
+                    proxy: Sequence[float], gold: Sequence[float], kl: Sequence[float]) -> None:
+    """Append evaluated samples to ``path``, one compact JSON line each: ``{prompt, completion, metadata,
+    proxy, gold, kl}`` (gold None when the env has no gold reward; kl: that completion's KL to the start
+    policy). Every learner's evaluation writes this one format, so ``llm-gym bench rescore`` reads any run."""
+    rows = zip(prompts, completions, metadata, proxy, gold, kl, strict=True)
+    with Path(path).open("a") as f:
+        f.writelines(json.dumps({"prompt": p, "completion": t, "metadata": m, "proxy": float(r),
+                                 "gold": None if math.isnan(g) else float(g), "kl": float(k)},
+                                separators=(",", ":"), default=str) + "\n" for p, t, m, r, g, k in rows)
 
 
 @dataclass
@@ -84,12 +97,8 @@ def evaluate(
             kl = ((c.logprobs - ref_lp) * c.mask).sum(1)[:n]
             sums["kl"] += float(kl.sum())
         if rollouts_path is not None:
-            rows = zip(rollout.prompts[:n], rollout.texts[:n], rollout.metadata[:n], rollout.score[:n].tolist(),
-                       rollout.gold[:n].tolist(), kl.tolist())
-            with Path(rollouts_path).open("a") as f:
-                f.writelines(json.dumps({"prompt": p, "completion": t, "metadata": m, "proxy": r,
-                                         "gold": None if math.isnan(g) else g, "kl": k},
-                                        separators=(",", ":"), default=str) + "\n" for p, t, m, r, g, k in rows)
+            append_rollouts(rollouts_path, rollout.prompts[:n], rollout.texts[:n], rollout.metadata[:n],
+                            rollout.score[:n].tolist(), rollout.gold[:n].tolist(), kl.tolist())
         refs = tokenizer([r + tokenizer.eos_token for r in env.references()], add_special_tokens=False,
                          return_tensors="pt", padding=True)
         ref_ids, ref_mask = refs["input_ids"].to(dev), refs["attention_mask"].to(dev)

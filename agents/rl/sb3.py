@@ -38,7 +38,7 @@ from torch import nn
 
 from agents import metrics as M
 from agents.rl.algorithm import TrainResult
-from agents.rl.evaluation import distinct_n
+from agents.rl.evaluation import append_rollouts, distinct_n
 from agents.run_config import save_config
 
 POLICY_FILE, REFERENCE_FILE, CONFIG_FILE = "policy.safetensors", "reference.safetensors", "sb3_config.json"
@@ -102,8 +102,8 @@ class SB3VecEnv(VecEnv):
 
     Why not ``DummyVecEnv`` of single envs: the vector env steps all N episodes in one tensor op and
     scores finished ones in one reward batch. Ended episodes report SB3's ``terminal_observation``,
-    ``TimeLimit.truncated`` and Monitor-style ``episode`` stats, plus ``gold_reward`` and
-    ``completion_ids`` from the env's turn-end info.
+    ``TimeLimit.truncated`` and Monitor-style ``episode`` stats, plus ``gold_reward``, ``completion_ids``
+    and the ``prompt`` and ``completion`` texts from the env's turn-end info.
     """
 
     def __init__(self, env: Any):
@@ -144,6 +144,8 @@ class SB3VecEnv(VecEnv):
                 "TimeLimit.truncated": bool(truncated[i] and not terminated[i]),
                 "episode": {"r": float(self._returns[i]), "l": int(self._lengths[i]), "t": time.time() - self._start},
                 "completion_ids": final["completion_ids"][i, : final["completion_length"][i]].tolist(),
+                "prompt": self.env.turn_prompts[i],
+                "completion": self.env.turn_completions[i],
             }
             if "gold_reward" in final:
                 infos[i]["gold_reward"] = float(final["gold_reward"][i])
@@ -314,8 +316,10 @@ class SB3Agent:
         seed: int,
         env_kwargs: dict[str, Any] | None = None,
         weights: str = POLICY_FILE,
+        rollouts_path: Path | None = None,
     ) -> dict[str, float]:
-        """Sampled episodes on held-out prompts (``split="test"`` unless ``env_kwargs`` says otherwise).
+        """Sampled episodes on held-out prompts (``split="test"`` unless ``env_kwargs`` says otherwise),
+        appended to ``rollouts_path`` when given (``agents.rl.evaluation.append_rollouts``' format).
 
         ``objective/kl``: mean over episodes of the summed per-token log-ratio (k1) of the policy to
         its untrained initial weights, on the policy's own samples. ``eval/perplexity``: of the
@@ -333,7 +337,9 @@ class SB3Agent:
         nll, ref_tokens = self._reference_nll(policy, venv, list(range(n)))
         started, kl_running = n, np.zeros(n)
         rewards, golds, lengths, kls, completions = [], [], [], [], []
+        texts: dict[str, list[Any]] = {"prompt": [], "completion": [], "metadata": []}
         while len(rewards) < episodes:
+            samples = list(venv.env.engine.samples)  # before a finished slot is reset to a new prompt
             obs_t, _ = policy.obs_to_tensor(obs)
             dist = policy.get_distribution(obs_t)
             actions = dist.sample()
@@ -346,12 +352,18 @@ class SB3Agent:
                     lengths.append(infos[i]["episode"]["l"])
                     kls.append(kl_running[i])
                     completions.append(list(infos[i]["completion_ids"]))
+                    answer = venv.env.problem.task.reference(samples[i], 0)  # as RolloutEnv.metadata has it
+                    for key, value in (("prompt", infos[i]["prompt"]), ("completion", infos[i]["completion"]),
+                                       ("metadata", {**samples[i].metadata, "reference": answer})):
+                        texts[key].append(value)
                 kl_running[i] = 0.0
             fresh = np.flatnonzero(dones)[: max(episodes - started, 0)].tolist()  # new prompts still to evaluate
             if fresh:
                 step_nll, step_tokens = self._reference_nll(policy, venv, fresh)
                 nll, ref_tokens, started = nll + step_nll, ref_tokens + step_tokens, started + len(fresh)
         venv.close()
+        if rollouts_path is not None:
+            append_rollouts(rollouts_path, texts["prompt"], texts["completion"], texts["metadata"], rewards, golds, kls)
         return {
             M.REWARD: float(np.mean(rewards)),
             M.GOLD_REWARD: float(np.nanmean(golds)) if not np.isnan(golds).all() else math.nan,
