@@ -381,7 +381,7 @@ table { border-collapse: collapse; margin: 0.5em 0 2em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
 div.scroll { overflow-x: auto; }
 td { white-space: nowrap; } table.board td { white-space: normal; min-width: 5.5em; } table.board td:first-child { white-space: nowrap; }
-table.fits td { white-space: normal; }
+table.fits td { white-space: normal; } table.fits td:first-child, table.fits td:nth-child(3) { white-space: nowrap; }
 span.ci { white-space: nowrap; color: #666; font-size: 0.85em; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; font-weight: 600; white-space: nowrap; }
 table.board tbody tr:first-child td { background: #eef7ee; }
