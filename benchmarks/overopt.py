@@ -205,6 +205,9 @@ def fit_records(records: list[RunRecord], reference: str = "best-of-n", start: s
                            for label, runs in learners.items()]
             for label, form, runs, from_curve, baseline in candidates:
                 kl, gold = _points(runs, from_curve)
+                if not kl:  # offline learners (DPO) sample nothing while training
+                    out.append(FitRow(env_id, label + suffix, None, "it logged no KL and gold along training"))
+                    continue
                 try:
                     out.append(FitRow(env_id, label + suffix, fit_overoptimisation(kl, gold, form, baseline)))
                 except ValueError as err:

@@ -297,11 +297,11 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> int:
     if "prepare" in config.stages:
         suite = suite_config(config)
         for env, task in env_tasks(bench.envs).items():
-            info = prepare_env(suite, env, task, log, reward_model=False)
+            info = prepare_env(suite, env, task, log, upto="sft")
             log(f"[{env}] SFT start: held-out greedy accuracy {info['sft_accuracy']['final']}")
         if "trl" in config.stages:
             detail = env_name(config.detail_env)
-            info = prepare_env(suite, detail, detail, log, reward_model=True)
+            info = prepare_env(suite, detail, detail, log)
             log(f"[{detail}] reward model: {info['reward_model_eval']}")
     grids = {"grid": bench, "details": details_grid(config, bench), "trl": trl_grid(config, bench)}
     for name, grid in grids.items():

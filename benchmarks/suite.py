@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -109,7 +109,8 @@ class SuiteConfig:
                                            factory=lambda: [0.3, 1.0, 3.0])
     tuning_seeds: list[int] = _help("seeds per tuning setting", factory=lambda: [0, 1])
     tuning_budget: int = _help("samples per tuning run: twice the board budget, so its learning curves show "
-                               "whether the board budget converges (0: each algorithm's board budget)", 16384)
+                               "whether the board budget converges (an algorithm with a budget of its own is "
+                               "tuned at the same multiple of it; 0: each algorithm's board budget)", 16384)
     rm_sweep_feedback: list[int] = _help("prompts labelled for each RM of the sweep (>= 3 values)",
                                          factory=lambda: [128, 512, 2048])
     rm_sweep_envs: list[str] = _help("envs of the RM sweep", factory=lambda: ["llm_gym/Sort-v0"])
@@ -178,10 +179,12 @@ class Progress:
 
 def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[str], None] = print, prep: int = 0,
                 feedback_prompts: int | None = None, rm_dir: str | None = None,
-                feedback_dir: str | None = None, reward_model: bool = True) -> dict[str, Any]:
+                feedback_dir: str | None = None, upto: Literal["sft", "feedback", "reward_model"] = "reward_model",
+                ) -> dict[str, Any]:
     """Tiny model -> SFT -> simulated feedback -> reward model for one env and preparation, each skipped when done.
 
-    ``reward_model=False`` stops after SFT (the tuning env uses the verifier reward only).
+    ``upto`` says where to stop: the tuning env needs its feedback (DPO's preference pairs) but no reward
+    model, since it is tuned on the verifier reward.
     ``feedback_prompts``/``rm_dir``/``feedback_dir`` override the board's values (the RM sweep trains
     more reward models on one preparation's SFT policy). Returns what the suite reports: each stage's
     wall time in this call (``None`` when skipped) and the SFT and reward-model held-out metrics.
@@ -209,12 +212,14 @@ def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[st
             model_name_or_path=str(tiny), output_dir=str(sft), env_id=env_id_of(task_name), max_steps=config.sft_steps.get(env, config.default_sft_steps),
             batch_size=config.sft_batch_size, learning_rate=config.sft_lr, warmup_steps=20, eval_every=0, eval_size=256,
             resume_from_checkpoint="auto", seed=seed)))
-    if reward_model and not (rm / RM_DONE).is_file():
-        # Labels are appended and resumed by item id, so an interrupted collection continues.
+    reward_model = upto == "reward_model"
+    if upto != "sft" and not (reward_model and (rm / RM_DONE).is_file()):
+        # Labels are appended and resumed by item id: an interrupted collection continues, a finished one has none left.
         timed("feedback", lambda: collect_feedback(FeedbackConfig(
             model_name_or_path=str(sft), output_dir=str(feedback), env_id=env_id_of(task_name),
             num_prompts=feedback_prompts or config.feedback_prompts, k=config.feedback_k, noise=config.label_noise,
             seed=seed), output_fn=log))
+    if reward_model and not (rm / RM_DONE).is_file():
         timed("reward_model", lambda: train_reward_model(RewardModelConfig(
             data=str(feedback / LABELS_FILE), output_dir=str(rm), model_name_or_path=str(sft), max_steps=config.rm_steps,
             batch_size=config.rm_batch_size, eval_every=0, resume_from_checkpoint="auto", seed=seed)))
@@ -256,8 +261,9 @@ def tuning_grid(config: SuiteConfig, bench: BenchConfig) -> BenchConfig:
             continue
         for factor in config.tuning_lr_factors:
             tuned = {**(entry or {}), "algo": (entry or {}).get("algo", label), "kwargs": {**kwargs, key: kwargs[key] * factor}}
-            if config.tuning_budget:
-                tuned["budget"] = config.tuning_budget
+            if config.tuning_budget:  # an algorithm with a budget of its own (DPO's pairs) is tuned at the same multiple
+                tuned["budget"] = (config.tuning_budget if "budget" not in (entry or {})
+                                   else round(int(entry["budget"]) * config.tuning_budget / bench.budget))
             algorithms[f"{label}@lr*{factor:g}"] = tuned
     out = Path(config.leaderboard_dir) / "tuning"
     return dataclasses.replace(
@@ -389,7 +395,7 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> int:
         envs = env_tasks(bench.envs)
         jobs = [(prep, env, task, {}) for prep in config.preps for env, task in envs.items()]
         jobs += [(config.preps[0], short_env_name(config.tuning_env), short_env_name(config.tuning_env),
-                  {"reward_model": False})]
+                  {"upto": "feedback"})]
         jobs += [(config.preps[0], env, env, {"feedback_prompts": n, "rm_dir": sweep_rm_dir(config, n),
                   "feedback_dir": sweep_feedback_dir(config, n)})
                  for n in config.rm_sweep_feedback for env in env_tasks(config.rm_sweep_envs)]

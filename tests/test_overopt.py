@@ -166,3 +166,14 @@ def test_a_peak_before_the_first_measured_kl_is_reported_at_the_start():
     assert fit.peak_kl < fit.min_kl and not fit.peak_measured
     (row,) = _fits_table(Leaderboard(per_env={}, overall=[], fits=[FitRow("llm_gym/Sort-v0", "grpo", fit)]))[1]
     assert row[6] == f"at the start (< {fit.min_kl:.3g})" and "alpha < 0" in row[-1]
+
+
+def test_an_offline_learner_without_a_kl_curve_is_listed_unfitted_with_the_reason():
+    from benchmarks.overopt import fit_records
+    from benchmarks.records import RunRecord
+
+    records = [RunRecord("best-of-n_1", "llm_gym/Sort-v0", 0, {}, final={"objective/kl": 0.0, "objective/gold_reward": 0.4}),
+               RunRecord("dpo", "llm_gym/Sort-v0", 0, {}, curve=[{"step": 16.0, "loss/train": 0.69}],
+                         final={"objective/kl": 1.2, "objective/gold_reward": 0.45})]
+    (row,) = [row for row in fit_records(records) if row.label == "dpo"]
+    assert row.fit is None and row.reason == "it logged no KL and gold along training"

@@ -73,6 +73,15 @@ def test_prepare_redoes_only_the_unfinished_stages(tmp_path, monkeypatch):
     assert calls == ["feedback", "reward_model"]
 
 
+@pytest.mark.parametrize("upto, stages", [("sft", ["tiny", "sft"]), ("feedback", ["tiny", "sft", "feedback"])])
+def test_prepare_stops_where_asked(tmp_path, monkeypatch, upto, stages):
+    """The tuning env needs its feedback (DPO's pairs) but no reward model; the PPO study needs only SFT."""
+    calls: list[str] = []
+    _fake_stages(monkeypatch, calls)
+    info = prepare_env(_config(tmp_path), "sort", "sort", log=lambda _: None, upto=upto)
+    assert calls == stages and info["reward_model_eval"] == {}
+
+
 def test_env_tasks_rejects_envs_without_a_built_in_task():
     assert env_tasks(["llm_gym/Arithmetic-v0", {"id": "llm_gym/Sort-v0", "kwargs": {}}]) == {
         "arithmetic": "arithmetic", "sort": "sort"}
@@ -139,8 +148,14 @@ def test_tuning_grid_gives_every_tuned_algorithm_the_same_budget_and_the_best_fa
     runs_per_algo = {}
     for s in specs:
         runs_per_algo.setdefault(s.algo.split("@")[0], []).append(s.config["budget"])
-    assert set(runs_per_algo) == {"grpo", "rloo", "reinforce", "ppo", "dapo", "gspo", "reinforce++", "sb3-ppo"}  # best-of-n has no learning rate
-    assert {len(b) for b in runs_per_algo.values()} == {6} and {sum(b) for b in runs_per_algo.values()} == {6 * config.tuning_budget}
+    assert set(runs_per_algo) == {"grpo", "rloo", "reinforce", "ppo", "dapo", "gspo", "reinforce++", "dpo",
+                                  "sb3-ppo"}  # best-of-n has no learning rate
+    assert {len(b) for b in runs_per_algo.values()} == {6}
+    # the same multiple of each algorithm's board budget: the shared one, or DPO's own (pairs)
+    multiple = config.tuning_budget / bench.budget
+    for label, budgets in runs_per_algo.items():
+        assert set(budgets) == {multiple * int(bench.algorithms[label].get("budget", bench.budget))}
+    assert set(runs_per_algo["ppo"]) == {config.tuning_budget} and runs_per_algo["dpo"] != runs_per_algo["ppo"]
     for s in specs:  # ppo's factor 3 is best; grpo ties factors 1 and 3 -> the factor nearer 1 wins
         label, factor = s.algo.split("@lr*")
         gold = {"ppo": {0.3: 0.1, 1.0: 0.2, 3.0: 0.4}, "grpo": {0.3: 0.1, 1.0: 0.3, 3.0: 0.3}}.get(label, {}).get(float(factor), 0.0)
