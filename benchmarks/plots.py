@@ -94,7 +94,7 @@ def learning_curves(records: list[RunRecord], metric: str = GOLD, reps: int = 10
     for ax, env_id in zip(axes, envs):
         for label, by_env in sorted(grouped.items()):
             steps, values = _grid(by_env.get(env_id, []), metric)
-            if len(steps) == 0:
+            if len(steps) < 2:  # best-of-n logs one point (it trains nothing): no curve to draw or list
                 continue
             mean, low, high = _band(values, reps, seed)
             ax.plot(steps, mean, color=colors[label], label=f"{label} (n={values.shape[0]})")
