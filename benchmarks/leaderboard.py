@@ -26,7 +26,7 @@ import numpy as np
 
 from agents.metrics import GOLD_REWARD, KL, REWARD
 from benchmarks.grouping import Grouped, group_records, split_tracks, tags
-from benchmarks.overopt import FitRow, fit_records
+from benchmarks.overopt import KL_BINS, FitRow, fit_records
 from benchmarks.plots import render_figures
 from benchmarks.records import RunRecord, read_records
 from benchmarks.rescore import rescore_columns, rescores_path
@@ -300,7 +300,7 @@ PAIRWISE_NOTE = ("Probability that a run of the row algorithm has a higher final
 FITS_NOTE = ("Gao et al. (2023) over-optimisation fits of gold reward gained over the start policy against "
              "d = sqrt(KL), made to mean gold per KL: best-of-n from the final policies of every n (one point per n), "
              "RL algorithms from the iterations of all their runs (the policy along training, scored on its "
-             "on-policy training batch), pooled into 20 equal-count KL bins. Fitted peak = where the fitted curve "
+             f"on-policy training batch), pooled into {KL_BINS} equal-count KL bins. Fitted peak = where the fitted curve "
              "turns down ('at the start': before the smallest measured KL; an extrapolation beyond the largest is "
              "not reported as a peak); measured "
              "peak = the KL bin (or n) with the highest mean gold; 'no peak' = the fit never turns down.")

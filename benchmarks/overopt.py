@@ -37,6 +37,7 @@ from benchmarks.grouping import Grouped, group_records, tags
 from benchmarks.records import RunRecord
 
 Form = Literal["bon", "rl"]
+KL_BINS = 20  # equal-count KL bins an RL algorithm's iterations are pooled into (see module doc)
 FORMS: tuple[Form, ...] = ("bon", "rl")
 
 
@@ -97,7 +98,7 @@ def kl_bin_means(kl: np.ndarray, gold: np.ndarray, bins: int) -> tuple[np.ndarra
 
 
 def fit_overoptimisation(kl: Sequence[float], gold: Sequence[float], form: Form, baseline: float = 0.0,
-                         bins: int = 20) -> OveroptFit:
+                         bins: int = KL_BINS) -> OveroptFit:
     """Least-squares fit of the mean ``gold - baseline`` against d = sqrt(``kl``) in Gao et al.'s ``form``.
 
     The observations are first reduced to at most ``bins`` KL bin means (``kl_bin_means``; see module doc).

@@ -28,7 +28,7 @@ from agents.metrics import GOLD_REWARD as GOLD
 from agents.metrics import KL
 from agents.metrics import REWARD as PROXY
 from benchmarks.grouping import group_records, split_tracks, tags
-from benchmarks.overopt import fit_records, kl_bin_means
+from benchmarks.overopt import KL_BINS, fit_records, kl_bin_means
 from benchmarks.records import RunRecord
 from benchmarks.stats import bootstrap, mean_over_groups, performance_profile_band
 
@@ -137,7 +137,7 @@ def reward_kl_frontier(records: list[RunRecord], reps: int = 1000, seed: int = 0
     return _finish(fig, axes)
 
 
-def _trajectory(records: list[RunRecord], final_only: bool = False, bins: int = 20) -> np.ndarray:
+def _trajectory(records: list[RunRecord], final_only: bool = False, bins: int = KL_BINS) -> np.ndarray:
     """(KL, proxy, gold) rows sorted by KL: the means in ``bins`` equal-count KL bins of every logged
     iteration of every run (the points the over-optimisation fits use), or, with ``final_only``
     (best-of-n trains nothing: its point is its evaluation) or for runs that logged no KL curve, the
@@ -161,7 +161,7 @@ def overoptimisation(records: list[RunRecord], reference: str = "best-of-n") -> 
     grouped = group_records(records)
     envs = sorted({r.env_id for r in records})
     colors = _colors(list(grouped))
-    fig, axes = _axes(len(envs), "Over-optimisation: proxy (solid) and gold (dashed) reward vs KL (RL: means of 20 KL bins of all iterations)")
+    fig, axes = _axes(len(envs), f"Over-optimisation: proxy (solid) and gold (dashed) reward vs KL (RL: means of {KL_BINS} KL bins of all iterations)")
     for ax, env_id in zip(axes, envs):
         reference_points = []
         for label, by_env in sorted(grouped.items()):
