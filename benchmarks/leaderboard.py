@@ -98,7 +98,8 @@ def run_value(record: RunRecord, source: str) -> float:
     """The value a record contributes to a column (NaN when it did not log that metric)."""
     if source == "auc":
         points = [(p["step"], p.get(GOLD_REWARD)) for p in record.curve if p.get(GOLD_REWARD) is not None]
-        return normalized_auc([s for s, _ in points], [v for _, v in points]) if points else float("nan")
+        # one point (best-of-n "trains" on a single batch) is no learning curve: no area to report
+        return normalized_auc([s for s, _ in points], [v for _, v in points]) if len(points) > 1 else float("nan")
     value = record.final.get(source)
     return float("nan") if value is None else float(value)
 
@@ -290,7 +291,8 @@ METHOD_NOTE = (
     "verifier on held-out prompts; proxy reward is what the algorithm optimised. Final numbers come from the "
     "runner's evaluation of each final policy (evaluation seed = base seed + run seed, the same for every algorithm "
     "at one seed). {poi}Sample efficiency = average gold reward during training (area under the curve over its "
-    "step range; — when a run logged no curve). Wall time covers training and the final evaluation."
+    "step range; — when a run logged no curve of two points or more). Wall time covers training and the final "
+    "evaluation."
 )
 POI_NOTE = ("P(gold > start) = probability that a run of the row beats a run of the start policy ({start}) on "
             "gold reward, averaged over envs (0.5 = no difference; Agarwal et al. 2021); the interval excluding "

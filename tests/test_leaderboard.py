@@ -337,3 +337,13 @@ def test_legends_sit_outside_every_axes():
                 if ax.get_visible():
                     assert not _overlaps(box, ax.get_window_extent(renderer)), f"{title}: the legend covers a panel"
         plt.close(fig)
+
+
+def test_a_one_point_curve_has_no_sample_efficiency():
+    """Best-of-n logs one batch while it "trains": no learning curve, so no area under one."""
+    from benchmarks.leaderboard import run_value
+
+    one = RunRecord("best-of-n_4", "llm_gym/Sort-v0", 0, {}, curve=[{"step": 64.0, "objective/gold_reward": 0.6}])
+    two = RunRecord("ppo", "llm_gym/Sort-v0", 0, {}, curve=[{"step": 0.0, "objective/gold_reward": 0.2},
+                                                            {"step": 10.0, "objective/gold_reward": 0.4}])
+    assert np.isnan(run_value(one, "auc")) and run_value(two, "auc") == pytest.approx(0.3)
