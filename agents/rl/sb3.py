@@ -337,7 +337,7 @@ class SB3Agent:
         nll, ref_tokens = self._reference_nll(policy, venv, list(range(n)))
         started, kl_running = n, np.zeros(n)
         rewards, golds, lengths, kls, completions = [], [], [], [], []
-        texts: dict[str, list[Any]] = {"prompt": [], "completion": [], "metadata": []}
+        prompts, texts, metadata = [], [], []
         while len(rewards) < episodes:
             samples = list(venv.env.engine.samples)  # before a finished slot is reset to a new prompt
             obs_t, _ = policy.obs_to_tensor(obs)
@@ -353,9 +353,9 @@ class SB3Agent:
                     kls.append(kl_running[i])
                     completions.append(list(infos[i]["completion_ids"]))
                     answer = venv.env.problem.task.reference(samples[i], 0)  # as RolloutEnv.metadata has it
-                    for key, value in (("prompt", infos[i]["prompt"]), ("completion", infos[i]["completion"]),
-                                       ("metadata", {**samples[i].metadata, "reference": answer})):
-                        texts[key].append(value)
+                    prompts.append(infos[i]["prompt"])
+                    texts.append(infos[i]["completion"])
+                    metadata.append({**samples[i].metadata, "reference": answer})
                 kl_running[i] = 0.0
             fresh = np.flatnonzero(dones)[: max(episodes - started, 0)].tolist()  # new prompts still to evaluate
             if fresh:
@@ -363,7 +363,7 @@ class SB3Agent:
                 nll, ref_tokens, started = nll + step_nll, ref_tokens + step_tokens, started + len(fresh)
         venv.close()
         if rollouts_path is not None:
-            append_rollouts(rollouts_path, texts["prompt"], texts["completion"], texts["metadata"], rewards, golds, kls)
+            append_rollouts(rollouts_path, prompts, texts, metadata, rewards, golds, kls)
         return {
             M.REWARD: float(np.mean(rewards)),
             M.GOLD_REWARD: float(np.nanmean(golds)) if not np.isnan(golds).all() else math.nan,
