@@ -11,7 +11,9 @@ through ``benchmarks/trl_pg_bench.py`` in a second virtualenv (``--trl-pg-python
 ``/tmp/trl16venv/bin/python``; the ``bench-trl-grpo`` extra). The large-vocabulary case
 (``memory``) trains GRPO for two steps with a 151,936-token vocabulary (Qwen2's) and 512 new tokens on
 both sides, at the same batch, and reports the two peak memories. ``--only sampler|ppo|pg|memory``
-re-measures one part and keeps the other entries of the results file. Every part records the load
+re-measures one part and keeps the other entries of the results file. The sampler case also reports the
+share of our sampler's time spent in the model's forward (``ours_model_forward_share``, timed in a separate
+call): what is left is all a faster sampler could remove. Every part records the load
 average (``uptime``) at its start and end: on a shared machine compare ratios within one run.
 
 Each PPO/GRPO/RLOO contender runs in its own subprocess so its peak memory (max RSS, or peak CUDA
@@ -148,8 +150,39 @@ def sampler_vs_generate(policy: Path, batch: int, new_tokens: int, temperature: 
                     torch.cuda.synchronize()
                 rates.append(tokens / (time.perf_counter() - start))
             result[f"{name}_tokens_per_s"] = statistics.median(rates)
+        result["ours_model_forward_share"] = model_forward_share(model, ours, device)
     result["ratio_ours_over_hf"] = result["ours_tokens_per_s"] / result["hf_generate_tokens_per_s"]
     return {"batch": batch, "new_tokens": new_tokens, "temperature": temperature, **result}
+
+
+def model_forward_share(model: torch.nn.Module, sample, device: torch.device) -> float:
+    """The fraction of one ``sample()`` call spent inside ``model.forward``, timed in a separate call.
+
+    Both contenders run the same forwards, so a sampler at share s can be at most ``1 / s`` times as
+    fast as it is by shrinking what it does around the model; the ratio to ``generate`` is bounded
+    by how much time ``generate`` spends outside the model."""
+    spent = 0.0
+    forward = model.forward
+
+    def timed(*args, **kwargs):
+        nonlocal spent
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = forward(*args, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        spent += time.perf_counter() - start
+        return out
+
+    model.forward = timed
+    try:
+        start = time.perf_counter()
+        sample()
+        total = time.perf_counter() - start
+    finally:
+        del model.forward
+    return spent / total
 
 
 

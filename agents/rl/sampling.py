@@ -144,15 +144,13 @@ class WindowKVLayer(DynamicLayer):
         return self.length
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep only the rows ``indices`` (copies just the filled part of the window)."""
+        """Keep only the rows ``indices``. One ``index_select`` of the whole buffer is about twice as fast
+        as gathering the filled part and writing it into a fresh buffer, unfilled columns and all."""
         if not self.is_initialized:
             return
-        key_buffer = self.key_buffer.new_empty(len(indices), *self.key_buffer.shape[1:])
-        value_buffer = self.value_buffer.new_empty(len(indices), *self.value_buffer.shape[1:])
-        key_buffer[:, :, : self.length] = self.keys[indices]
-        value_buffer[:, :, : self.length] = self.values[indices]
-        self.key_buffer, self.value_buffer = key_buffer, value_buffer
-        self.keys, self.values = key_buffer[:, :, : self.length], value_buffer[:, :, : self.length]
+        self.key_buffer = self.key_buffer.index_select(0, indices)
+        self.value_buffer = self.value_buffer.index_select(0, indices)
+        self.keys, self.values = self.key_buffer[:, :, : self.length], self.value_buffer[:, :, : self.length]
 
 
 def full_attention_cache(cache: DynamicCache) -> bool:

@@ -1,0 +1,26 @@
+"""The sampler case of ``benchmarks.perf`` on a tiny model: its fields, and the model-forward share."""
+
+import torch
+
+from benchmarks.perf import build_models, model_forward_share, sampler_vs_generate
+
+
+def test_sampler_case_reports_rates_ratio_and_model_share(tmp_path):
+    policy, _, _ = build_models(tmp_path)
+    row = sampler_vs_generate(policy, batch=4, new_tokens=4, temperature=1.0, repeats=1, device=torch.device("cpu"))
+    assert row["ours_tokens_per_s"] > 0 and row["hf_generate_tokens_per_s"] > 0
+    assert row["ratio_ours_over_hf"] == row["ours_tokens_per_s"] / row["hf_generate_tokens_per_s"]
+    assert 0 < row["ours_model_forward_share"] < 1
+
+
+def test_model_forward_share_counts_only_forward_and_restores_it():
+    model = torch.nn.Linear(2, 2)
+    forward = model.forward
+
+    def sample():
+        model(torch.zeros(1, 2))
+        sum(range(200_000))  # time spent outside the model
+
+    share = model_forward_share(model, sample, torch.device("cpu"))
+    assert 0 < share < 0.5
+    assert model.forward == forward and "forward" not in vars(model)
