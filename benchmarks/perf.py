@@ -12,8 +12,9 @@ through ``benchmarks/trl_pg_bench.py`` in a second virtualenv (``--trl-pg-python
 (``memory``) trains GRPO for two steps with a 151,936-token vocabulary (Qwen2's) and 512 new tokens on
 both sides, at the same batch, and reports the two peak memories. ``--only sampler|ppo|pg|memory``
 re-measures one part and keeps the other entries of the results file. The sampler case also reports the
-share of our sampler's time spent in the model's forward (``ours_model_forward_share``, timed in a separate
-call): what is left is all a faster sampler could remove. Every part records the load
+share of our sampler's time spent in the model's forward and of ``generate``'s (``*_model_forward_share``,
+timed in separate calls; the KV-cache update and mask construction happen inside the forward): it shows
+whether a contender's time goes to its decoding loop or to the forward and its cache. Every part records the load
 average (``uptime``) at its start and end: on a shared machine compare ratios within one run.
 
 Each PPO/GRPO/RLOO contender runs in its own subprocess so its peak memory (max RSS, or peak CUDA
@@ -151,6 +152,7 @@ def sampler_vs_generate(policy: Path, batch: int, new_tokens: int, temperature: 
                 rates.append(tokens / (time.perf_counter() - start))
             result[f"{name}_tokens_per_s"] = statistics.median(rates)
         result["ours_model_forward_share"] = model_forward_share(model, ours, device)
+        result["hf_generate_model_forward_share"] = model_forward_share(model, hf, device)
     result["ratio_ours_over_hf"] = result["ours_tokens_per_s"] / result["hf_generate_tokens_per_s"]
     return {"batch": batch, "new_tokens": new_tokens, "temperature": temperature, **result}
 
@@ -158,9 +160,9 @@ def sampler_vs_generate(policy: Path, batch: int, new_tokens: int, temperature: 
 def model_forward_share(model: torch.nn.Module, sample, device: torch.device) -> float:
     """The fraction of one ``sample()`` call spent inside ``model.forward``, timed in a separate call.
 
-    Both contenders run the same forwards, so a sampler at share s can be at most ``1 / s`` times as
-    fast as it is by shrinking what it does around the model; the ratio to ``generate`` is bounded
-    by how much time ``generate`` spends outside the model."""
+    HF runs the KV-cache update and the attention-mask construction inside ``forward``, so this share
+    counts them as the model's: it says how much of a contender's time is its decoding loop (sampling,
+    stopping, bookkeeping) and how much is the forward with its cache, not which of the two is faster."""
     spent = 0.0
     forward = model.forward
 

@@ -10,7 +10,7 @@ def test_sampler_case_reports_rates_ratio_and_model_share(tmp_path):
     row = sampler_vs_generate(policy, batch=4, new_tokens=4, temperature=1.0, repeats=1, device=torch.device("cpu"))
     assert row["ours_tokens_per_s"] > 0 and row["hf_generate_tokens_per_s"] > 0
     assert row["ratio_ours_over_hf"] == row["ours_tokens_per_s"] / row["hf_generate_tokens_per_s"]
-    assert 0 < row["ours_model_forward_share"] < 1
+    assert 0 < row["ours_model_forward_share"] < 1 and 0 < row["hf_generate_model_forward_share"] < 1
 
 
 def test_model_forward_share_counts_only_forward_and_restores_it():
