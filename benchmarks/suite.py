@@ -48,7 +48,7 @@ from agents.run_config import save_config
 from agents.supervised.sft import SFTConfig, train_sft
 from benchmarks.grouping import env_name as short_env_name
 from benchmarks.leaderboard import CONVERGED_SHARE, PROGRESS_FILE, write_leaderboard
-from benchmarks.records import git_commit, read_records
+from benchmarks.records import RunRecord, git_commit, read_records
 from benchmarks.runner import BenchConfig, check_clean_checkout, load_bench_config, run_benchmark
 from llm_gym.commands import CommandParser, run_cli
 from llm_gym.models import TinyModelConfig, save_tiny
@@ -60,6 +60,7 @@ STAGES = ("prepare", "tune", "grid", "rm_sweep", "leaderboard")
 TRACKS = ("verifier", "learned-rm")
 FROM_SCRATCH = "from-scratch"
 RM_SWEEP = "rm-sweep"
+TUNING_WINDOW = 0.25  # the share of the board budget, ending at it, whose curve points pick a learning rate
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
@@ -272,13 +273,40 @@ def tuning_grid(config: SuiteConfig, bench: BenchConfig) -> BenchConfig:
         records=str(out / "records.jsonl"), rollouts_dir=str(out / "rollouts"), require_clean=not config.allow_dirty)
 
 
-def best_factors(records_path: str | Path) -> dict[str, float]:
-    """Per grid label, the learning-rate factor with the highest mean final gold reward in the tuning records."""
+def board_budget(bench: BenchConfig, label: str) -> int:
+    """The samples (DPO: pairs) one board run of ``label`` trains on."""
+    return int((bench.algorithms[label] or {}).get("budget", bench.budget))
+
+
+def gold_at_budget(record: RunRecord, budget: int) -> float | None:
+    """Mean gold over the record's learning-curve points in the last ``TUNING_WINDOW`` of ``budget``
+    samples; None when it logged none there (offline DPO logs no curve).
+
+    The learning rate is constant and a tuning run is a board run continued, so its curve up to the board
+    budget is what a board run with that setting would have done on the tuning env; a window of points,
+    not one, because each is a single batch's mean."""
+    golds = [p[GOLD_REWARD] for p in record.curve
+             if p.get(GOLD_REWARD) is not None and (1 - TUNING_WINDOW) * budget < p["step"] <= budget]
+    return float(np.mean(golds)) if golds else None
+
+
+def best_factors(records_path: str | Path, bench: BenchConfig) -> dict[str, float]:
+    """Per grid label, the learning-rate factor with the highest mean gold at the board budget in the
+    tuning records (``gold_at_budget``; the final gold for a label whose runs log no curve).
+
+    Tuning runs go on to twice the board budget to show whether it converges, but the board runs stop at
+    the board budget, so the setting is chosen where the board stops: the factor best at twice the budget
+    can be the worst at the budget (a large learning rate that dips first and recovers later)."""
     means: dict[str, dict[float, list[float]]] = {}
     for r in read_records(records_path):
         label, _, factor = r.algo.partition("@lr*")
-        if factor and r.final.get(GOLD_REWARD) is not None:
-            means.setdefault(label, {}).setdefault(float(factor), []).append(float(r.final[GOLD_REWARD]))
+        if not factor or label not in bench.algorithms:
+            continue
+        gold = gold_at_budget(r, board_budget(bench, label))
+        if gold is None and r.final.get(GOLD_REWARD) is not None:
+            gold = float(r.final[GOLD_REWARD])
+        if gold is not None:
+            means.setdefault(label, {}).setdefault(float(factor), []).append(gold)
     return {label: max(by_factor, key=lambda f: (np.mean(by_factor[f]), -abs(np.log(f))))
             for label, by_factor in means.items()}
 
@@ -294,7 +322,7 @@ def budget_evidence(records_path: str | Path, factors: dict[str, float], bench: 
             curves.setdefault(label, []).append((np.array([p[0] for p in points]), np.array([p[1] for p in points])))
     out = {}
     for label, runs in curves.items():
-        budget = int((bench.algorithms[label] or {}).get("budget", bench.budget))
+        budget = board_budget(bench, label)
         start = np.mean([g[0] for _, g in runs])
         end = np.mean([g[-1] for _, g in runs])
         at_budget = np.mean([np.interp(budget, s, g) for s, g in runs])
@@ -410,7 +438,7 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> int:
     if "tune" in config.stages:
         grid = tuning_grid(config, bench)
         failed += _run_grid("tune", grid, progress, log)
-        factors = best_factors(grid.records)
+        factors = best_factors(grid.records, bench)
         progress.set("tuned_lr_factors", factors)
         evidence = budget_evidence(grid.records, factors, bench)
         progress.set("budget_evidence", evidence)

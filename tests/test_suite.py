@@ -156,15 +156,25 @@ def test_tuning_grid_gives_every_tuned_algorithm_the_same_budget_and_the_best_fa
     for label, budgets in runs_per_algo.items():
         assert set(budgets) == {multiple * int(bench.algorithms[label].get("budget", bench.budget))}
     assert set(runs_per_algo["ppo"]) == {config.tuning_budget} and runs_per_algo["dpo"] != runs_per_algo["ppo"]
-    for s in specs:  # ppo's factor 3 is best; grpo ties factors 1 and 3 -> the factor nearer 1 wins
+    # gold at (board budget, twice it) per factor. ppo: factor 3 best at both; grpo: factors 1 and 3 tie at
+    # the budget -> the factor nearer 1; rloo: factor 3 is best at twice the budget but worst at the budget
+    golds = {"ppo": {0.3: (0.05, 0.1), 1.0: (0.1, 0.2), 3.0: (0.2, 0.4)},
+             "grpo": {0.3: (0.05, 0.1), 1.0: (0.15, 0.3), 3.0: (0.15, 0.3)},
+             "rloo": {0.3: (0.1, 0.2), 1.0: (0.3, 0.35), 3.0: (0.05, 0.5)}}
+    dpo_final = {0.3: 0.1, 1.0: 0.2, 3.0: 0.3}  # offline: no curve, picked by final gold
+    for s in specs:
         label, factor = s.algo.split("@lr*")
-        gold = {"ppo": {0.3: 0.1, 1.0: 0.2, 3.0: 0.4}, "grpo": {0.3: 0.1, 1.0: 0.3, 3.0: 0.3}}.get(label, {}).get(float(factor), 0.0)
-        curve = [{"step": 0.0, "objective/gold_reward": 0.0}, {"step": bench.budget, "objective/gold_reward": gold * 0.5},
-                 {"step": 2 * bench.budget, "objective/gold_reward": gold}]
-        append_record(grid.records, RunRecord(s.algo, s.env_id, s.seed, s.config, curve=curve,
-                                              final={"objective/gold_reward": gold}))
-    factors = suite.best_factors(grid.records)
-    assert factors["ppo"] == 3.0 and factors["grpo"] == 1.0
+        at_budget, at_end = golds.get(label, {}).get(float(factor), (0.0, 0.0))
+        curve = [{"step": 0.0, "objective/gold_reward": 0.0},
+                 {"step": 0.7 * bench.budget, "objective/gold_reward": 0.9},  # before the window: ignored
+                 {"step": 0.8 * bench.budget, "objective/gold_reward": at_budget},
+                 {"step": bench.budget, "objective/gold_reward": at_budget},
+                 {"step": 2 * bench.budget, "objective/gold_reward": at_end}]
+        final = dpo_final[float(factor)] if label == "dpo" else at_end
+        append_record(grid.records, RunRecord(s.algo, s.env_id, s.seed, s.config, curve=[] if label == "dpo" else curve,
+                                              final={"objective/gold_reward": final}))
+    factors = suite.best_factors(grid.records, bench)
+    assert factors["ppo"] == 3.0 and factors["grpo"] == 1.0 and factors["rloo"] == 1.0 and factors["dpo"] == 3.0
     evidence = suite.budget_evidence(grid.records, factors, bench)
     assert evidence["ppo"]["gain_reached"] == pytest.approx(0.5)  # half the gain by the board budget: not converged
 
