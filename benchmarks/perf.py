@@ -187,8 +187,6 @@ def model_forward_share(model: torch.nn.Module, sample, device: torch.device) ->
     return spent / total
 
 
-
-
 def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
     """Our PPO on the same layout as TRL's run: batch, minibatch, epochs, response length 8, learned RM."""
     from agents.rl.ppo import PPO, PPOConfig
