@@ -42,3 +42,5 @@ EVAL_DISTINCT_1 = "eval/distinct_1"
 EVAL_DISTINCT_2 = "eval/distinct_2"
 DPO_MARGIN = "rewards/margins"  # DPO: beta x (chosen - rejected) log-ratio margin, as TRL logs it
 DPO_ACCURACY = "rewards/accuracies"  # DPO: fraction of pairs whose chosen completion has the larger implicit reward
+DPO_LOGPS_CHOSEN = "logps/chosen"  # DPO: mean summed log-prob of the chosen completions under the policy (TRL's name)
+DPO_LOGPS_REJECTED = "logps/rejected"  # DPO: the same for the rejected ones; both falling is likelihood displacement

@@ -14,6 +14,8 @@ from agents.rl.best_of_n import BestOfN, BestOfNConfig
 from agents.rl.evaluation import evaluate
 from agents.rl.registry import make_algorithm
 from agents.rl.rollout import iteration_seeds
+from llm_gym.models import load_causal_lm
+from llm_gym.tokenization import encode_prompts
 
 ENV = "llm_gym/Arithmetic-v0"
 ON_POLICY = ["reinforce", "rloo", "grpo", "dapo", "gspo", "reinforce++"]
@@ -117,6 +119,27 @@ def test_dpo_trains_on_pairwise_feedback_and_resumes(loss_type, margin, sft_dir,
     bad.write_text(json.dumps({"prompt": "1+1=", "completion": "2", "label": 1.0}) + "\n")
     with pytest.raises(ValueError, match="dpo: .*ratings.jsonl holds no preference pairs"):
         make_algorithm("dpo", **{**options, "dataset_name": str(bad)}).train(ENV, 8, 0, tmp_path / "bad")
+
+
+def test_dpo_logs_the_policy_log_probs_of_chosen_and_rejected(sft_dir, tmp_path):
+    """At step 1 the policy is still the SFT model, so ``logps/chosen`` and ``logps/rejected`` are its summed
+    log-probs of the step's completions (EOS included), recomputed here one pair at a time with the HF model."""
+    rows = [{"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 10)} for a in range(4) for b in range(4)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    algo = make_algorithm("dpo", model_name_or_path=str(sft_dir), dataset_name=str(data), batch_size=8, eval_episodes=8)
+    first = algo.train(ENV, 8, 0, tmp_path / "run").curve[0]
+    model, tok = load_causal_lm(sft_dir)
+    for key in ("chosen", "rejected"):
+        sums = []
+        for i in algo._indices(1, len(rows), 0, 0, 1):
+            head = encode_prompts(tok, [rows[i]["prompt"]])[0]
+            tail = tok(rows[i][key], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            with torch.no_grad():
+                logits = model(torch.tensor([head + tail])).logits[0, len(head) - 1:-1]
+            sums.append(float(logits.log_softmax(-1).gather(1, torch.tensor(tail)[:, None]).sum()))
+        assert first[f"logps/{key}"] == pytest.approx(sum(sums) / len(sums), abs=1e-4)
+    assert first["logps/chosen"] > first["logps/rejected"]  # the SFT model already prefers the right sums
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 
 from agents import metrics as M
-from agents.supervised.data import pad_left, pad_right, prompt_ids
+from agents.supervised.data import pad_left, pad_right
 from agents.rl.algorithm import TrainResult
 from agents.rl.config import DEVICE_HELP
 from agents.rl.policy import autocast
@@ -28,6 +28,7 @@ from agents.rl.losses import dpo_loss
 from agents.rl.run import Run, Timer, build_learner, finish, setup_of
 from llm_gym.feedback import read_feedback
 from llm_gym.models import MIXED_PRECISION_HELP, MixedPrecision
+from llm_gym.tokenization import encode_completions, encode_prompts
 
 
 @dataclass
@@ -85,9 +86,9 @@ class DPO:
         for step in range(start + 1, run.iterations + 1):
             with Timer() as timer:
                 batch = [pairs[i] for i in self._indices(step, len(pairs), seed, run.rank, run.world)]
-                prompts = [prompt_ids(tok, p.prompt) for p in batch] * 2
-                answers = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                           for t in [p.chosen for p in batch] + [p.rejected for p in batch]]
+                prompts = encode_prompts(tok, [p.prompt for p in batch]) * 2
+                answers = [ids + [tok.eos_token_id] for ids in
+                           encode_completions(tok, [p.chosen for p in batch] + [p.rejected for p in batch])]
                 P, P_mask = (t.to(run.device) for t in pad_left(prompts, tok.pad_token_id))
                 ids = pad_right(answers, tok.pad_token_id).to(run.device)
                 mask = pad_right([[1] * len(a) for a in answers], 0).to(run.device)
@@ -108,8 +109,10 @@ class DPO:
                 run.accelerator.clip_grad_norm_(model.parameters(), c.max_grad_norm)
                 optimizer.step()
             margin = (c.beta * (chosen - rejected)).detach()
+            chosen_logp, rejected_logp = logp.detach().chunk(2)
             run.log(step, {M.TRAIN_LOSS: float(loss.detach()), M.DPO_MARGIN: float(margin.mean()),
                            M.DPO_ACCURACY: float((margin > 0).float().mean()),
+                           M.DPO_LOGPS_CHOSEN: float(chosen_logp.mean()), M.DPO_LOGPS_REJECTED: float(rejected_logp.mean()),
                            M.SAMPLES_PER_S: run.samples_per_iteration / timer.seconds})
             run.save(step, model, optimizer, {})
         return finish(run, learner, c, env_id, seed, env_kwargs, self.evaluate)
