@@ -26,7 +26,6 @@ from agents.metrics import ENSEMBLE_LOWER, ENSEMBLE_MEAN, ENSEMBLE_STD, HACKING_
 from llm_gym.rewards import make_reward
 
 
-
 class Report(Protocol):
     """What the monitor reads from a trainer's per-iteration report."""
 

@@ -14,11 +14,8 @@ import argparse
 import json
 import sys
 import tempfile
-import time
-import traceback
-from peak_memory import peak_rss_mb  # run by path: benchmarks/ is sys.path[0]
 
-
+from trl_timing import report, timed_train  # run by path: benchmarks/ is sys.path[0]
 
 
 def exact_sum(prompts: list[str], completions: list[str], **_) -> list[float]:
@@ -41,57 +38,34 @@ def main() -> int:
     parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
-    try:
-        import datasets
-        import torch
-        import transformers
-        import trl
-        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-        from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+    return report(lambda: measure(args))
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        tok = AutoTokenizer.from_pretrained(args.policy)
-        tok.padding_side = "left"
-        data = datasets.Dataset.from_dict({"prompt": json.load(open(args.prompts))})
-        stamps: list[float] = []
 
-        class Stamp(TrainerCallback):
-            def on_step_end(self, *a, **k):
-                stamps.append(time.perf_counter())
+def measure(args: argparse.Namespace) -> dict:
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-        Config, Trainer = (GRPOConfig, GRPOTrainer) if args.algo == "grpo" else (RLOOConfig, RLOOTrainer)
-        batch = args.num_prompts * args.group_size
-        with tempfile.TemporaryDirectory() as out:
-            config = Config(
-                output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1,  # one step per rollout
-                num_generations=args.group_size, num_iterations=1, max_steps=args.steps,
-                max_completion_length=args.completion_length, temperature=1.0, top_k=0, beta=args.kl_coef,
-                learning_rate=1e-4, max_grad_norm=1.0, report_to="none", save_strategy="no", logging_steps=1,
-                use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), seed=0,
-                dataloader_num_workers=0,
-            )
-            trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(args.policy), reward_funcs=exact_sum,
-                              args=config, train_dataset=data, processing_class=tok, callbacks=[Stamp()])
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-            trainer.train()
-            total = time.perf_counter() - start
-        steady = [b - a for a, b in zip(stamps, stamps[1:])]  # excludes the first (warm-up) step
-        step_s = sorted(steady)[len(steady) // 2] if steady else total
-        result = {
-            "samples_per_s": batch / step_s, "step_s": step_s, "steps_timed": len(steady), "total_s": total,
-            "peak_rss_mb": peak_rss_mb(),
-            "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
-                         "datasets": datasets.__version__},
-        }
-        if torch.cuda.is_available():
-            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    except Exception as err:  # reported in the results file, never raised into the benchmark
-        result = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
-    print(json.dumps(result))
-    return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tok = AutoTokenizer.from_pretrained(args.policy)
+    tok.padding_side = "left"
+    data = datasets.Dataset.from_dict({"prompt": json.load(open(args.prompts))})
+    Config, Trainer = (GRPOConfig, GRPOTrainer) if args.algo == "grpo" else (RLOOConfig, RLOOTrainer)
+    batch = args.num_prompts * args.group_size
+    with tempfile.TemporaryDirectory() as out:
+        config = Config(
+            output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1,  # one step per rollout
+            num_generations=args.group_size, num_iterations=1, max_steps=args.steps,
+            max_completion_length=args.completion_length, temperature=1.0, top_k=0, beta=args.kl_coef,
+            learning_rate=1e-4, max_grad_norm=1.0, report_to="none", save_strategy="no", logging_steps=1,
+            use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), seed=0,
+            dataloader_num_workers=0,
+        )
+        trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(args.policy), reward_funcs=exact_sum,
+                          args=config, train_dataset=data, processing_class=tok)
+        return timed_train(trainer, batch, "step")
 
 
 if __name__ == "__main__":

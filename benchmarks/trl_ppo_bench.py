@@ -12,11 +12,8 @@ import argparse
 import json
 import sys
 import tempfile
-import time
-import traceback
-from peak_memory import peak_rss_mb  # run by path: benchmarks/ is sys.path[0]
 
-
+from trl_timing import report, timed_train  # run by path: benchmarks/ is sys.path[0]
 
 
 def main() -> int:
@@ -31,66 +28,40 @@ def main() -> int:
     parser.add_argument("--response-length", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
-    try:
-        import datasets
-        import torch
-        import transformers
-        import trl
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
-        from trl.experimental.ppo import PPOConfig, PPOTrainer
+    return report(lambda: measure(args))
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        tok = AutoTokenizer.from_pretrained(args.policy)
-        tok.padding_side = "left"
-        prompts = json.load(open(args.prompts))
-        data = datasets.Dataset.from_dict({"input_ids": [tok(p)["input_ids"] for p in prompts]})
-        stamps: list[float] = []
 
-        class Stamp(TrainerCallback):
-            def on_step_end(self, *a, **k):
-                stamps.append(time.perf_counter())
+def measure(args: argparse.Namespace) -> dict:
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-        with tempfile.TemporaryDirectory() as out:
-            config = PPOConfig(
-                output_dir=out, per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,  # = one rollout batch
-                num_mini_batches=args.batch_size // args.mini_batch_size, num_ppo_epochs=args.epochs,
-                total_episodes=args.batch_size * args.iterations, response_length=args.response_length,
-                stop_token="eos", temperature=1.0, learning_rate=1e-4, kl_coef=0.05, missing_eos_penalty=1.0,
-                local_rollout_forward_batch_size=args.batch_size, num_sample_generations=0, report_to="none",
-                save_strategy="no", use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
-                logging_steps=1, seed=0,
-            )
-            trainer = PPOTrainer(
-                args=config, processing_class=tok,
-                model=AutoModelForCausalLM.from_pretrained(args.policy),
-                ref_model=AutoModelForCausalLM.from_pretrained(args.policy),
-                reward_model=AutoModelForSequenceClassification.from_pretrained(args.reward_model, num_labels=1),
-                value_model=AutoModelForSequenceClassification.from_pretrained(args.policy, num_labels=1),
-                train_dataset=data, callbacks=[Stamp()],
-            )
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-            trainer.train()
-            total = time.perf_counter() - start
-        steady = [b - a for a, b in zip(stamps, stamps[1:])]  # excludes the first (warm-up) iteration
-        iteration_s = sorted(steady)[len(steady) // 2] if steady else total
-        result = {
-            "samples_per_s": args.batch_size / iteration_s,
-            "iteration_s": iteration_s,
-            "iterations_timed": len(steady),
-            "total_s": total,
-            "peak_rss_mb": peak_rss_mb(),
-            "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
-                         "datasets": datasets.__version__},
-        }
-        if torch.cuda.is_available():
-            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    except Exception as err:  # reported in the results file, never raised into the benchmark
-        result = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
-    print(json.dumps(result))
-    return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tok = AutoTokenizer.from_pretrained(args.policy)
+    tok.padding_side = "left"
+    prompts = json.load(open(args.prompts))
+    data = datasets.Dataset.from_dict({"input_ids": [tok(p)["input_ids"] for p in prompts]})
+    with tempfile.TemporaryDirectory() as out:
+        config = PPOConfig(
+            output_dir=out, per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,  # = one rollout batch
+            num_mini_batches=args.batch_size // args.mini_batch_size, num_ppo_epochs=args.epochs,
+            total_episodes=args.batch_size * args.iterations, response_length=args.response_length,
+            stop_token="eos", temperature=1.0, learning_rate=1e-4, kl_coef=0.05, missing_eos_penalty=1.0,
+            local_rollout_forward_batch_size=args.batch_size, num_sample_generations=0, report_to="none",
+            save_strategy="no", use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
+            logging_steps=1, seed=0,
+        )
+        trainer = PPOTrainer(
+            args=config, processing_class=tok,
+            model=AutoModelForCausalLM.from_pretrained(args.policy),
+            ref_model=AutoModelForCausalLM.from_pretrained(args.policy),
+            reward_model=AutoModelForSequenceClassification.from_pretrained(args.reward_model, num_labels=1),
+            value_model=AutoModelForSequenceClassification.from_pretrained(args.policy, num_labels=1),
+            train_dataset=data,
+        )
+        return timed_train(trainer, args.batch_size, "iteration")
 
 
 if __name__ == "__main__":
