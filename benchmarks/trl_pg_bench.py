@@ -15,7 +15,7 @@ import json
 import sys
 import tempfile
 
-from trl_timing import report, timed_train  # run by path: benchmarks/ is sys.path[0]
+from trl_timing import left_padded_tokenizer, report, timed_train  # run by path: benchmarks/ is sys.path[0]
 
 
 def exact_sum(prompts: list[str], completions: list[str], **_) -> list[float]:
@@ -44,13 +44,10 @@ def main() -> int:
 def measure(args: argparse.Namespace) -> dict:
     import datasets
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    tok = AutoTokenizer.from_pretrained(args.policy)
-    tok.padding_side = "left"
+    tok = left_padded_tokenizer(args.policy, args.threads)
     data = datasets.Dataset.from_dict({"prompt": json.load(open(args.prompts))})
     Config, Trainer = (GRPOConfig, GRPOTrainer) if args.algo == "grpo" else (RLOOConfig, RLOOTrainer)
     batch = args.num_prompts * args.group_size

@@ -13,7 +13,7 @@ import json
 import sys
 import tempfile
 
-from trl_timing import report, timed_train  # run by path: benchmarks/ is sys.path[0]
+from trl_timing import left_padded_tokenizer, report, timed_train  # run by path: benchmarks/ is sys.path[0]
 
 
 def main() -> int:
@@ -34,13 +34,10 @@ def main() -> int:
 def measure(args: argparse.Namespace) -> dict:
     import datasets
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    tok = AutoTokenizer.from_pretrained(args.policy)
-    tok.padding_side = "left"
+    tok = left_padded_tokenizer(args.policy, args.threads)
     prompts = json.load(open(args.prompts))
     data = datasets.Dataset.from_dict({"input_ids": [tok(p)["input_ids"] for p in prompts]})
     with tempfile.TemporaryDirectory() as out:

@@ -12,6 +12,18 @@ from typing import Any
 from peak_memory import peak_rss_mb
 
 
+def left_padded_tokenizer(policy: str, threads: int) -> Any:
+    """The policy's tokenizer, padding on the left as TRL's trainers generate; sets torch's threads first (0: leave)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
 def timed_train(trainer: Any, samples_per_step: int, unit: str) -> dict[str, Any]:
     """Train, timing each optimizer step; the rate is taken from the median step after the first (warm-up) one.
 
