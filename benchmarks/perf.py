@@ -44,6 +44,7 @@ from agents.rl.sampling import sample_completions
 from llm_gym.models import TinyModelConfig, build_tiny_model, load_causal_lm, load_tokenizer, train_tokenizer
 from llm_gym.tasks import make_task
 from benchmarks.peak_memory import peak_rss_mb
+from benchmarks.records import git_commit
 
 ENV = "llm_gym/Arithmetic-v0"
 
@@ -300,11 +301,6 @@ def versions() -> dict[str, str]:
             "accelerate": accelerate.__version__, "gymnasium": gymnasium.__version__}
 
 
-def git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip()
-
-
 PARTS = ("sampler", "ppo", "pg", "memory")
 
 
@@ -374,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trl-pg-python", default=PerfConfig.trl_pg_python, help="virtualenv with the current TRL")
     parser.add_argument("--policy-shape", choices=list(POLICY_SHAPES), default="tiny",
                         help="policy size: tiny (CPU figures) or 0.5b (a Qwen2-0.5B-class shape, for GPUs)")
+    parser.add_argument("--git-commit", default=None,
+                        help="the code's commit, for a copy of the tree without .git (a lent GPU machine); "
+                             "default: read from the checkout")
     parser.add_argument("--only", choices=PARTS, action="append",
                         help="re-measure only this part (repeatable); keep the file's other entries")
     parser.add_argument("--worker", choices=["ppo", "grpo", "rloo"], help=argparse.SUPPRESS)
@@ -394,7 +393,6 @@ def main(argv: list[str] | None = None) -> int:
         config = PerfConfig(batch_sizes=[16], new_tokens=[8], repeats=2, ppo_batch_size=16, ppo_mini_batch_size=8,
                             ppo_epochs=1, ppo_iterations=3, pg_num_prompts=4, pg_steps=3, memory_vocab=4096,
                             memory_new_tokens=32, **paths)
-    torch.set_num_threads(config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out or f"benchmarks/results/perf_{device.type}.json")
     parts = tuple(args.only or PARTS)
@@ -402,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         record = json.loads(out.read_text())
     else:
         record = {"benchmark": "perf", "hardware": hardware(device)}
-    record.update({"config": asdict(config), "versions": versions(), "git_commit": git_commit()})
+    record.update({"config": asdict(config), "versions": versions(), "git_commit": args.git_commit or git_commit()})
     runs = record.setdefault("runs", {})
     with tempfile.TemporaryDirectory() as tmp:
         policy, rm, prompts = build_models(Path(tmp), config.policy_shape)
@@ -411,15 +409,16 @@ def main(argv: list[str] | None = None) -> int:
                                      f"tokenizer, arithmetic{f', vocabulary padded to {vocab}' if vocab else ''})",
                            "parameters": sum(p.numel() for p in load_causal_lm(policy)[0].parameters()),
                            "reward_model": "GPT-2 1 layer x 64 sequence classifier (random init)"}
+        record["not_measured"] = ["GPU figures: no CUDA device on this machine"] if device.type == "cpu" else []
+        torch.set_num_threads(config.threads)  # after building: a 0.5B-class random init is slow on one thread
         for part in parts:
             load_at_start = os.getloadavg()
             record.update(MEASURE[part](policy, rm, prompts, config, device))
             # when, where and under what load each part was measured (parts may come from different runs)
             runs[part] = {"git_commit": record["git_commit"], "load_average_at_start": load_at_start,
                           "load_average_at_end": os.getloadavg(), "device": str(device)}
-    record["ratios"] = ratios_of(record)
-    record["not_measured"] = ["GPU figures: no CUDA device on this machine"] if device.type == "cpu" else []
-    write_record(out, record)
+            record["ratios"] = ratios_of(record)
+            write_record(out, record)  # after every part: a run cut short keeps the parts it finished
     print(json.dumps({"ratios": record["ratios"], "load": {p: runs[p] for p in parts}}, indent=1))
     return 0
 
