@@ -9,6 +9,8 @@
 # machine lacks), .whl/trl12 (trl==1.12.0, for PPO) and .whl/trl16 (trl>=1.16, for GRPO/RLOO): each folder
 # is installed into /tmp/<folder> and TRL runs through a small wrapper that puts its folder on the path.
 # Without those folders the machine's own packages and the TRL virtualenvs named by benchmarks.perf are used.
+# PERF_ARGS adds options to benchmarks.perf (e.g. "--only pg", which keeps OUT_DIR/perf_cuda.json's other parts);
+# PYTEST_FILES replaces the test files; PYTEST_TIMEOUT and PERF_TIMEOUT bound each step, in seconds.
 set -u
 out=${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR [GIT_COMMIT]}
 commit=${2:-}
@@ -33,8 +35,8 @@ done
 transformers.__version__, gymnasium.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$out/gpu.txt"
 
 # Only the files that hold gpu tests: collecting the whole suite would import extras this machine may lack.
-timeout "${PYTEST_TIMEOUT:-150}" "$py" -m pytest -m gpu -p no:cacheprovider -q -rs tests/test_gpu.py \
-    tests/test_logprobs.py tests/test_ppo.py tests/test_sampling.py 2>&1 | tee "$out/pytest_gpu.log"
+files=${PYTEST_FILES:-tests/test_gpu.py tests/test_logprobs.py tests/test_ppo.py tests/test_sampling.py}
+timeout "${PYTEST_TIMEOUT:-150}" "$py" -m pytest -m gpu -p no:cacheprovider -q -rs $files 2>&1 | tee "$out/pytest_gpu.log"
 
 timeout "${PERF_TIMEOUT:-360}" "$py" -m benchmarks.perf --policy-shape 0.5b --out "$out/perf_cuda.json" "${trl[@]}" \
-    ${commit:+--git-commit "$commit"} 2>&1 | tail -n 80 | tee "$out/perf.log"
+    ${commit:+--git-commit "$commit"} ${PERF_ARGS:-} 2>&1 | tail -n 80 | tee "$out/perf.log"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
 from llm_gym.models import TinyModelConfig, load_causal_lm, save_tiny
 from llm_gym.registration import env_id
@@ -85,15 +85,18 @@ def sft_and_learned_reward(root: Path, task_name: str = "arithmetic", sft_steps:
 
 @contextmanager
 def model_forwards(device_type: str) -> Iterator[list[tuple[bool, torch.dtype, torch.dtype, bool]]]:
-    """Record every forward of an HF model (a causal LM, its backbone alone as the trainers score with it,
-    a reward model): whether autocast was on for ``device_type``, its dtype, the model's weight dtype and
-    whether gradients were recorded (a training forward)."""
+    """Record every weight matrix product of a model (``nn.Linear`` and GPT-2's ``Conv1D``: policy, backbone,
+    heads, reward model): whether autocast was on for ``device_type``, its dtype, the weight's dtype and
+    whether gradients were recorded (a training forward).
+
+    Recorded at the matrix products, not at the model: accelerate's mixed precision wraps a prepared
+    model's ``forward`` in autocast, and a hook on that model runs after the wrapper has exited."""
     seen: list[tuple[bool, torch.dtype, torch.dtype, bool]] = []
 
     def hook(module, args, output):
-        if isinstance(module, PreTrainedModel):
+        if isinstance(module, (torch.nn.Linear, Conv1D)):
             seen.append((torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type),
-                         next(module.parameters()).dtype, torch.is_grad_enabled()))
+                         module.weight.dtype, torch.is_grad_enabled()))
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
