@@ -11,6 +11,8 @@
 # Without those folders the machine's own packages and the TRL virtualenvs named by benchmarks.perf are used.
 # PERF_ARGS adds options to benchmarks.perf (e.g. "--only pg", which keeps OUT_DIR/perf_cuda.json's other parts);
 # PYTEST_FILES replaces the test files; PYTEST_TIMEOUT and PERF_TIMEOUT bound each step, in seconds.
+# PROFILE_PARTS (e.g. "memory pg") then re-runs those parts under torch.profiler into OUT_DIR/perf_profile_cuda.json:
+# where our workers' time goes (a diagnosis; its timings are slowed by the profiler and are not the figures).
 set -u
 out=${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR [GIT_COMMIT]}
 commit=${2:-}
@@ -40,3 +42,9 @@ timeout "${PYTEST_TIMEOUT:-150}" "$py" -m pytest -m gpu -p no:cacheprovider -q -
 
 timeout "${PERF_TIMEOUT:-360}" "$py" -m benchmarks.perf --policy-shape 0.5b --out "$out/perf_cuda.json" "${trl[@]}" \
     ${commit:+--git-commit "$commit"} ${PERF_ARGS:-} 2>&1 | tail -n 80 | tee "$out/perf.log"
+
+if [ -n "${PROFILE_PARTS:-}" ]; then
+    only=(); for part in $PROFILE_PARTS; do only+=(--only "$part"); done
+    timeout "${PROFILE_TIMEOUT:-240}" "$py" -m benchmarks.perf --policy-shape 0.5b --profile "${only[@]}" "${trl[@]}" \
+        --out "$out/perf_profile_cuda.json" ${commit:+--git-commit "$commit"} 2>&1 | tail -n 20 | tee "$out/profile.log"
+fi

@@ -24,6 +24,7 @@ allocation) is its own. Throughput is the median over iterations after the first
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -32,8 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gymnasium
 import torch
@@ -74,6 +77,7 @@ class PerfConfig:
     memory_group_size: int = 2
     memory_steps: int = 2
     policy_shape: str = "tiny"  # a POLICY_SHAPES key: "0.5b" for GPU runs
+    profile: bool = False  # our workers run under torch.profiler and report their top operators (slows them)
 
 
 POLICY_SHAPES = {
@@ -188,6 +192,25 @@ def model_forward_share(model: torch.nn.Module, sample, device: torch.device) ->
     return spent / total
 
 
+@contextlib.contextmanager
+def profiled(enabled: bool, into: dict[str, Any], rows: int = 25) -> Iterator[None]:
+    """Run the body under ``torch.profiler`` when ``enabled`` and put its top operators, by self CPU time and
+    (on CUDA) by self device time, into ``into["profile"]``: where a contender's time goes, read off the
+    same run that gave its numbers, so a GPU lease needs one call to both measure and explain."""
+    if not enabled:
+        yield
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        yield
+    table = prof.key_averages()
+    into["profile"] = {"by_self_cpu_time": table.table(sort_by="self_cpu_time_total", row_limit=rows)}
+    if torch.cuda.is_available():
+        into["profile"]["by_self_device_time"] = table.table(sort_by="self_device_time_total", row_limit=rows)
+
+
 def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
     """Our PPO on the same layout as TRL's run: batch, minibatch, epochs, response length 8, learned RM."""
     from agents.rl.ppo import PPO, PPOConfig
@@ -199,7 +222,8 @@ def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
     ppo_config = PPOConfig(model_name_or_path=policy, batch_size=config.ppo_batch_size,
                            num_mini_batches=config.ppo_batch_size // config.ppo_mini_batch_size,
                            num_ppo_epochs=config.ppo_epochs, save_steps=0, eval_episodes=8)
-    with tempfile.TemporaryDirectory() as out:
+    profile: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as out, profiled(config.profile, profile):
         start = time.perf_counter()
         result = PPO(ppo_config).train(ENV, config.ppo_batch_size * config.ppo_iterations, 0, Path(out),
                                        {"reward": f"learned:path={rm},device={device.type}"})
@@ -212,7 +236,7 @@ def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
                "peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         metrics["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return metrics
+    return {**metrics, **profile}
 
 
 def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, float]:
@@ -228,7 +252,8 @@ def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, float]:
     kl = {"beta": config.pg_kl_coef} if algo == "grpo" else {"kl_coef": config.pg_kl_coef}
     agent = make_algorithm(algo, model_name_or_path=policy, batch_size=batch, num_generations=config.pg_group_size,
                            num_mini_batches=1, num_ppo_epochs=1, save_steps=0, eval_episodes=min(8, batch), **kl)
-    with tempfile.TemporaryDirectory() as out:
+    profile: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as out, profiled(config.profile, profile):
         start = time.perf_counter()
         result = agent.train(ENV, batch * config.pg_steps, 0, Path(out),
                              {"reward": "exact_match", "max_new_tokens": config.pg_new_tokens})
@@ -238,7 +263,7 @@ def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, float]:
                "total_s": total, "peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         metrics["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return metrics
+    return {**metrics, **profile}
 
 
 def measure_pg(policy: Path, prompts: Path, config: PerfConfig, algos: tuple[str, ...] = ("grpo", "rloo")
@@ -370,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trl-pg-python", default=PerfConfig.trl_pg_python, help="virtualenv with the current TRL")
     parser.add_argument("--policy-shape", choices=list(POLICY_SHAPES), default="tiny",
                         help="policy size: tiny (CPU figures) or 0.5b (a Qwen2-0.5B-class shape, for GPUs)")
+    parser.add_argument("--profile", action="store_true",
+                        help="run our PPO/GRPO/RLOO workers under torch.profiler and store their top operators in the "
+                             "record (the profiler slows them: use it for a diagnosis, not for the committed ratios)")
     parser.add_argument("--git-commit", default=None,
                         help="the code's commit, for a copy of the tree without .git (a lent GPU machine); "
                              "default: read from the checkout")
@@ -387,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(pg_worker(args.worker, args.policy, PerfConfig(**json.loads(args.config_json)))))
         return 0
 
-    paths = {"trl_python": args.trl_python, "trl_pg_python": args.trl_pg_python, "policy_shape": args.policy_shape}
+    paths = {"trl_python": args.trl_python, "trl_pg_python": args.trl_pg_python, "policy_shape": args.policy_shape,
+             "profile": args.profile}
     config = PerfConfig(**paths)
     if args.quick:
         config = PerfConfig(batch_sizes=[16], new_tokens=[8], repeats=2, ppo_batch_size=16, ppo_mini_batch_size=8,

@@ -24,3 +24,15 @@ def test_model_forward_share_counts_only_forward_and_restores_it():
     share = model_forward_share(model, sample, torch.device("cpu"))
     assert 0 < share < 0.5
     assert model.forward == forward and "forward" not in vars(model)
+
+
+def test_profiled_reports_top_operators_only_when_enabled():
+    from benchmarks.perf import profiled
+
+    off, on = {}, {}
+    with profiled(False, off):
+        torch.ones(8, 8) @ torch.ones(8, 8)
+    with profiled(True, on):
+        torch.ones(8, 8) @ torch.ones(8, 8)
+    assert off == {}
+    assert "aten::mm" in on["profile"]["by_self_cpu_time"] and "Self CPU time total" in on["profile"]["by_self_cpu_time"]
