@@ -49,11 +49,10 @@ class _TokenLogprobs(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         logits, tokens = ctx.saved_tensors
         grad = torch.empty_like(logits)
-        for s in _token_slices(logits):  # d/dz log p_k = (onehot_k - p) / T
-            probs = torch.softmax(logits[..., s, :].float() * ctx.inv_t, -1)
+        for s in _token_slices(logits):  # d/dz log p_k = (onehot_k - p) / T, in place
             g = grad_out[..., s, None].float()
-            chunk = (probs * -g).scatter_add_(-1, tokens[..., s, None], g)
-            grad[..., s, :] = chunk * ctx.inv_t
+            chunk = torch.softmax(logits[..., s, :].float() * ctx.inv_t, -1).mul_(-g)
+            grad[..., s, :] = chunk.scatter_add_(-1, tokens[..., s, None], g).mul_(ctx.inv_t)
         return grad, None, None
 
 
@@ -72,10 +71,11 @@ class _Entropy(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         logits, entropy = ctx.saved_tensors
         grad = torch.empty_like(logits)
-        for s in _token_slices(logits):  # dH/dz_j = -p_j (log p_j + H) / T
+        for s in _token_slices(logits):  # dH/dz_j = -p_j (log p_j + H) / T, in place
             logp = torch.log_softmax(logits[..., s, :].float() * ctx.inv_t, -1)
-            chunk = logp.exp() * (logp + entropy[..., s, None]) * (-grad_out[..., s, None].float() * ctx.inv_t)
-            grad[..., s, :] = chunk
+            scale = -grad_out[..., s, None].float() * ctx.inv_t
+            p = logp.exp()
+            grad[..., s, :] = p.mul_(logp.add_(entropy[..., s, None])).mul_(scale)
         return grad, None
 
 
@@ -103,11 +103,11 @@ class _HeadLogprobs(torch.autograd.Function):
         entropy = torch.empty(tokens.shape, dtype=torch.float32, device=hidden.device) if with_entropy else None
         w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
         for s in _row_slices(len(tokens), len(weight)):
-            z = torch.nn.functional.linear(hidden[s].to(dtype), w, b).float() * inv_t
+            z = torch.nn.functional.linear(hidden[s].to(dtype), w, b).float().mul_(inv_t)
             lse = torch.logsumexp(z, -1)
             logp[s] = z.gather(-1, tokens[s, None]).squeeze(-1) - lse
             if with_entropy:  # H = lse - sum_j p_j z_j
-                entropy[s] = lse - (torch.softmax(z, -1) * z).sum(-1)
+                entropy[s] = lse - torch.softmax(z, -1).mul_(z).sum(-1)
         ctx.save_for_backward(hidden, weight, bias, tokens, entropy)
         ctx.inv_t, ctx.dtype = inv_t, dtype
         ctx.set_materialize_grads(False)
@@ -121,24 +121,30 @@ class _HeadLogprobs(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_b else None
         w, b = weight.to(ctx.dtype), None if bias is None else bias.to(ctx.dtype)
+        # In place wherever a value is not needed again: at most two chunk-sized fp32 buffers are alive
+        # (log p and p), where the written-out formulas keep five or six (z, log p, p, g and their products).
         for s in _row_slices(len(tokens), len(weight)):
             h = hidden[s].to(ctx.dtype)
-            z = torch.nn.functional.linear(h, w, b).float() * ctx.inv_t
-            logp = torch.log_softmax(z, -1)
-            p = logp.exp()
-            g = torch.zeros_like(z)
-            if grad_logp is not None:  # d log p_k / dz = onehot_k - p
-                gl = grad_logp[s, None].float()
-                g.sub_(p * gl).scatter_add_(-1, tokens[s, None], gl)
+            logp = torch.nn.functional.linear(h, w, b).float().mul_(ctx.inv_t).log_softmax(-1)
             if grad_entropy is not None:  # dH/dz_j = -p_j (log p_j + H)
-                g.sub_(p * (logp + entropy[s, None]) * grad_entropy[s, None].float())
-            g = (g * ctx.inv_t).to(ctx.dtype)
+                p = logp.exp()
+                g = logp.add_(entropy[s, None]).mul_(p).mul_(-grad_entropy[s, None].float())
+                if grad_logp is not None:  # d log p_k / dz = onehot_k - p
+                    g.sub_(p.mul_(grad_logp[s, None].float()))
+                del p
+            elif grad_logp is not None:
+                g = logp.exp_().mul_(-grad_logp[s, None].float())
+            else:
+                g = logp.zero_()
+            if grad_logp is not None:
+                g.scatter_add_(-1, tokens[s, None], grad_logp[s, None].float())
+            g.mul_(ctx.inv_t)  # fp32; the input gradient's product runs in the forward's dtype
             if need_h:
-                grad_h[s] = (g @ w).to(hidden.dtype)
+                grad_h[s] = (g.to(ctx.dtype) @ w).to(hidden.dtype)
             if need_w:
-                grad_w.addmm_(g.t().float(), h.float())
+                grad_w.addmm_(g.t(), h.float())
             if need_b:
-                grad_b += g.float().sum(0)
+                grad_b += g.sum(0)
         return (grad_h, None if grad_w is None else grad_w.to(weight.dtype),
                 None if grad_b is None else grad_b.to(bias.dtype), None, None, None)
 
