@@ -370,6 +370,13 @@ def measure_memory(policy: Path, rm: Path, prompts: Path, config: PerfConfig, de
 MEASURE = {"sampler": measure_sampler, "ppo": measure_ppo, "pg": measure_pg_part, "memory": measure_memory}
 
 
+def not_measured(record: dict, device: torch.device) -> list[str]:
+    """What the record lacks: parts never run into it, and GPU figures on a CPU machine."""
+    missing = [f"{part}: not measured into this file yet (python -m benchmarks.perf --only {part})"
+               for part in PARTS if part not in record.get("runs", {})]
+    return missing + (["GPU figures: no CUDA device on this machine"] if device.type == "cpu" else [])
+
+
 def ratios_of(record: dict) -> dict[str, float]:
     """Every ratio the record's entries allow (ours over the peer's; > 1 is faster, < 1 uses less memory)."""
     ratios = {f"sampler_over_generate_b{s['batch']}_t{s['new_tokens']}_temp{s['temperature']}": s["ratio_ours_over_hf"]
@@ -438,7 +445,6 @@ def main(argv: list[str] | None = None) -> int:
                                      f"tokenizer, arithmetic{f', vocabulary padded to {vocab}' if vocab else ''})",
                            "parameters": sum(p.numel() for p in load_causal_lm(policy)[0].parameters()),
                            "reward_model": "GPT-2 1 layer x 64 sequence classifier (random init)"}
-        record["not_measured"] = ["GPU figures: no CUDA device on this machine"] if device.type == "cpu" else []
         torch.set_num_threads(config.threads)  # after building: a 0.5B-class random init is slow on one thread
         for part in parts:
             load_at_start = os.getloadavg()
@@ -447,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[part] = {"git_commit": record["git_commit"], "load_average_at_start": load_at_start,
                           "load_average_at_end": os.getloadavg(), "device": str(device)}
             record["ratios"] = ratios_of(record)
+            record["not_measured"] = not_measured(record, device)
             write_record(out, record)  # after every part: a run cut short keeps the parts it finished
     print(json.dumps({"ratios": record["ratios"], "load": {p: runs[p] for p in parts}}, indent=1))
     return 0

@@ -36,3 +36,11 @@ def test_profiled_reports_top_operators_only_when_enabled():
         torch.ones(8, 8) @ torch.ones(8, 8)
     assert off == {}
     assert "aten::mm" in on["profile"]["by_self_cpu_time"] and "Self CPU time total" in on["profile"]["by_self_cpu_time"]
+
+
+def test_not_measured_names_the_missing_parts_and_the_gpu():
+    from benchmarks.perf import not_measured
+
+    missing = not_measured({"runs": {"sampler": {}, "ppo": {}}}, torch.device("cpu"))
+    assert [m.split(":")[0] for m in missing] == ["pg", "memory", "GPU figures"]
+    assert not_measured({"runs": dict.fromkeys(["sampler", "ppo", "pg", "memory"])}, torch.device("cuda")) == []
