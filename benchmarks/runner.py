@@ -147,7 +147,9 @@ class BenchConfig:
     config and fill ``{tag}`` placeholders like ``{env}`` (``runs/prep{prep}/sft-{env}``).
     Evaluation rollouts go to ``rollouts_dir`` (default: ``rollouts/`` beside the records file)
     when the learner's ``evaluate`` takes ``rollouts_path``. ``require_clean`` refuses to run from
-    a checkout with uncommitted changes, so records name one reproducible commit.
+    a checkout with uncommitted changes, so records name one reproducible commit. ``curve_points``
+    keeps at most that many learning-curve points in each record (see ``thin_curve``), so a board's
+    records stay one size whatever its budget; the run folder's ``metrics.jsonl`` keeps every point.
     """
 
     algorithms: dict[str, dict[str, Any]]
@@ -169,6 +171,7 @@ class BenchConfig:
     tags: dict[str, Any] = field(default_factory=dict)
     rollouts_dir: str | None = None
     require_clean: bool = False
+    curve_points: int | None = None  # None: every iteration's point
 
 
 def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BenchConfig:
@@ -259,6 +262,8 @@ def plan_runs(config: BenchConfig) -> list[RunSpec]:
         raise ValueError(f"workers and threads_per_run must be >= 1, got {config.workers}, {config.threads_per_run}")
     if config.backend not in ("process", "ray"):
         raise ValueError(f"unknown backend {config.backend!r}; use 'process' or 'ray'")
+    if config.curve_points is not None and config.curve_points < 2:
+        raise ValueError(f"curve_points must be >= 2 (the first and the last point) or null, got {config.curve_points}")
     registry = {**ALGORITHMS, **{name: _registry_entry(name, e) for name, e in config.registry.items()}}
     envs = _env_entries(config)
     rollouts_root = Path(config.rollouts_dir) if config.rollouts_dir else default_rollouts_root(config.records)
@@ -286,6 +291,7 @@ def plan_runs(config: BenchConfig) -> list[RunSpec]:
                 "eval_seed_per_run": True,  # the evaluation seed is eval_seed + the run's seed
                 "variant": config_hash(setting),  # the setting before {env}/{tag} filling: one row across envs, preps
                 "tags": dict(config.tags),
+                **({"curve_points": config.curve_points} if config.curve_points else {}),
             }
             for seed in config.seeds:
                 run_dir = Path(config.out_dir) / label / env_id.replace("/", "_") / f"seed{seed}-{config_hash(run_config)[:8]}"
@@ -355,11 +361,19 @@ def execute_run(spec: RunSpec) -> RunRecord:
         env_id=spec.env_id,
         seed=spec.seed,
         config=cfg,
-        curve=[_metrics(point, spec) for point in result.curve],
+        curve=[_metrics(point, spec) for point in thin_curve(result.curve, cfg.get("curve_points"))],
         final=_metrics(final, spec),
         wall_s=wall_s,
         **provenance,
     )
+
+
+def thin_curve(points: list[dict[str, Any]], keep: int | None) -> list[dict[str, Any]]:
+    """At most ``keep`` of ``points``, evenly spaced by position, the first and the last always among them
+    (``None`` keeps all). Whole points are kept, never averaged: every stored value is one a run logged."""
+    if not keep or len(points) <= keep:
+        return list(points)
+    return [points[round(i * (len(points) - 1) / (keep - 1))] for i in range(keep)]
 
 
 def _metrics(values: dict[str, Any], spec: RunSpec) -> dict[str, float | None]:

@@ -198,6 +198,7 @@ def test_a_failed_run_is_reported_and_the_others_are_recorded(tmp_path):
         ({"backend": "slurm"}, "unknown backend 'slurm'"),
         ({"algorithms": {"fake": {"kwarg": {}}}}, r"unknown keys \['kwarg'\]"),
         ({"registry": {"fake": "no_colon"}}, "must look like 'module:Class'"),
+        ({"curve_points": 1}, "curve_points must be >= 2"),
     ],
 )
 def test_bad_grids_fail_before_anything_runs(tmp_path, change, message):
@@ -347,3 +348,18 @@ def test_require_clean_refuses_a_dirty_checkout(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="dirty"):
         run_benchmark(load_bench_config(write_config(tmp_path, require_clean=True)), log=lambda _: None)
     assert not (tmp_path / "calls.jsonl").exists()
+
+
+def test_thin_curve_keeps_evenly_spaced_logged_points_with_the_first_and_the_last():
+    points = [{"step": 64 * i} for i in range(257)]
+    kept = runner.thin_curve(points, 5)
+    assert [p["step"] for p in kept] == [0, 64 * 64, 64 * 128, 64 * 192, 64 * 256]
+    assert runner.thin_curve(points, None) == points and runner.thin_curve(points[:3], 5) == points[:3]
+    assert len(runner.thin_curve(points, 128)) == 128 and len({id(p) for p in runner.thin_curve(points, 128)}) == 128
+
+
+def test_curve_points_caps_the_recorded_curve(tmp_path):
+    config_path = write_config(tmp_path, curve_points=2)
+    assert run_cli(config_path) == 0
+    records = read_records(tmp_path / "records.jsonl")
+    assert records and all([p["step"] for p in r.curve] == [0, 8] and r.config["curve_points"] == 2 for r in records)
