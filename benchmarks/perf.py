@@ -16,6 +16,7 @@ share of our sampler's time spent in the model's forward and of ``generate``'s (
 timed in separate calls; the KV-cache update and mask construction happen inside the forward): it shows
 whether a contender's time goes to its decoding loop or to the forward and its cache. Every part records the load
 average (``uptime``) at its start and end: on a shared machine compare ratios within one run.
+``--profile`` adds our workers' top operators (``torch.profiler``) to the record, for a diagnosis.
 
 Each PPO/GRPO/RLOO contender runs in its own subprocess so its peak memory (max RSS, or peak CUDA
 allocation) is its own. Throughput is the median over iterations after the first (warm-up).
@@ -195,8 +196,8 @@ def model_forward_share(model: torch.nn.Module, sample, device: torch.device) ->
 @contextlib.contextmanager
 def profiled(enabled: bool, into: dict[str, Any], rows: int = 25) -> Iterator[None]:
     """Run the body under ``torch.profiler`` when ``enabled`` and put its top operators, by self CPU time and
-    (on CUDA) by self device time, into ``into["profile"]``: where a contender's time goes, read off the
-    same run that gave its numbers, so a GPU lease needs one call to both measure and explain."""
+    (on CUDA) by self device time, into ``into["profile"]``: where a worker's time goes, from a machine that
+    may be lent only briefly (the profiler slows the worker, so its timings are not the figures)."""
     if not enabled:
         yield
         return
@@ -211,7 +212,7 @@ def profiled(enabled: bool, into: dict[str, Any], rows: int = 25) -> Iterator[No
         into["profile"]["by_self_device_time"] = table.table(sort_by="self_device_time_total", row_limit=rows)
 
 
-def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
+def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, Any]:
     """Our PPO on the same layout as TRL's run: batch, minibatch, epochs, response length 8, learned RM."""
     from agents.rl.ppo import PPO, PPOConfig
 
@@ -239,7 +240,7 @@ def ppo_worker(policy: str, rm: str, config: PerfConfig) -> dict[str, float]:
     return {**metrics, **profile}
 
 
-def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, float]:
+def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, Any]:
     """Our GRPO or RLOO on TRL's layout: every step samples num_prompts x group_size completions and takes
     one optimizer step on all of them (epochs 1, one minibatch), exact-match reward, KL coefficient as TRL's beta."""
     from agents.rl.registry import make_algorithm
