@@ -41,6 +41,8 @@ from typing import Any
 
 import gymnasium
 import torch
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast
 
 import llm_gym  # noqa: F401
 from agents import metrics as M
@@ -95,10 +97,25 @@ def arithmetic_policy(out_dir: Path, model_config: TinyModelConfig, vocab_size: 
     task = make_task("arithmetic")
     tokenizer = train_tokenizer([s.prompt + s.reference for s in task.dataset("train", 2000, seed=0)], "char")
     if vocab_size:
-        tokenizer.add_tokens([f"<unused_{i}>" for i in range(vocab_size - len(tokenizer))])
+        tokenizer = padded_vocabulary(tokenizer, vocab_size)
     build_tiny_model(tokenizer, model_config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def padded_vocabulary(tokenizer: PreTrainedTokenizerFast, vocab_size: int) -> PreTrainedTokenizerFast:
+    """``tokenizer`` with unused entries in its model's vocabulary up to ``vocab_size`` tokens.
+
+    Entries of the vocabulary, as in a real large-vocabulary tokenizer, not added tokens: transformers
+    copies and indexes added tokens in Python on every load, which with 150k of them takes seconds per
+    load, a cost no real tokenizer has and that would land in every contender's set-up time."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = state["model"]["vocab"]
+    vocab.update({f"<unused_{i}>": len(vocab) + i for i in range(vocab_size - len(tokenizer))})
+    padded = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(state)),
+                                     **tokenizer.special_tokens_map)
+    padded.chat_template = tokenizer.chat_template
+    return padded
 
 
 def build_models(root: Path, shape: str = "tiny") -> tuple[Path, Path, Path]:

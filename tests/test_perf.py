@@ -44,3 +44,16 @@ def test_not_measured_names_the_missing_parts_and_the_gpu():
     missing = not_measured({"runs": {"sampler": {}, "ppo": {}}}, torch.device("cpu"))
     assert [m.split(":")[0] for m in missing] == ["pg", "memory", "GPU figures"]
     assert not_measured({"runs": dict.fromkeys(["sampler", "ppo", "pg", "memory"])}, torch.device("cuda")) == []
+
+
+def test_padded_vocabulary_grows_the_model_vocabulary_not_the_added_tokens():
+    from benchmarks.perf import padded_vocabulary
+    from llm_gym.models import train_tokenizer
+
+    base = train_tokenizer(["12+34=46"], "char")
+    padded = padded_vocabulary(base, 1000)
+    assert len(padded) == 1000 and len(padded.added_tokens_decoder) == len(base.added_tokens_decoder)
+    assert padded("12+34=").input_ids == base("12+34=").input_ids
+    assert padded.decode([padded.convert_tokens_to_ids("1"), 999]) == f"1<unused_{999 - len(base)}>"
+    assert (padded.pad_token_id, padded.eos_token_id, padded.chat_template) == (base.pad_token_id, base.eos_token_id,
+                                                                                base.chat_template)
