@@ -5,9 +5,9 @@
 # Usage, from the repository root:  bash benchmarks/gpu_checks.sh OUT_DIR [GIT_COMMIT]
 # Writes OUT_DIR/{gpu.txt, pytest_gpu.log, perf.log, perf_cuda.json}; copy perf_cuda.json to
 # benchmarks/results/ to commit it. GIT_COMMIT names the code when the tree is a copy without .git.
-# For an offline machine, put wheels in .whl/site (gymnasium, transformers, datasets... whatever the
-# machine lacks), .whl/trl12 (trl==1.12.0, for PPO) and .whl/trl16 (trl>=1.16, for GRPO/RLOO): each folder
-# is installed into /tmp/<folder> and TRL runs through a small wrapper that puts its folder on the path.
+# For an offline machine, benchmarks/gpu_wheels.sh fills .whl/site (what the machine lacks), .whl/trl12 (trl 1.12,
+# for PPO) and .whl/trl16 (trl 1.16, for GRPO/RLOO): each folder is installed into /tmp/<folder> and TRL runs
+# through a small wrapper that puts its folder on the path.
 # Without those folders the machine's own packages and the TRL virtualenvs named by benchmarks.perf are used.
 # PERF_ARGS adds options to benchmarks.perf (e.g. "--only pg", which keeps OUT_DIR/perf_cuda.json's other parts);
 # PYTEST_FILES replaces the test files; PYTEST_TIMEOUT and PERF_TIMEOUT bound each step, in seconds.
