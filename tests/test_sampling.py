@@ -209,3 +209,28 @@ def test_a_group_prefills_its_prompt_once_and_samples_what_one_prefill_per_row_s
     assert torch.equal(shared.ids, direct.ids) and torch.equal(shared.mask, direct.mask)
     torch.testing.assert_close(shared.logprobs, direct.logprobs, atol=1e-5, rtol=1e-5)
     assert len({tuple(row.tolist()) for row in shared.ids}) > 8, "a group's copies draw different completions"
+
+
+def test_ids_past_the_tokenizer_are_never_sampled_and_the_env_accepts_the_rollout(sft_dir, tmp_path):
+    """A model with more output rows than its tokenizer has tokens (as Qwen2's 151,936 for 151,665): rows
+    beyond the tokenizer, here made the likeliest, are never sampled, and log-probs are renormalised."""
+    from agents.rl.rollout import RolloutEnv
+
+    model, tok = load_causal_lm(sft_dir)
+    model.resize_token_embeddings(len(tok) + 8, mean_resizing=False)
+    padded = torch.arange(len(tok), len(tok) + 8)
+    model.get_output_embeddings().register_forward_hook(lambda module, args, logits: logits.index_fill(-1, padded, 30.0))
+    ids, mask, T = env_prompts(sft_dir, n=16)
+    free = sample_completions(model, ids, mask, T, tok.eos_token_id, tok.pad_token_id, 1.0,
+                              generator=torch.Generator().manual_seed(0))
+    assert (free.ids >= len(tok)).any()  # without the cap the padded rows win
+    capped = sample_completions(model, ids, mask, T, tok.eos_token_id, tok.pad_token_id, 1.0,
+                                generator=torch.Generator().manual_seed(0), vocab_size=len(tok))
+    assert (capped.ids < len(tok)).all()
+    forward, P = sequence_forward(model, ids, mask, capped.ids, capped.mask)
+    within = forward.logits[:, P - 1 : P - 1 + capped.ids.shape[1], : len(tok)]
+    torch.testing.assert_close(capped.logprobs, token_logprobs(within, capped.ids, 1.0) * capped.mask, atol=1e-4, rtol=1e-4)
+    env = RolloutEnv("llm_gym/Arithmetic-v0", 16, torch.device("cpu"), tok, sft_dir, {})
+    rollout = env.rollout(model, list(range(16)), 1.0, 0, torch.Generator().manual_seed(0))
+    assert (rollout.completions.ids < len(tok)).all() and len(rollout.texts) == 16
+    env.close()

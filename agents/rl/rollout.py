@@ -67,6 +67,7 @@ class RolloutEnv:
         self.P = int(self.env.single_observation_space["input_ids"].shape[0]) - self.T
         self.pad_token_id = tokenizer.pad_token_id
         self.stop_token_ids = self.env.unwrapped.problem.stop_token_ids  # the env's end-of-turn rule, not only EOS
+        self.vocab_size = self.env.unwrapped.problem.vocab_size  # the valid actions: the tokenizer's ids
 
     def prompts(self, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         obs, _ = self.env.reset(seed=seeds)
@@ -100,7 +101,7 @@ class RolloutEnv:
                 generator: torch.Generator | None) -> Rollout:
         prompt_ids, prompt_mask = self.prompts(seeds)
         completions = sample_completions(model, prompt_ids, prompt_mask, self.T, self.stop_token_ids,
-                                         self.pad_token_id, temperature, top_k, generator)
+                                         self.pad_token_id, temperature, top_k, generator, self.vocab_size)
         metadata = self.metadata()
         score, gold, texts, prompts = self.score(completions.ids)
         return Rollout(prompt_ids, prompt_mask, completions, score, gold, texts, prompts, metadata)

@@ -180,6 +180,7 @@ def sample_completions(
     temperature: float = 1.0,
     top_k: int = 0,
     generator: torch.Generator | None = None,
+    vocab_size: int | None = None,
 ) -> Completions:
     """Sample up to ``max_new_tokens`` tokens for every left-padded prompt row, stopping rows at EOS.
 
@@ -190,6 +191,12 @@ def sample_completions(
     distribution (before top-k), the quantity PPO's ratio is computed with (Huang et al. 2024, #5).
     Which random numbers a row gets depends on which rows are still being sampled, so a seed fixes
     the result for a given batch, not for a row on its own.
+
+    ``vocab_size`` (the tokenizer's length) keeps ids at or above it from being sampled: models often
+    have more output rows than their tokenizer has tokens (Qwen2: 151,936 for 151,665), and such an
+    id decodes to nothing and is not a valid action. Sampling and these log-probs then use the
+    distribution renormalised over the tokenizer's ids; the trainers' log-probs keep every row, and the
+    two differ by the padded rows' probability, which a trained model leaves near zero.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -206,7 +213,7 @@ def sample_completions(
         prompt_ids, prompt_mask = prompt_ids[first], prompt_mask[first]
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask.long(), position_ids=position_ids_from_mask(prompt_mask),
                 past_key_values=cache, use_cache=True, logits_to_keep=1)  # the prompt's last logits only
-    logits = out.logits[:, -1]
+    logits = out.logits[:, -1, :vocab_size]
     if groups is not None:
         cache.batch_select_indices(groups)
         logits = logits[groups]
@@ -232,7 +239,7 @@ def sample_completions(
                 finished = finished[keep]
                 cache.batch_select_indices(keep)
         logits = model(input_ids=token[:, None], attention_mask=mask[:, : P + t + 1], position_ids=positions,
-                       past_key_values=cache, use_cache=True).logits[:, -1]
+                       past_key_values=cache, use_cache=True).logits[:, -1, :vocab_size]
         positions = positions + 1
     is_eos = torch.isin(ids, stop)
     ended = is_eos.any(1)

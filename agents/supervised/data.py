@@ -193,6 +193,7 @@ def generate_completions(
             temperature=temperature,
             top_k=top_k,
             generator=generator,
+            vocab_size=len(tokenizer),
         )
         out.extend(tokenizer.batch_decode(completions.ids, skip_special_tokens=True))  # pad after EOS
     model.train(was_training)
