@@ -57,3 +57,14 @@ def test_padded_vocabulary_grows_the_model_vocabulary_not_the_added_tokens():
     assert padded.decode([padded.convert_tokens_to_ids("1"), 999]) == f"1<unused_{999 - len(base)}>"
     assert (padded.pad_token_id, padded.eos_token_id, padded.chat_template) == (base.pad_token_id, base.eos_token_id,
                                                                                 base.chat_template)
+
+
+def test_gpu_scripts_parse():
+    """CI has no GPU, so nothing else runs these scripts before a lease: at least they must parse."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for script in ("benchmarks/gpu_checks.sh", "benchmarks/gpu_wheels.sh"):
+        done = subprocess.run(["bash", "-n", str(root / script)], capture_output=True, text=True)
+        assert done.returncode == 0, (script, done.stderr)
