@@ -102,7 +102,9 @@ def test_ppo_run_logs_every_metric_and_exports_a_policy(sft_dir, tmp_path):
     assert result.checkpoint_dir == tmp_path / "policy"
     assert (result.checkpoint_dir / "value_head.safetensors").is_file()
     assert set(EVAL_METRICS) <= set(result.final)
-    assert result.final["objective/kl"] > 0  # the trained policy moved away from its reference
+    # the trained policy moved away from its reference: the k1 estimate (a sample mean of log-ratios, which
+    # can come out negative on 32 completions) is no longer exactly 0 as it is for an untrained policy
+    assert abs(result.final["objective/kl"]) > 1e-4
     again = PPO(small(sft_dir)).evaluate(result.checkpoint_dir, ENV, 32, 0)
     assert again == result.final  # evaluation is seeded
 

@@ -123,6 +123,17 @@ def test_biased_sampler_fails_the_frequency_check():
     assert chi_square_p(torch.bincount(tokens, minlength=8), torch.softmax(logits / 0.9, -1)) < 1e-6
 
 
+@pytest.mark.parametrize("uniform, expected", [(0.0, 2), (1 - 2**-53, 1)])
+def test_the_extreme_uniform_draws_never_pick_a_token_of_probability_zero(monkeypatch, uniform, expected):
+    """The draw inverts the cumulative distribution at ``(1 - U) * total``: U = 0 lands on the last token
+    with probability, U just below 1 on the first, and neither end reaches a masked token."""
+    monkeypatch.setattr(torch, "rand", lambda *shape, **kwargs: torch.full(shape, uniform, dtype=torch.float64))
+    logits = torch.tensor([[float("-inf"), 0.5, 1.0, float("-inf")]])
+    tokens, logp = sample_tokens(logits, 1.0)
+    assert tokens.tolist() == [expected]
+    torch.testing.assert_close(logp, torch.log_softmax(logits, -1)[0, expected].reshape(1))
+
+
 def test_greedy_is_argmax_with_zero_logprob():
     logits = torch.randn(64, 50, generator=torch.Generator().manual_seed(2))
     tokens, logp = sample_tokens(logits, 0.0)

@@ -17,9 +17,10 @@ Where the time goes, and what this loop does about it (measured with ``python -m
   have finished, so the model stops computing tokens that will be thrown away;
 - the KV cache is written into a buffer sized for the whole window instead of being concatenated
   anew at every token;
-- the token is drawn by the exponential race ``argmax(p / E)``, ``E ~ Exp(1)`` (the Gumbel-max trick
-  in probability space: an exact sample of ``p``), and its log-prob comes from the same log-sum-exp,
-  so one pass over the vocabulary replaces softmax + multinomial + log-softmax;
+- the token is drawn by inverting the cumulative distribution with one uniform number per row (a
+  float64 cumulative sum and a binary search), and its log-prob comes from the same log-sum-exp: on
+  the CPU this is 12x (vocabulary 100) to 27x (151,936) faster than ``torch.multinomial`` or the
+  Gumbel-max race, which both draw one random number per vocabulary entry;
 - on CUDA, whether rows have finished is read back every few tokens, not at every token.
 """
 
@@ -98,19 +99,21 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int = 0,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row of (B, V) ``logits`` and its log-prob under ``softmax(logits / temperature)``.
 
-    ``temperature == 0`` is greedy (log-prob 0). Otherwise the draw is ``argmax(p / E)`` with
-    ``E ~ Exp(1)`` i.i.d. per entry, which picks token i with probability exactly ``p_i`` (the
-    exponential race; ``-log E`` is Gumbel noise). Top-k zeroes ``p`` outside the k largest logits;
-    the log-prob stays that of the full distribution (Huang et al. 2024, #5).
+    ``temperature == 0`` is greedy (log-prob 0). Otherwise the draw inverts the cumulative
+    distribution: with ``c`` the running sum of ``p`` and ``u`` uniform on ``(0, c[-1]]``, the token is
+    the first ``i`` with ``c[i] >= u``, which is token i with probability ``p_i / c[-1]``. The sum is
+    float64, so its rounding (~1e-16) is far below any fp32 probability, and ``u > 0`` means a token
+    of probability 0 is never drawn. Top-k zeroes ``p`` outside the k largest logits; the log-prob
+    stays that of the full distribution (Huang et al. 2024, #5).
     """
     if temperature == 0:
         token = logits.argmax(-1)
         return token, torch.zeros(token.shape, dtype=torch.float32, device=logits.device)
     scaled = logits.float() / temperature
     lse = torch.logsumexp(scaled, -1, keepdim=True)
-    probs = (filter_top_k(scaled, top_k) - lse).exp_()
-    race = torch.empty_like(probs).exponential_(generator=generator).clamp_(min=torch.finfo(probs.dtype).tiny)
-    token = probs.div_(race).argmax(-1)
+    cdf = torch.cumsum((filter_top_k(scaled, top_k) - lse).exp_(), -1, dtype=torch.float64)
+    uniform = torch.rand(len(cdf), 1, dtype=torch.float64, device=cdf.device, generator=generator)
+    token = torch.searchsorted(cdf, (1 - uniform) * cdf[:, -1:]).squeeze(1)
     return token, (scaled.gather(-1, token[:, None]) - lse).squeeze(-1)
 
 
