@@ -136,8 +136,11 @@ def build_models(root: Path, shape: str = "tiny") -> tuple[Path, Path, Path]:
 
 
 def sampler_vs_generate(policy: Path, batch: int, new_tokens: int, temperature: float, repeats: int,
-                        device: torch.device) -> dict[str, float]:
-    """Tokens/s of ``sample_completions`` and of ``model.generate`` on the env's left-padded prompts."""
+                        device: torch.device, compile: bool = False) -> dict[str, float]:
+    """Tokens/s of ``sample_completions`` and of ``model.generate`` on the env's left-padded prompts; with
+    ``compile``, also of ``sample_completions(compile=True)`` and its first call (the compile included).
+    ``generate`` stays eager: transformers compiles its decoding step only with a static cache on an
+    accelerator, and eager is what a user of ``generate`` on a CPU gets."""
     model, tok = load_causal_lm(policy, device=device)
     model.eval()
     env = gymnasium.make_vec(ENV, num_envs=batch, vectorization_mode="vector_entry_point", granularity="sequence",
@@ -147,10 +150,13 @@ def sampler_vs_generate(policy: Path, batch: int, new_tokens: int, temperature: 
     ids, mask = obs["input_ids"][:, :P].to(device), obs["attention_mask"][:, :P].to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
-    def ours() -> int:
+    def ours(compile: bool = False) -> int:
         out = sample_completions(model, ids, mask, new_tokens, tok.eos_token_id, tok.pad_token_id, temperature,
-                                 generator=torch.Generator(device).manual_seed(0))
+                                 generator=torch.Generator(device).manual_seed(0), compile=compile)
         return int(out.mask.sum())
+
+    def ours_compiled() -> int:
+        return ours(compile=True)
 
     def hf() -> int:
         kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
@@ -160,10 +166,14 @@ def sampler_vs_generate(policy: Path, batch: int, new_tokens: int, temperature: 
         first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, out.shape[1])
         return int(first.sum())
 
+    contenders = [("ours", ours), ("hf_generate", hf)] + ([("ours_compiled", ours_compiled)] if compile else [])
     result = {}
     with torch.no_grad(), autocast:
-        for name, fn in (("ours", ours), ("hf_generate", hf)):
-            fn()  # warm-up
+        for name, fn in contenders:
+            start = time.perf_counter()
+            fn()  # warm-up (and, compiled, the compile)
+            if name == "ours_compiled":
+                result["ours_compiled_first_call_s"] = time.perf_counter() - start
             rates = []
             for _ in range(repeats):
                 if device.type == "cuda":
@@ -177,6 +187,8 @@ def sampler_vs_generate(policy: Path, batch: int, new_tokens: int, temperature: 
         result["ours_model_forward_share"] = model_forward_share(model, ours, device)
         result["hf_generate_model_forward_share"] = model_forward_share(model, hf, device)
     result["ratio_ours_over_hf"] = result["ours_tokens_per_s"] / result["hf_generate_tokens_per_s"]
+    if compile:
+        result["ratio_ours_compiled_over_hf"] = result["ours_compiled_tokens_per_s"] / result["hf_generate_tokens_per_s"]
     return {"batch": batch, "new_tokens": new_tokens, "temperature": temperature, **result}
 
 
@@ -348,7 +360,7 @@ PARTS = ("sampler", "ppo", "pg", "memory")
 
 
 def measure_sampler(policy: Path, rm: Path, prompts: Path, config: PerfConfig, device: torch.device) -> dict:
-    return {"sampling": [sampler_vs_generate(policy, b, t, temp, config.repeats, device)
+    return {"sampling": [sampler_vs_generate(policy, b, t, temp, config.repeats, device, compile=temp > 0)
                          for b in config.batch_sizes for t in config.new_tokens for temp in (0.0, 1.0)]}
 
 
@@ -399,6 +411,8 @@ def ratios_of(record: dict) -> dict[str, float]:
     """Every ratio the record's entries allow (ours over the peer's; > 1 is faster, < 1 uses less memory)."""
     ratios = {f"sampler_over_generate_b{s['batch']}_t{s['new_tokens']}_temp{s['temperature']}": s["ratio_ours_over_hf"]
               for s in record.get("sampling", [])}
+    ratios.update({f"sampler_compiled_over_generate_b{s['batch']}_t{s['new_tokens']}_temp{s['temperature']}":
+                   s["ratio_ours_compiled_over_hf"] for s in record.get("sampling", []) if "ratio_ours_compiled_over_hf" in s})
     ours, trl = record.get("ppo", {}), record.get("trl_ppo", {})
     if "samples_per_s" in ours and "samples_per_s" in trl:
         ratios["ppo_samples_per_s_ours_over_trl"] = ours["samples_per_s"] / trl["samples_per_s"]

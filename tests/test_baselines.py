@@ -163,3 +163,15 @@ def test_algorithm_improves_gold_reward(algo, tmp_path):
     result = agent.train(ENV, budget=3200 if algo != "best-of-n" else 1024, seed=0, out_dir=tmp_path / algo)
     final = agent.evaluate(result.checkpoint_dir, ENV, 256, 123)
     assert final["objective/gold_reward"] > start["objective/gold_reward"] + 0.05
+
+
+def test_compile_sampler_routes_the_rollouts_through_the_compiled_forward(sft_dir, tmp_path, monkeypatch):
+    """The config flag reaches the sampler (which compiled forward it gets is pinned in test_sampling)."""
+    import agents.rl.sampling as sampling
+
+    compiled = []
+    monkeypatch.setattr(sampling, "compiled_forward", lambda model: compiled.append(model) or model)
+    make_algorithm("rloo", **small(sft_dir, save_steps=0)).train(ENV, 16, 0, tmp_path / "eager")
+    assert compiled == []
+    make_algorithm("rloo", **small(sft_dir, save_steps=0, compile_sampler=True)).train(ENV, 16, 0, tmp_path / "compiled")
+    assert len(compiled) == 1  # the one training rollout (the final evaluation samples eagerly)

@@ -2,7 +2,7 @@
 
 import torch
 
-from benchmarks.perf import build_models, model_forward_share, sampler_vs_generate
+from benchmarks.perf import build_models, model_forward_share, ratios_of, sampler_vs_generate
 
 
 def test_sampler_case_reports_rates_ratio_and_model_share(tmp_path):
@@ -11,6 +11,19 @@ def test_sampler_case_reports_rates_ratio_and_model_share(tmp_path):
     assert row["ours_tokens_per_s"] > 0 and row["hf_generate_tokens_per_s"] > 0
     assert row["ratio_ours_over_hf"] == row["ours_tokens_per_s"] / row["hf_generate_tokens_per_s"]
     assert 0 < row["ours_model_forward_share"] < 1 and 0 < row["hf_generate_model_forward_share"] < 1
+
+
+def test_sampler_case_with_compile_adds_the_compiled_contender(tmp_path, monkeypatch):
+    """The perf plumbing only (the compiled sampler itself is pinned in test_sampling): compile stubbed out."""
+    import agents.rl.sampling as sampling
+
+    monkeypatch.setattr(sampling, "compiled_forward", lambda model: model)
+    policy, _, _ = build_models(tmp_path)
+    row = sampler_vs_generate(policy, batch=4, new_tokens=4, temperature=1.0, repeats=1, device=torch.device("cpu"),
+                              compile=True)
+    assert row["ratio_ours_compiled_over_hf"] == row["ours_compiled_tokens_per_s"] / row["hf_generate_tokens_per_s"]
+    assert row["ours_compiled_first_call_s"] > 0
+    assert ratios_of({"sampling": [row]})["sampler_compiled_over_generate_b4_t4_temp1.0"] == row["ratio_ours_compiled_over_hf"]
 
 
 def test_model_forward_share_counts_only_forward_and_restores_it():

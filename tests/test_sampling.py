@@ -245,3 +245,27 @@ def test_ids_past_the_tokenizer_are_never_sampled_and_the_env_accepts_the_rollou
     rollout = env.rollout(model, list(range(16)), 1.0, 0, torch.Generator().manual_seed(0))
     assert (rollout.completions.ids < len(tok)).all() and len(rollout.texts) == 16
     env.close()
+
+
+def test_compiled_sampler_draws_what_the_eager_one_draws_before_and_after_a_weight_update(sft_dir):
+    """``compile=True`` changes rounding, not the draw: same seed, same completions and log-probs (to fp32
+    rounding), through prefill, decoding and rows leaving the batch; and after an in-place weight update (what
+    an optimizer step does between rollouts) the compiled forward sees the new weights, not stale ones."""
+    model, tok = load_causal_lm(sft_dir)
+    model.eval()
+    ids, mask, T = env_prompts(sft_dir, n=32)
+
+    def both():
+        eager, compiled = (sample_completions(model, ids, mask, T, tok.eos_token_id, tok.pad_token_id, 1.0,
+                                              generator=torch.Generator().manual_seed(3), compile=flag)
+                           for flag in (False, True))
+        assert torch.equal(eager.ids, compiled.ids) and torch.equal(eager.mask, compiled.mask)
+        torch.testing.assert_close(eager.logprobs, compiled.logprobs, atol=1e-4, rtol=0)
+        return eager
+
+    before = both()
+    assert len(set(before.lengths.tolist())) > 1  # rows ended at different tokens: finished rows left the batch
+    with torch.no_grad():
+        model.lm_head.weight.mul_(3.0)  # the tied embedding too: a different distribution, same shapes
+    after = both()
+    assert not torch.equal(before.ids, after.ids)

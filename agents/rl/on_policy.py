@@ -159,7 +159,8 @@ class OnPolicyAlgorithm:
                     try:  # the env validates rewards: NaN/inf from a reward function arrive here
                         seeds = iteration_seeds(seed, iteration, run.rank, c.batch_size // c.num_generations,
                                                 c.num_generations)
-                        rollout = learner.env.rollout(learner.policy.lm, seeds, c.temperature, c.top_k, generator)
+                        rollout = learner.env.rollout(learner.policy.lm, seeds, c.temperature, c.top_k, generator,
+                                                      c.compile_sampler)
                     except ValueError as err:
                         raise run.reward_failed(iteration, err) from err
                 run.check_finite(iteration, M.REWARD, rollout.score)

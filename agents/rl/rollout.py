@@ -98,10 +98,10 @@ class RolloutEnv:
                 list(self.env.unwrapped.turn_completions), list(self.env.unwrapped.turn_prompts))
 
     def rollout(self, model: PreTrainedModel, seeds: list[int], temperature: float, top_k: int,
-                generator: torch.Generator | None) -> Rollout:
+                generator: torch.Generator | None, compile: bool = False) -> Rollout:
         prompt_ids, prompt_mask = self.prompts(seeds)
         completions = sample_completions(model, prompt_ids, prompt_mask, self.T, self.stop_token_ids,
-                                         self.pad_token_id, temperature, top_k, generator, self.vocab_size)
+                                         self.pad_token_id, temperature, top_k, generator, self.vocab_size, compile)
         metadata = self.metadata()
         score, gold, texts, prompts = self.score(completions.ids)
         return Rollout(prompt_ids, prompt_mask, completions, score, gold, texts, prompts, metadata)
