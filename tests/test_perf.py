@@ -81,3 +81,17 @@ def test_gpu_scripts_parse():
     for script in ("benchmarks/gpu_checks.sh", "benchmarks/gpu_wheels.sh"):
         done = subprocess.run(["bash", "-n", str(root / script)], capture_output=True, text=True)
         assert done.returncode == 0, (script, done.stderr)
+
+
+def test_a_sampler_that_fails_to_compile_is_recorded_and_the_other_figures_stand(tmp_path, monkeypatch):
+    import agents.rl.sampling as sampling
+
+    def no_compiler(model):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    monkeypatch.setattr(sampling, "compiled_forward", no_compiler)
+    policy, _, _ = build_models(tmp_path)
+    row = sampler_vs_generate(policy, batch=4, new_tokens=4, temperature=1.0, repeats=1, device=torch.device("cpu"),
+                              compile=True)
+    assert row["ours_compiled_error"] == "RuntimeError: InvalidCxxCompiler: No working C++ compiler found"
+    assert "ratio_ours_compiled_over_hf" not in row and row["ratio_ours_over_hf"] > 0
