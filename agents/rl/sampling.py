@@ -25,9 +25,10 @@ Where the time goes, and what this loop does about it (measured with ``python -m
 
 What is left is the model's forward, and at the sizes trained on a CPU much of that is Python (HF's
 modules, mask construction) rather than arithmetic. ``compile=True`` runs the forward through
-``torch.compile`` with dynamic shapes, which removes it: about 1.7x faster decoding on a 3-layer
-128-wide GPT-2, after a compile of some 15-30 s per process (so it pays off on long runs, not on a
-short test). It needs a C++ compiler on the CPU and changes the arithmetic's rounding, not the
+``torch.compile`` with dynamic shapes, which removes most of it: 1.2-1.75x faster sampling of a
+3-layer 128-wide GPT-2 (``benchmarks.perf``, batch 64-256), after a compile of some 15-30 s per
+process (so it pays off on long runs, not on a short test; in a GRPO run on a 2-layer 64-wide model
+with 4-token answers it gained 1.1x). It needs a C++ compiler on the CPU and changes the arithmetic's rounding, not the
 sampled distribution.
 """
 
