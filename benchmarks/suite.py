@@ -21,12 +21,14 @@ runner skips recorded runs, and ``progress.json`` beside the records says which 
 when, and its wall time, so rerunning the same command after an interruption finishes only what
 is missing. Honest by construction: the grid refuses a dirty checkout and a records file holding
 runs from another commit (``allow_dirty``/``allow_mixed_commits`` to override, and the board then
-warns on its first line).
+warns on its first line), and the preparation refuses to go on from a start policy, feedback or
+reward model whose file differs from the one the recorded runs used (sha256 in ``progress.json``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from agents import metrics as M
 from agents.feedback.collect import LABELS_FILE, FeedbackConfig, collect_feedback
@@ -178,6 +181,30 @@ class Progress:
         os.replace(tmp, self.path)
 
 
+def file_sha256(path: Path) -> str | None:
+    """The file's sha256 (None when it does not exist): what a preparation's identity is checked by."""
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_same_preparation(stage: str, recorded: dict[str, str | None] | None, now: dict[str, str | None]) -> None:
+    """Refuse to go on when a preparation the recorded runs used was rebuilt differently.
+
+    Every run of the board names its start policy and reward model by directory (``runs/suite/...``,
+    not committed). Deleted, or on another machine, a directory is rebuilt from the same seeds, and
+    the rebuild is the same model only if training is bitwise reproducible there; runs resumed on a
+    different one would be pooled with the recorded runs as if they shared a start. ``progress.json``
+    keeps each prepared file's sha256 for this check."""
+    changed = {name: (old, now.get(name)) for name, old in (recorded or {}).items() if old is not None and now.get(name) != old}
+    if changed:
+        detail = ", ".join(f"{name} sha256 {old[:12]} -> {(new or 'missing')[:12]}" for name, (old, new) in changed.items())
+        raise ValueError(f"{stage}: the prepared files differ from those the recorded runs used ({detail}). The "
+                         f"preparation was rebuilt (its directory deleted, or another machine): restore the runs "
+                         f"directory the board was started with, or start the board afresh in an empty leaderboard_dir")
+
+
 def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[str], None] = print, prep: int = 0,
                 feedback_prompts: int | None = None, rm_dir: str | None = None,
                 feedback_dir: str | None = None, upto: Literal["sft", "feedback", "reward_model"] = "reward_model",
@@ -188,7 +215,8 @@ def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[st
     model, since it is tuned on the verifier reward.
     ``feedback_prompts``/``rm_dir``/``feedback_dir`` override the board's values (the RM sweep trains
     more reward models on one preparation's SFT policy). Returns what the suite reports: each stage's
-    wall time in this call (``None`` when skipped) and the SFT and reward-model held-out metrics.
+    wall time in this call (``None`` when skipped), the SFT and reward-model held-out metrics, and the
+    sha256 of the SFT weights, the feedback labels and the reward-model weights.
     """
     task = make_task(task_name)
     seed = config.seed + prep
@@ -235,6 +263,8 @@ def prepare_env(config: SuiteConfig, env: str, task_name: str, log: Callable[[st
         "sft_wall_s": sft_results.get("wall_s"),
         "reward_model_eval": rm_results["final"],
         "reward_model_wall_s": rm_results.get("wall_s"),
+        "sha256": {"sft": file_sha256(sft / SAFE_WEIGHTS_NAME), "feedback": file_sha256(feedback / LABELS_FILE),
+                   "reward_model": file_sha256(rm / SAFE_WEIGHTS_NAME) if reward_model else None},
     }
 
 
@@ -431,9 +461,10 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> int:
             stage = f"prepare/prep{prep}/{env}" + (f"/feedback{extra['feedback_prompts']}" if "feedback_prompts" in extra else "")
             start = time.perf_counter()
             info = prepare_env(config, env, task, log, prep=prep, **extra)
+            check_same_preparation(stage, progress.data["stages"].get(stage, {}).get("sha256"), info["sha256"])
             progress.record(stage, "done", time.perf_counter() - start, sft_accuracy=info["sft_accuracy"],
                             reward_model_eval=info["reward_model_eval"], sft_wall_s=info["sft_wall_s"],
-                            reward_model_wall_s=info["reward_model_wall_s"])
+                            reward_model_wall_s=info["reward_model_wall_s"], sha256=info["sha256"])
     factors = progress.data.get("tuned_lr_factors", {})
     if "tune" in config.stages:
         grid = tuning_grid(config, bench)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,7 @@ def _fake_stages(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(config.output_dir) / suite.SFT_DONE).write_text(
             json.dumps({"initial": {"eval/accuracy": 0.0}, "final": {"eval/accuracy": 0.4}, "wall_s": 1.0}))
+        (Path(config.output_dir) / "model.safetensors").write_text(f"weights of SFT run {calls.count('sft')}")
 
     def feedback(config, output_fn):
         calls.append("feedback")
@@ -71,6 +75,26 @@ def test_prepare_redoes_only_the_unfinished_stages(tmp_path, monkeypatch):
     calls.clear()
     prepare_env(config, "sort", "sort", log=lambda _: None)
     assert calls == ["feedback", "reward_model"]
+
+
+def test_a_rebuilt_preparation_is_refused_by_its_digest(tmp_path, monkeypatch):
+    """Deleting a preparation's directory rebuilds it; here the rebuild differs (as on a machine where
+    training is not bitwise the same), and the suite must not resume the board on it."""
+    calls: list[str] = []
+    _fake_stages(monkeypatch, calls)
+    config = _config(tmp_path)
+    first = prepare_env(config, "sort", "sort", log=lambda _: None)
+    assert first["sha256"]["sft"] == hashlib.sha256(b"weights of SFT run 1").hexdigest()
+    assert first["sha256"]["reward_model"] is None  # the stand-in writes no weights: nothing to compare
+    suite.check_same_preparation("prepare/prep0/sort", first["sha256"], prepare_env(config, "sort", "sort", log=lambda _: None)["sha256"])
+    shutil.rmtree(tmp_path / "sft-sort")
+    rebuilt = prepare_env(config, "sort", "sort", log=lambda _: None)
+    with pytest.raises(ValueError, match=r"prepare/prep0/sort: the prepared files differ .*sft sha256 [0-9a-f]{12} -> "
+                                         r"[0-9a-f]{12}.*restore the runs directory"):
+        suite.check_same_preparation("prepare/prep0/sort", first["sha256"], rebuilt["sha256"])
+    with pytest.raises(ValueError, match=r"sft sha256 [0-9a-f]{12} -> missing"):
+        suite.check_same_preparation("prepare/prep0/sort", first["sha256"], {"sft": None})
+    suite.check_same_preparation("prepare/prep0/sort", None, rebuilt["sha256"])  # first preparation: nothing recorded
 
 
 @pytest.mark.parametrize("upto, stages", [("sft", ["tiny", "sft"]), ("feedback", ["tiny", "sft", "feedback"])])
@@ -194,10 +218,12 @@ def test_rm_sweep_grids_use_one_reward_model_per_amount_of_feedback(tmp_path):
 
 def test_run_suite_records_progress_per_stage_and_a_rerun_resumes(tmp_path, monkeypatch):
     prepared, grids = [], []
+    digests = collections.defaultdict(lambda: "a" * 64, {(1, "sort"): "b" * 64})
 
     def fake_prepare(config, env, task, log, prep=0, **extra):
         prepared.append((prep, env, extra.get("feedback_prompts")))
-        return {"sft_accuracy": {"final": 0.5}, "reward_model_eval": {}, "sft_wall_s": 1.0, "reward_model_wall_s": 1.0}
+        return {"sft_accuracy": {"final": 0.5}, "reward_model_eval": {}, "sft_wall_s": 1.0, "reward_model_wall_s": 1.0,
+                "sha256": {"sft": digests[(prep, env)]}}
 
     def fake_run(grid, log, on_run=None):
         from benchmarks.runner import BenchSummary
@@ -220,6 +246,13 @@ def test_run_suite_records_progress_per_stage_and_a_rerun_resumes(tmp_path, monk
     assert suite.run_suite(config, log=lambda _: None) == 0
     again = json.loads((tmp_path / "board" / suite.PROGRESS_FILE).read_text())["stages"]
     assert again["grid/from-scratch"]["wall_s"] >= stages["grid/from-scratch"]["wall_s"]
+    assert again["prepare/prep1/sort"]["sha256"] == {"sft": "b" * 64}
+    # A preparation rebuilt differently since: the rerun stops before any grid runs on it.
+    digests[(1, "sort")] = "c" * 64
+    grids.clear()
+    with pytest.raises(ValueError, match="prepare/prep1/sort: the prepared files differ"):
+        suite.run_suite(config, log=lambda _: None)
+    assert grids == []
 
 
 def test_an_interrupted_grid_keeps_the_time_of_its_finished_runs(tmp_path, monkeypatch):
