@@ -181,7 +181,8 @@ def test_trim_left_padding_drops_only_columns_that_are_padding_in_every_row():
 
 
 @pytest.mark.gpu
-def test_sampler_on_cuda_under_bf16_autocast_matches_a_full_forward(sft_dir):
+@pytest.mark.parametrize("compile", [False, True])
+def test_sampler_on_cuda_under_bf16_autocast_matches_a_full_forward(sft_dir, compile):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     model, tok = load_causal_lm(sft_dir, device=torch.device("cuda"))
@@ -189,7 +190,7 @@ def test_sampler_on_cuda_under_bf16_autocast_matches_a_full_forward(sft_dir):
     ids, mask = ids.cuda(), mask.cuda()
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = sample_completions(model, ids, mask, T, tok.eos_token_id, tok.pad_token_id, temperature=1.0,
-                                 generator=torch.Generator("cuda").manual_seed(0))
+                                 generator=torch.Generator("cuda").manual_seed(0), compile=compile)
         forward, P = sequence_forward(model, ids, mask, out.ids, out.mask)
     full = token_logprobs(forward.logits[:, P - 1 : P - 1 + out.ids.shape[1]], out.ids, 1.0) * out.mask
     assert out.ids.device.type == "cuda" and out.ended.any()
