@@ -297,8 +297,11 @@ def pg_worker(algo: str, policy: str, config: PerfConfig) -> dict[str, Any]:
                              {"reward": "exact_match", "max_new_tokens": config.pg_new_tokens})
         total = time.perf_counter() - start
     step_s = statistics.median(batch / row[M.SAMPLES_PER_S] for row in result.curve[1:])
-    metrics = {"samples_per_s": batch / step_s, "step_s": step_s, "steps_timed": len(result.curve) - 1,
-               "total_s": total, "peak_rss_mb": peak_rss_mb()}
+    # the rollout part of a step (sampling and the env's scoring): its tokens over the rollout's tokens/s, so a
+    # slow step says whether the rollout or the update is slow
+    rollout_s = statistics.median(batch * row[M.EPISODE_LENGTH] / row[M.TOKENS_PER_S] for row in result.curve[1:])
+    metrics = {"samples_per_s": batch / step_s, "step_s": step_s, "rollout_s": rollout_s,
+               "steps_timed": len(result.curve) - 1, "total_s": total, "peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         metrics["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return {**metrics, **profile}

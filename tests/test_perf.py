@@ -95,3 +95,16 @@ def test_a_sampler_that_fails_to_compile_is_recorded_and_the_other_figures_stand
                               compile=True)
     assert row["ours_compiled_error"] == "RuntimeError: InvalidCxxCompiler: No working C++ compiler found"
     assert "ratio_ours_compiled_over_hf" not in row and row["ratio_ours_over_hf"] > 0
+
+
+def test_pg_worker_splits_a_step_into_rollout_and_the_rest(tmp_path):
+    from benchmarks.perf import PerfConfig, pg_worker
+
+    policy, _, _ = build_models(tmp_path)
+    threads = torch.get_num_threads()
+    try:  # the worker pins its process to one thread: give the rest of the session its threads back
+        row = pg_worker("grpo", str(policy), PerfConfig(pg_num_prompts=4, pg_group_size=2, pg_steps=3, pg_new_tokens=4))
+    finally:
+        torch.set_num_threads(threads)
+    assert row["steps_timed"] == 2 and 0 < row["rollout_s"] < row["step_s"]
+    assert row["samples_per_s"] == 8 / row["step_s"]
