@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -155,8 +156,7 @@ def sampler_vs_generate(policy: Path, batch: int, new_tokens: int, temperature: 
                                  generator=torch.Generator(device).manual_seed(0), compile=compile)
         return int(out.mask.sum())
 
-    def ours_compiled() -> int:
-        return ours(compile=True)
+    ours_compiled = functools.partial(ours, compile=True)
 
     def hf() -> int:
         kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}

@@ -197,7 +197,8 @@ def check_same_preparation(stage: str, recorded: dict[str, str | None] | None, n
     the rebuild is the same model only if training is bitwise reproducible there; runs resumed on a
     different one would be pooled with the recorded runs as if they shared a start. ``progress.json``
     keeps each prepared file's sha256 for this check."""
-    changed = {name: (old, now.get(name)) for name, old in (recorded or {}).items() if old is not None and now.get(name) != old}
+    changed = {name: (old, now.get(name)) for name, old in (recorded or {}).items()
+               if old is not None and now.get(name) != old}
     if changed:
         detail = ", ".join(f"{name} sha256 {old[:12]} -> {(new or 'missing')[:12]}" for name, (old, new) in changed.items())
         raise ValueError(f"{stage}: the prepared files differ from those the recorded runs used ({detail}). The "
