@@ -17,7 +17,7 @@ import base64
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from benchmarks.stats import (
     NAN_ESTIMATE,
     Estimate,
     bootstrap,
+    difference_of_means,
     iqm_over_groups,
     mean_over_groups,
     normalized_auc,
@@ -51,6 +52,9 @@ COLUMNS: dict[str, tuple[str, str, str]] = {
 }
 POI_START = "poi_start"
 POI_HEADER = "P(gold > start)"
+GAIN_START = "gain_start"
+GAIN_HEADER = "Gold gain over start"
+PROXY_COLUMNS = ("proxy_mean", "proxy_iqm")
 TRACK_TITLES = {
     "verifier": "Verifier track",
     "learned-rm": "Learned-RM track",
@@ -58,8 +62,8 @@ TRACK_TITLES = {
     "from-scratch": "From-scratch track",
 }
 TRACK_NOTES = {
-    "verifier": "The reward optimised is the task's verifier (proxy = gold): does each optimiser improve the true "
-                "objective over the SFT start?",
+    "verifier": "The reward optimised is the task's verifier (proxy = gold, so no proxy columns): does each "
+                "optimiser improve the true objective over the SFT start?",
     "learned-rm": "The reward optimised (proxy) is a reward model learned from simulated preference feedback; gold is "
                   "the task's verifier: where does each optimiser peak, and when does it over-optimise the proxy?",
     "rm-sweep": "Best-of-n against reward models trained on more or less feedback (rows suffixed [feedbackN]: N "
@@ -129,15 +133,17 @@ def _row(label: str, by_env: dict[str, list[RunRecord]], columns: dict, start: d
         cells[key] = bootstrap(groups, mean_over_groups if stat == "mean" else iqm_over_groups, reps=reps, seed=seed,
                                clusters=preps)
     if start is not None:
-        cells[POI_START] = _improvement(by_env, start, list(by_env), reps, seed)
+        cells[GAIN_START] = _comparison(difference_of_means, by_env, start, list(by_env), reps, seed)
+        cells[POI_START] = _comparison(probability_of_improvement, by_env, start, list(by_env), reps, seed)
     runs = [r for recs in by_env.values() for r in recs]
     return Row(label, len(runs), len(by_env), cells, float(np.mean([r.wall_s for r in runs])))
 
 
-def _improvement(x: dict[str, list[RunRecord]], y: dict[str, list[RunRecord]], envs: list[str], reps: int,
-                 seed: int) -> Estimate:
+def _comparison(estimator: Callable[..., Estimate], x: dict[str, list[RunRecord]], y: dict[str, list[RunRecord]],
+                envs: list[str], reps: int, seed: int) -> Estimate:
+    """``estimator`` (a two-sample statistic of ``benchmarks.stats``) of X's and Y's final gold over ``envs``."""
     (x_gold, x_preps), (y_gold, y_preps) = _scores(x, envs, GOLD_REWARD), _scores(y, envs, GOLD_REWARD)
-    return probability_of_improvement(x_gold, y_gold, reps=reps, seed=seed, x_clusters=x_preps, y_clusters=y_preps)
+    return estimator(x_gold, y_gold, reps=reps, seed=seed, x_clusters=x_preps, y_clusters=y_preps)
 
 
 def _pairwise(grouped: Grouped, envs: list[str], reps: int, seed: int) -> dict[tuple[str, str], Estimate]:
@@ -147,7 +153,7 @@ def _pairwise(grouped: Grouped, envs: list[str], reps: int, seed: int) -> dict[t
         for y, y_envs in grouped.items():
             shared = [e for e in envs if e in x_envs and e in y_envs]
             if x != y and shared:
-                out[(x, y)] = _improvement(x_envs, y_envs, shared, reps, seed)
+                out[(x, y)] = _comparison(probability_of_improvement, x_envs, y_envs, shared, reps, seed)
     return out
 
 
@@ -156,8 +162,12 @@ def build_leaderboard(records: list[RunRecord], reps: int = 2000, seed: int = 0,
                       reference: str = "best-of-n") -> Leaderboard:
     """Aggregate one track's records into per-env rows (over seeds and preparations) and overall rows
     (over envs too), each sorted by mean final gold reward, best first. When a row is labelled
-    ``start`` (best-of-1 is the SFT policy itself), every row also gets P(its gold > start's gold)."""
+    ``start`` (best-of-1 is the SFT policy itself), every row also gets its gold gain over the start and
+    P(its gold > start's gold). When every run's proxy is its gold (the verifier track) the proxy columns,
+    copies of the gold ones, are left out."""
     columns = {**COLUMNS, **(extra_columns or {})}
+    if records and all(r.final.get(REWARD) == r.final.get(GOLD_REWARD) for r in records):
+        columns = {k: v for k, v in columns.items() if k not in PROXY_COLUMNS}
     grouped = group_records(records)
     start_runs = grouped.get(start)
 
@@ -196,11 +206,13 @@ def format_probability(estimate: Estimate) -> str:
 def _main_table(board: Leaderboard, rows: list[Row], overall: bool) -> tuple[list[str], list[list[str]]]:
     keys = list(board.columns)
     header = ["Algorithm", "Envs" if overall else "Runs"] + (["Runs"] if overall else [])
-    header += [board.columns[k][0] for k in keys] + ([POI_HEADER] if board.start else []) + ["Wall time per run (s)"]
+    start_keys = [GAIN_START, POI_START] if board.start else []
+    header += [board.columns[k][0] for k in keys] + ([GAIN_HEADER, POI_HEADER] if board.start else [])
+    header += ["Wall time per run (s)"]
     body = []
     for row in rows:
         counts = [str(row.envs), str(row.runs)] if overall else [str(row.runs)]
-        poi = [format_estimate(row.cells.get(POI_START, NAN_ESTIMATE))] if board.start else []
+        poi = [format_estimate(row.cells.get(k, NAN_ESTIMATE)) for k in start_keys]
         body.append([row.label, *counts, *(format_estimate(row.cells[k]) for k in keys), *poi, f"{row.wall_s:.1f}"])
     return header, body
 
@@ -294,7 +306,10 @@ METHOD_NOTE = (
     "step range; — when a run logged no curve of two points or more). Wall time covers training and the final "
     "evaluation."
 )
-POI_NOTE = ("P(gold > start) = probability that a run of the row beats a run of the start policy ({start}) on "
+POI_NOTE = ("Gold gain over start = the row's mean gold minus the start policy's ({start}), per env, averaged "
+            "over envs, with the same bootstrap (the row's and the start's runs resampled independently); the "
+            "interval excluding 0 means a reliable gain (or loss). "
+            "P(gold > start) = probability that a run of the row beats a run of the start policy ({start}) on "
             "gold reward, averaged over envs (0.5 = no difference; Agarwal et al. 2021); the interval excluding "
             "0.5 means a reliable difference. ")
 PAIRWISE_NOTE = ("Probability that a run of the row algorithm has a higher final gold reward than a run of the column "

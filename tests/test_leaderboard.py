@@ -284,8 +284,8 @@ def _tagged(records, track):
 
 def test_tracks_are_tabulated_apart_with_probability_of_improvement_and_fits():
     """Two preparations (seed % 2): intervals resample preparations, then seeds (checked against stats)."""
-    from benchmarks.leaderboard import POI_HEADER, build_tracks
-    from benchmarks.stats import probability_of_improvement
+    from benchmarks.leaderboard import GAIN_HEADER, POI_HEADER, build_tracks
+    from benchmarks.stats import difference_of_means, probability_of_improvement
 
     base = synthetic_records(seeds=4)
     records = _tagged(base, "learned-rm") + _tagged(base, "verifier")
@@ -306,6 +306,11 @@ def test_tracks_are_tabulated_apart_with_probability_of_improvement_and_fits():
     expected = probability_of_improvement(by_env("ppo", gold), by_env("best_of_n_2", gold), reps=300,
                                           x_clusters=by_env("ppo", prep), y_clusters=by_env("best_of_n_2", prep))
     assert parse_ci(rows["ppo"][POI_HEADER]) == pytest.approx((expected.point, expected.low, expected.high), abs=6e-4)
+    gain = difference_of_means(by_env("ppo", gold), by_env("best_of_n_2", gold), reps=300,
+                               x_clusters=by_env("ppo", prep), y_clusters=by_env("best_of_n_2", prep))
+    assert parse_ci(rows["ppo"][GAIN_HEADER]) == pytest.approx((gain.point, gain.low, gain.high), abs=6e-4)
+    assert parse_ci(rows["best_of_n_2"][GAIN_HEADER])[0] == 0.0
+    assert "Proxy reward, mean" in rows["ppo"]  # synthetic proxies differ from gold: both are shown
     assert int(rows["ppo"]["Runs"]) == 12  # seeds of both preparations pooled in one row
     pairwise = tables["Verifier track: Probability of improvement between algorithms"]
     ppo_row = next(r for r in pairwise if r["P(row > column)"] == "ppo")
@@ -337,6 +342,13 @@ def test_legends_sit_outside_every_axes():
                 if ax.get_visible():
                     assert not _overlaps(box, ax.get_window_extent(renderer)), f"{title}: the legend covers a panel"
         plt.close(fig)
+
+
+def test_a_track_whose_proxy_is_its_gold_shows_no_proxy_columns():
+    records = [RunRecord(**{**r.__dict__, "final": {**r.final, "objective/reward": r.final["objective/gold_reward"]}})
+               for r in synthetic_records(seeds=2)]
+    header = next(iter(markdown_tables(to_markdown(build_leaderboard(records, reps=50))).values()))[0]
+    assert "Gold reward, mean" in header and not [h for h in header if h.startswith("Proxy")]
 
 
 def test_a_one_point_curve_has_no_sample_efficiency():

@@ -10,6 +10,7 @@ from scipy import stats as scipy_stats
 
 from benchmarks.stats import (
     bootstrap,
+    difference_of_means,
     iqm,
     iqm_over_groups,
     mean_over_groups,
@@ -69,6 +70,31 @@ def test_a_clear_winner_has_an_interval_above_one_half_and_envs_missing_a_side_a
     assert np.isnan(probability_of_improvement([np.array([])], [np.array([1.0])]).point)
     with pytest.raises(ValueError, match="same envs"):
         probability_of_improvement([np.array([1.0])], [])
+
+
+def test_difference_of_means_by_hand_and_its_exact_bootstrap_on_a_tiny_sample():
+    # env 0: mean(1, 2, 3) - mean(0, 1) = 1.5; env 1: mean(4) - mean(1, 1) = 3; envs weigh equally -> 2.25
+    est = difference_of_means([np.array([1.0, 2.0, 3.0]), np.array([4.0])], [np.array([0.0, 1.0]), np.array([1.0, 1.0])])
+    assert est.point == pytest.approx(2.25)
+    assert difference_of_means([np.array([0.0, 1.0])], [np.array([1.0, 2.0, 3.0])]).point == pytest.approx(-1.5)
+    # one env, 2 runs each: 16 equally likely resamples; their exact 2.5/97.5% quantiles are the interval
+    x, y = np.array([0.0, 2.0]), np.array([1.0, 3.0])
+    values = [np.mean(xs) - np.mean(ys) for xs in itertools.product(x, repeat=2) for ys in itertools.product(y, repeat=2)]
+    est = difference_of_means([x], [y], reps=20000, seed=1)
+    assert est.point == -1.0
+    assert est.low == np.percentile(values, 2.5, method="inverted_cdf") == -3.0
+    assert est.high == np.percentile(values, 97.5, method="inverted_cdf") == 1.0
+    with pytest.raises(ValueError, match="same envs"):
+        difference_of_means([np.array([1.0])], [])
+
+
+def test_difference_of_means_interval_excludes_zero_only_for_a_real_gain():
+    rng = np.random.default_rng(3)
+    start = [rng.normal(0.3, 0.05, 10) for _ in range(3)]
+    gain = difference_of_means([s + 0.2 for s in start], start, reps=4000)
+    assert gain.point == pytest.approx(0.2) and gain.low > 0
+    same = difference_of_means([rng.normal(0.3, 0.05, 10) for _ in range(3)], start, reps=4000)
+    assert same.low < 0 < same.high
 
 
 def test_performance_profile_by_hand_and_its_band():
