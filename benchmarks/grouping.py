@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from agents.metrics import GOLD_REWARD, REWARD
 from benchmarks.records import RunRecord, config_hash
 
 Grouped = dict[str, dict[str, list[RunRecord]]]  # row label -> env id -> records
@@ -30,6 +31,12 @@ def tags(record: RunRecord) -> dict:
 def track(record: RunRecord) -> str:
     """The record's track tag; ``""`` for records from grids without tracks."""
     return str(tags(record).get("track", ""))
+
+
+def proxy_is_gold(records: list[RunRecord]) -> bool:
+    """Whether every run's final proxy reward is its gold reward (the verifier track): then tables show
+    one set of reward columns and figures one line per learner."""
+    return bool(records) and all(r.final.get(REWARD) == r.final.get(GOLD_REWARD) for r in records)
 
 
 def split_tracks(records: list[RunRecord]) -> dict[str, list[RunRecord]]:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from agents.metrics import GOLD_REWARD, KL, REWARD
-from benchmarks.grouping import Grouped, group_records, split_tracks, tags
+from benchmarks.grouping import Grouped, group_records, proxy_is_gold, split_tracks, tags
 from benchmarks.overopt import KL_BINS, FitRow, fit_records
 from benchmarks.plots import render_figures
 from benchmarks.records import RunRecord, read_records
@@ -166,7 +166,7 @@ def build_leaderboard(records: list[RunRecord], reps: int = 2000, seed: int = 0,
     P(its gold > start's gold). When every run's proxy is its gold (the verifier track) the proxy columns,
     copies of the gold ones, are left out."""
     columns = {**COLUMNS, **(extra_columns or {})}
-    if records and all(r.final.get(REWARD) == r.final.get(GOLD_REWARD) for r in records):
+    if proxy_is_gold(records):
         columns = {k: v for k, v in columns.items() if k not in PROXY_COLUMNS}
     grouped = group_records(records)
     start_runs = grouped.get(start)

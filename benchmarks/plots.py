@@ -23,14 +23,18 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from scipy.ndimage import uniform_filter1d
 
 from agents.metrics import GOLD_REWARD as GOLD
 from agents.metrics import KL
 from agents.metrics import REWARD as PROXY
-from benchmarks.grouping import group_records, split_tracks, tags
+from benchmarks.grouping import group_records, proxy_is_gold, split_tracks, tags
 from benchmarks.overopt import KL_BINS, fit_records, kl_bin_means
 from benchmarks.records import RunRecord
 from benchmarks.stats import bootstrap, mean_over_groups, performance_profile_band
+
+SMOOTHING = 5  # logged points in the learning curves' moving average
+
 
 def _grid(records: list[RunRecord], metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Seeds' curves of ``metric`` interpolated onto the union of their steps where all overlap:
@@ -80,40 +84,72 @@ def _finish(fig: Figure, axes: list) -> Figure:
     return fig
 
 
-def _colors(labels: list[str]) -> dict[str, tuple]:
-    cmap = plt.get_cmap("tab10")
-    return {label: cmap(i % 10) for i, label in enumerate(sorted(labels))}
+def _n_of(label: str) -> int:
+    """The n of a family label such as ``best-of-n_16`` (0 when it has none), for ordering shades."""
+    tail = label.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
-def learning_curves(records: list[RunRecord], metric: str = GOLD, reps: int = 1000, seed: int = 0) -> Figure:
-    """``metric`` against samples seen, one panel per env: mean over seeds with a 95% CI band."""
+def _label_order(label: str) -> tuple[str, int]:
+    """Sort key that puts ``best-of-n_4`` before ``best-of-n_16`` (by n, not by text)."""
+    n = _n_of(label)
+    return (label.rsplit("_", 1)[0] if n else label, n)
+
+
+def _colors(labels: list[str], reference: str | None = None) -> dict[str, tuple]:
+    """One distinct colour per label. The ``reference`` family (best-of-n: one label per n) is drawn in
+    shades of grey, darker for larger n, so it reads as one baseline; every other label gets its own hue
+    (tab10 without its grey, then tab20's light shades), so no two algorithms share a colour."""
+    family = sorted((x for x in labels if reference and x.startswith(reference)), key=lambda x: (_n_of(x), x))
+    others = sorted(x for x in labels if x not in family)
+    tab10, tab20 = plt.get_cmap("tab10"), plt.get_cmap("tab20")
+    hues = [tab10(i) for i in range(10) if i != 7] + [tab20(i) for i in range(1, 20, 2) if i != 15]
+    colors = {label: hues[i % len(hues)] for i, label in enumerate(others)}
+    greys = plt.get_cmap("Greys")
+    colors.update({label: greys(0.4 + 0.55 * i / max(1, len(family) - 1)) for i, label in enumerate(family)})
+    return colors
+
+
+def learning_curves(records: list[RunRecord], metric: str = GOLD, reps: int = 1000, seed: int = 0,
+                    window: int = SMOOTHING, reference: str = "best-of-n") -> Figure:
+    """``metric`` against samples seen, one panel per env: mean over seeds with a 95% CI band, each run's
+    curve first smoothed by a centred moving average over ``window`` logged points (one iteration's
+    reward is a noisy batch mean; the title states the window)."""
     grouped = group_records(records)
     envs = sorted({r.env_id for r in records})
-    colors = _colors(list(grouped))
-    fig, axes = _axes(len(envs), f"Learning curves ({metric})")
+    colors = _colors(list(grouped), reference)
+    curves = {(label, env_id): _grid(by_env.get(env_id, []), metric)
+              for label, by_env in grouped.items() for env_id in envs}
+    curves = {key: c for key, c in curves.items() if len(c[0]) >= 2}  # best-of-n logs one point: no curve
+    runs: dict[str, set[int]] = {}
+    for (label, _), (_, values) in curves.items():
+        runs.setdefault(label, set()).add(values.shape[0])
+    smoothing = f", moving average over {window} logged points" if window > 1 else ""
+    fig, axes = _axes(len(envs), f"Learning curves ({metric}; mean of n runs per env, 95% CI{smoothing})")
     for ax, env_id in zip(axes, envs):
-        for label, by_env in sorted(grouped.items()):
-            steps, values = _grid(by_env.get(env_id, []), metric)
-            if len(steps) < 2:  # best-of-n logs one point (it trains nothing): no curve to draw or list
+        for label in sorted(grouped, key=_label_order):
+            if (label, env_id) not in curves:
                 continue
-            mean, low, high = _band(values, reps, seed)
-            ax.plot(steps, mean, color=colors[label], label=f"{label} (n={values.shape[0]})")
+            steps, values = curves[label, env_id]
+            mean, low, high = _band(uniform_filter1d(values, size=window, axis=1, mode="nearest"), reps, seed)
+            n = sorted(runs[label])
+            ax.plot(steps, mean, color=colors[label], label=f"{label} (n={n[0]}{f'-{n[-1]}' if len(n) > 1 else ''})")
             ax.fill_between(steps, low, high, color=colors[label], alpha=0.2, linewidth=0)
         ax.set(title=env_id, xlabel="samples seen", ylabel=metric)
         ax.grid(alpha=0.3)
     return _finish(fig, axes)
 
 
-def reward_kl_frontier(records: list[RunRecord], reps: int = 1000, seed: int = 0) -> Figure:
+def reward_kl_frontier(records: list[RunRecord], reps: int = 1000, seed: int = 0, reference: str = "best-of-n") -> Figure:
     """Final gold reward against final KL per run (dots) and per algorithm (mean with 95% CIs);
     the dashed line joins the algorithms no other beats on both axes (higher gold at lower KL)."""
     grouped = group_records(records)
     envs = sorted({r.env_id for r in records})
-    colors = _colors(list(grouped))
+    colors = _colors(list(grouped), reference)
     fig, axes = _axes(len(envs), "Gold reward vs KL to the reference (final policies)")
     for ax, env_id in zip(axes, envs):
         means = []
-        for label, by_env in sorted(grouped.items()):
+        for label, by_env in sorted(grouped.items(), key=lambda item: _label_order(item[0])):
             runs = [(r.final.get(KL), r.final.get(GOLD)) for r in by_env.get(env_id, [])]
             runs = np.array([p for p in runs if None not in p], float).reshape(-1, 2)
             if len(runs) == 0:
@@ -157,26 +193,25 @@ def _trajectory(records: list[RunRecord], final_only: bool = False, bins: int = 
 def overoptimisation(records: list[RunRecord], reference: str = "best-of-n") -> Figure:
     """Proxy (solid) and gold (dashed) reward against KL, one panel per env: each learner's KL-bin means
     over its runs' iterations; algorithms whose label starts with ``reference`` (one label per n, say
-    ``best-of-n_4``) form the black reference curve."""
+    ``best-of-n_4``) form the black reference curve. Where the proxy is the gold (the verifier track)
+    one solid line per learner shows both."""
     grouped = group_records(records)
     envs = sorted({r.env_id for r in records})
-    colors = _colors(list(grouped))
-    fig, axes = _axes(len(envs), f"Over-optimisation: proxy (solid) and gold (dashed) reward vs KL (RL: means of {KL_BINS} KL bins of all iterations)")
+    colors = _colors(list(grouped), reference)
+    one_line = proxy_is_gold(records)
+    lines = "gold (= proxy) reward" if one_line else "proxy (solid) and gold (dashed) reward"
+    fig, axes = _axes(len(envs), f"Over-optimisation: {lines} vs KL (RL: means of {KL_BINS} KL bins of all iterations)")
     for ax, env_id in zip(axes, envs):
         reference_points = []
-        for label, by_env in sorted(grouped.items()):
+        for label, by_env in sorted(grouped.items(), key=lambda item: _label_order(item[0])):
             traj = _trajectory(by_env.get(env_id, []), final_only=label.startswith(reference))
             if label.startswith(reference):
                 reference_points.append(traj)
-                continue
-            if len(traj):
-                ax.plot(traj[:, 0], traj[:, 1], "-", marker=".", color=colors[label], label=f"{label} proxy")
-                ax.plot(traj[:, 0], traj[:, 2], "--", marker=".", color=colors[label], label=f"{label} gold")
+            elif len(traj):
+                _proxy_and_gold(ax, traj, label, colors[label], ".", one_line)
         ref = np.concatenate(reference_points) if reference_points else np.empty((0, 3))
         if len(ref):
-            ref = ref[np.argsort(ref[:, 0], kind="stable")]
-            ax.plot(ref[:, 0], ref[:, 1], "-", marker="s", color="black", label=f"{reference} proxy")
-            ax.plot(ref[:, 0], ref[:, 2], "--", marker="s", color="black", label=f"{reference} gold")
+            _proxy_and_gold(ax, ref[np.argsort(ref[:, 0], kind="stable")], reference, "black", "s", one_line)
         ax.set(title=env_id, xlabel="KL(policy || reference)", ylabel="reward")
         ax.grid(alpha=0.3)
         if not ax.has_data():
@@ -184,15 +219,24 @@ def overoptimisation(records: list[RunRecord], reference: str = "best-of-n") -> 
     return _finish(fig, axes)
 
 
-def performance_profiles(records: list[RunRecord], reps: int = 1000, seed: int = 0) -> Figure:
+def _proxy_and_gold(ax, traj: np.ndarray, label: str, color, marker: str, one_line: bool) -> None:
+    """Draw (KL, proxy, gold) rows: proxy solid and gold dashed, or one solid line when they are one reward."""
+    if one_line:
+        ax.plot(traj[:, 0], traj[:, 2], "-", marker=marker, color=color, label=label)
+        return
+    ax.plot(traj[:, 0], traj[:, 1], "-", marker=marker, color=color, label=f"{label} proxy")
+    ax.plot(traj[:, 0], traj[:, 2], "--", marker=marker, color=color, label=f"{label} gold")
+
+
+def performance_profiles(records: list[RunRecord], reps: int = 1000, seed: int = 0, reference: str = "best-of-n") -> Figure:
     """Fraction of runs whose final gold reward exceeds tau, averaged over envs, with 95% bootstrap bands."""
     grouped = group_records(records)
     golds = [r.final.get(GOLD) for r in records if r.final.get(GOLD) is not None]
     fig, (ax,) = _axes(1, "Performance profiles (final gold reward)")
     if golds:
         taus = np.linspace(min(golds), max(golds), 101)
-        colors = _colors(list(grouped))
-        for label, by_env in sorted(grouped.items()):
+        colors = _colors(list(grouped), reference)
+        for label, by_env in sorted(grouped.items(), key=lambda item: _label_order(item[0])):
             groups = [np.array([r.final[GOLD] for r in runs if r.final.get(GOLD) is not None]) for runs in by_env.values()]
             profile, low, high = performance_profile_band(groups, taus, reps=reps, seed=seed)
             if np.isfinite(profile).any():
@@ -243,10 +287,10 @@ def track_figures(records: list[RunRecord], reference: str = "best-of-n", start:
                   seed: int = 0) -> dict[str, Figure]:
     """The figures of one track's records, keyed by title."""
     figures = {
-        "Learning curves": learning_curves(records, seed=seed),
-        "Reward-KL frontier": reward_kl_frontier(records, seed=seed),
+        "Learning curves": learning_curves(records, seed=seed, reference=reference),
+        "Reward-KL frontier": reward_kl_frontier(records, seed=seed, reference=reference),
         "Over-optimisation": overoptimisation(records, reference=reference),
-        "Performance profiles": performance_profiles(records, seed=seed),
+        "Performance profiles": performance_profiles(records, seed=seed, reference=reference),
     }
     if any("rm" in tags(r) for r in records):
         figures["RM sweep"] = rm_sweep(records, reference, start)

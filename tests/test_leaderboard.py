@@ -344,11 +344,38 @@ def test_legends_sit_outside_every_axes():
         plt.close(fig)
 
 
+def test_every_algorithm_has_its_own_colour_and_the_best_of_n_family_greys_darken_with_n():
+    from matplotlib.colors import to_rgb
+
+    from benchmarks.plots import _colors, learning_curves
+
+    algorithms = ["ppo", "grpo", "rloo", "reinforce", "reinforce++", "dapo", "gspo", "dpo", "sb3-ppo", "x", "y"]
+    family = ["best-of-n_1", "best-of-n_16", "best-of-n_4", "best-of-n_64"]
+    colors = _colors(algorithms + family, "best-of-n")
+    assert len({to_rgb(c) for c in colors.values()}) == len(colors)
+    greys = [to_rgb(colors[f"best-of-n_{n}"]) for n in (1, 4, 16, 64)]
+    assert all(r == g == b for r, g, b in greys) and [g[0] for g in greys] == sorted((g[0] for g in greys), reverse=True)
+    assert not any(r == g == b for r, g, b in (to_rgb(colors[a]) for a in algorithms))  # no algorithm is grey
+    # one legend entry per algorithm, even when its run count differs between envs
+    records = synthetic_records(seeds=3)
+    records = [r for r in records if not (r.algo == "ppo" and r.env_id == ENVS[0] and r.seed == 0)]
+    fig = learning_curves(records, reps=50, reference="best_of_n")
+    labels = fig.legends[0].get_texts()
+    assert sorted(t.get_text() for t in labels) == ["grpo (n=3)", "ppo (n=2-3)", "reinforce (n=3)"]
+    plt.close(fig)
+
+
 def test_a_track_whose_proxy_is_its_gold_shows_no_proxy_columns():
     records = [RunRecord(**{**r.__dict__, "final": {**r.final, "objective/reward": r.final["objective/gold_reward"]}})
                for r in synthetic_records(seeds=2)]
     header = next(iter(markdown_tables(to_markdown(build_leaderboard(records, reps=50))).values()))[0]
     assert "Gold reward, mean" in header and not [h for h in header if h.startswith("Proxy")]
+    from benchmarks.plots import overoptimisation
+
+    fig = overoptimisation(records, reference="best_of_n")  # one line per learner, not a proxy and a gold copy
+    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == ["best_of_n", "grpo", "ppo", "reinforce"]
+    assert "gold (= proxy)" in fig._suptitle.get_text()
+    plt.close(fig)
 
 
 def test_a_one_point_curve_has_no_sample_efficiency():
