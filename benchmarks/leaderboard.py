@@ -28,7 +28,7 @@ from agents.metrics import GOLD_REWARD, KL, REWARD
 from benchmarks.grouping import Grouped, group_records, proxy_is_gold, split_tracks, tags
 from benchmarks.overopt import KL_BINS, FitRow, fit_records
 from benchmarks.plots import render_figures
-from benchmarks.records import RunRecord, read_records
+from benchmarks.records import RunRecord, git_commit, read_records
 from benchmarks.rescore import rescore_columns, rescores_path
 from benchmarks.stats import (
     NAN_ESTIMATE,
@@ -494,6 +494,7 @@ def write_leaderboard(
         paths[name].write_bytes(png)
     progress = Path(records_path).with_name(PROGRESS_FILE)
     notes = progress_notes(json.loads(progress.read_text())) if progress.is_file() else []
+    notes.append(f"tables and figures rendered from these records by the code at commit {git_commit()}")
     paths["markdown"].write_text(to_markdown(boards, {name: paths[name].name for name in figures}, notes))
     paths["html"].write_text(to_html(boards, figures, notes))
     return paths

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from benchmarks.leaderboard import build_leaderboard, progress_notes, to_html, to_markdown, write_leaderboard
-from benchmarks.records import RunRecord, append_record
+from benchmarks.records import RunRecord, append_record, git_commit
 from benchmarks.stats import bootstrap, iqm, mean_over_groups, normalized_auc
 from benchmarks.plots import render_figures
 
@@ -215,6 +215,7 @@ def test_write_leaderboard_writes_self_contained_page_and_plots(tmp_path):
     assert not re.search(r"""(src|href)=["'](?!data:|#)""", page)  # nothing loaded from outside the file
     assert page.count('<a href="#') == page.count("<h2 id=")  # the contents link every section
     assert "Overall" in paths["markdown"].read_text()
+    assert f"rendered from these records by the code at commit {git_commit()}" in paths["markdown"].read_text()
     for name in ("Learning curves", "Reward-KL frontier", "Over-optimisation", "Performance profiles"):
         assert paths[name].read_bytes().startswith(b"\x89PNG")
 
