@@ -11,6 +11,7 @@ from agents import metrics as M
 from agents.rl.estimators import (
     group_advantages, leave_one_out, missing_eos_penalty, returns_to_go, token_rewards, varied_groups,
 )
+from agents.rl.dapo import DAPOConfig
 from agents.rl.grpo import GRPO, GRPOConfig
 from agents.rl.gspo import GSPOConfig
 from agents.rl.losses import aggregate, clipped_surrogate, clipped_value_loss, dpo_loss, sequence_log_ratio
@@ -60,6 +61,17 @@ def test_group_advantages_per_scale_rewards():
 def test_leave_one_out_and_dynamic_sampling_filter():
     assert leave_one_out(T([1.0, 0.0, 0.0, 0.0, 3.0, 1.0]), 2).tolist() == [1.0, -1.0, 0.0, 0.0, 2.0, -2.0]
     assert varied_groups(T([1.0, 1.0, 0.0, 1.0, 0.0, 0.0]), 2).tolist() == [False, False, True, True, False, False]
+    dapo = GRPO(DAPOConfig(batch_size=4, num_generations=2))  # the algorithm keeps what the filter keeps
+    batch = scored([1.0, 1.0, 0.0, 1.0], group_size=2)
+    assert dapo.keep(batch).tolist() == [False, False, True, True] and batch.metrics[M.KEPT_FRACTION] == 0.5
+    assert GRPO(GRPOConfig(batch_size=4, num_generations=2)).keep(batch) is None
+
+
+def test_dapo_and_gspo_defaults_are_their_papers():
+    dapo = DAPOConfig()  # Yu et al. 2025: clip-higher 0.2 / 0.28, dynamic sampling, token-level loss, no KL
+    assert (dapo.epsilon, dapo.epsilon_high, dapo.dynamic_sampling, dapo.loss_type, dapo.beta) == (0.2, 0.28, True, "dapo", 0.0)
+    gspo = GSPOConfig()  # Zheng et al. 2025: sequence-level ratio clipped to [1 - 3e-4, 1 + 4e-4], no KL
+    assert (gspo.importance_sampling_level, gspo.epsilon, gspo.epsilon_high, gspo.beta) == ("sequence", 3e-4, 4e-4, 0.0)
 
 
 def test_each_algorithm_turns_scores_into_its_advantages():
@@ -75,6 +87,8 @@ def test_each_algorithm_turns_scores_into_its_advantages():
     # GRPO: the KL is not in the advantage (beta is a loss term), unless kl_coef says so
     grpo = GRPO(GRPOConfig(batch_size=2, num_generations=2, scale_rewards="none"))
     assert grpo.advantages(scored([1.0, 0.0], kl=[[5.0], [0.0]], group_size=2))[0].tolist() == [0.5, -0.5]
+    grpo = GRPO(GRPOConfig(batch_size=2, num_generations=2, scale_rewards="none", kl_coef=0.5))
+    assert grpo.advantages(scored([1.0, 0.0], kl=[[2.0], [0.0]], group_size=2))[0].tolist() == [0.0, 0.0]  # returns 0, 0
     # REINFORCE++: return-to-go with the token KL penalty, whitened over the whole batch
     pp = ReinforcePP(ReinforcePPConfig(kl_coef=1.0, batch_size=2))
     adv, _ = pp.advantages(scored([1.0, 0.0], kl=[[0.0, 0.0], [0.0, 1.0]], mask=[[1.0, 1.0], [1.0, 1.0]]))
