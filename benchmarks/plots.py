@@ -191,41 +191,40 @@ def _trajectory(records: list[RunRecord], final_only: bool = False, bins: int = 
 
 
 def overoptimisation(records: list[RunRecord], reference: str = "best-of-n") -> Figure:
-    """Proxy (solid) and gold (dashed) reward against KL, one panel per env: each learner's KL-bin means
-    over its runs' iterations; algorithms whose label starts with ``reference`` (one label per n, say
-    ``best-of-n_4``) form the black reference curve. Where the proxy is the gold (the verifier track)
-    one solid line per learner shows both."""
+    """Gold (top row) and proxy (bottom row) reward against KL, one column per env: each learner's KL-bin
+    means over its runs' iterations; algorithms whose label starts with ``reference`` (one label per n,
+    say ``best-of-n_4``) form the black reference curve. Each reward gets its own axes because a learned
+    reward model's scale is not the verifier's (a proxy rising to 2.5 would flatten a gold curve in
+    [0, 1]); where the proxy is the gold (the verifier track) the one row shows both."""
     grouped = group_records(records)
     envs = sorted({r.env_id for r in records})
     colors = _colors(list(grouped), reference)
-    one_line = proxy_is_gold(records)
-    lines = "gold (= proxy) reward" if one_line else "proxy (solid) and gold (dashed) reward"
-    fig, axes = _axes(len(envs), f"Over-optimisation: {lines} vs KL (RL: means of {KL_BINS} KL bins of all iterations)")
-    for ax, env_id in zip(axes, envs):
-        reference_points = []
+    rows = [("gold (= proxy) reward", 2)] if proxy_is_gold(records) else [("gold reward", 2), ("proxy reward", 1)]
+    fig, grid = plt.subplots(len(rows), len(envs), figsize=(5 * len(envs), 3.8 * len(rows)), squeeze=False,
+                             sharex="col")
+    fig.suptitle(f"Over-optimisation: {' and '.join(name for name, _ in rows)} vs KL "
+                 f"(RL: means of {KL_BINS} KL bins of all iterations)")
+    for col, env_id in enumerate(envs):
+        reference_points, curves = [], []
         for label, by_env in sorted(grouped.items(), key=lambda item: _label_order(item[0])):
             traj = _trajectory(by_env.get(env_id, []), final_only=label.startswith(reference))
             if label.startswith(reference):
                 reference_points.append(traj)
             elif len(traj):
-                _proxy_and_gold(ax, traj, label, colors[label], ".", one_line)
+                curves.append((traj, label, colors[label], "."))
         ref = np.concatenate(reference_points) if reference_points else np.empty((0, 3))
         if len(ref):
-            _proxy_and_gold(ax, ref[np.argsort(ref[:, 0], kind="stable")], reference, "black", "s", one_line)
-        ax.set(title=env_id, xlabel="KL(policy || reference)", ylabel="reward")
-        ax.grid(alpha=0.3)
-        if not ax.has_data():
-            ax.text(0.5, 0.5, "no run logged KL", ha="center", va="center", transform=ax.transAxes)
-    return _finish(fig, axes)
-
-
-def _proxy_and_gold(ax, traj: np.ndarray, label: str, color, marker: str, one_line: bool) -> None:
-    """Draw (KL, proxy, gold) rows: proxy solid and gold dashed, or one solid line when they are one reward."""
-    if one_line:
-        ax.plot(traj[:, 0], traj[:, 2], "-", marker=marker, color=color, label=label)
-        return
-    ax.plot(traj[:, 0], traj[:, 1], "-", marker=marker, color=color, label=f"{label} proxy")
-    ax.plot(traj[:, 0], traj[:, 2], "--", marker=marker, color=color, label=f"{label} gold")
+            curves.append((ref[np.argsort(ref[:, 0], kind="stable")], reference, "black", "s"))
+        for row, (name, column) in enumerate(rows):
+            ax = grid[row][col]
+            for traj, label, color, marker in curves:
+                ax.plot(traj[:, 0], traj[:, column], "-", marker=marker, color=color, label=label)
+            ax.set(title=env_id if row == 0 else "", ylabel=name)
+            ax.grid(alpha=0.3)
+            if not ax.has_data():
+                ax.text(0.5, 0.5, "no run logged KL", ha="center", va="center", transform=ax.transAxes)
+        grid[-1][col].set_xlabel("KL(policy || reference)")
+    return _finish(fig, list(grid.flat))
 
 
 def performance_profiles(records: list[RunRecord], reps: int = 1000, seed: int = 0, reference: str = "best-of-n") -> Figure:
@@ -285,9 +284,12 @@ def rm_sweep(records: list[RunRecord], reference: str = "best-of-n", start: str 
 
 def track_figures(records: list[RunRecord], reference: str = "best-of-n", start: str = "best-of-n_1",
                   seed: int = 0) -> dict[str, Figure]:
-    """The figures of one track's records, keyed by title."""
-    figures = {
-        "Learning curves": learning_curves(records, seed=seed, reference=reference),
+    """The figures of one track's records, keyed by title (no learning curves when no run logged one:
+    best-of-n alone trains nothing)."""
+    figures = {}
+    if any(len(r.curve) >= 2 for r in records):
+        figures["Learning curves"] = learning_curves(records, seed=seed, reference=reference)
+    figures |= {
         "Reward-KL frontier": reward_kl_frontier(records, seed=seed, reference=reference),
         "Over-optimisation": overoptimisation(records, reference=reference),
         "Performance profiles": performance_profiles(records, seed=seed, reference=reference),

@@ -251,7 +251,7 @@ def test_empty_records_file_is_a_clear_error(tmp_path):
 def test_figures_render_without_kl_or_curves():
     records = [_record("ppo", ENVS[0], s, [], {"objective/gold_reward": 0.1 * s}, {}, 1.0) for s in range(3)]
     figures = render_figures(records)
-    assert set(figures) == {"Learning curves", "Reward-KL frontier", "Over-optimisation", "Performance profiles"}
+    assert set(figures) == {"Reward-KL frontier", "Over-optimisation", "Performance profiles"}  # no curve: none drawn
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -373,10 +373,29 @@ def test_a_track_whose_proxy_is_its_gold_shows_no_proxy_columns():
     assert "Gold reward, mean" in header and not [h for h in header if h.startswith("Proxy")]
     from benchmarks.plots import overoptimisation
 
-    fig = overoptimisation(records, reference="best_of_n")  # one line per learner, not a proxy and a gold copy
+    fig = overoptimisation(records, reference="best_of_n")  # one row of panels: proxy and gold are one reward
     assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == ["best_of_n", "grpo", "ppo", "reinforce"]
-    assert "gold (= proxy)" in fig._suptitle.get_text()
+    assert {ax.get_ylabel() for ax in fig.axes} == {"gold (= proxy) reward"} and len(fig.axes) == len(ENVS)
     plt.close(fig)
+
+
+def test_a_learned_reward_gets_its_own_axes_beside_gold():
+    """A reward model's scale is not the verifier's: gold and proxy are drawn in separate rows of panels."""
+    from benchmarks.plots import overoptimisation, track_figures
+
+    records = synthetic_records(seeds=2)
+    fig = overoptimisation(records, reference="best_of_n")
+    assert [ax.get_ylabel() for ax in fig.axes] == ["gold reward"] * len(ENVS) + ["proxy reward"] * len(ENVS)
+    gold_lines = {line.get_label(): line.get_ydata() for line in fig.axes[0].get_lines()}
+    proxy_lines = {line.get_label(): line.get_ydata() for line in fig.axes[len(ENVS)].get_lines()}
+    gap = proxy_lines["ppo"] - gold_lines["ppo"]  # the synthetic proxy is gold + 0.3 KL
+    assert (gap >= -1e-12).all() and gap[-1] > 0.3
+    plt.close(fig)
+    best_of_n_only = [r for r in records if r.algo.startswith("best_of_n")]
+    figures = track_figures(best_of_n_only, reference="best_of_n", start="best_of_n_2")
+    assert "Learning curves" not in figures and "Over-optimisation" in figures  # nothing trained: no curves
+    for fig in figures.values():
+        plt.close(fig)
 
 
 def test_a_one_point_curve_has_no_sample_efficiency():
