@@ -275,8 +275,12 @@ def rm_sweep(records: list[RunRecord], reference: str = "best-of-n", start: str 
             axes[1].plot(x, np.where(np.isfinite(peak_kl), peak_kl, np.nan), "-o", color=colors[env_id], label=f"{env_id} fitted peak")
     axes[0].set(xlabel="prompts labelled for the RM (k completions each, all pairs)", ylabel="gold reward at the peak", xscale="log")
     axes[1].set(xlabel="prompts labelled for the RM (k completions each, all pairs)", ylabel="KL at peak gold (no point: no peak in the data)", xscale="log")
+    amounts = sorted({feedback for _, feedback in by_rm if math.isfinite(feedback)})
     for ax in axes:
         ax.grid(alpha=0.3)
+        if amounts:  # label the amounts swept, not log-scale minor ticks (they overlap between 100 and 1000)
+            ax.minorticks_off()
+            ax.set_xticks(amounts, [f"{a:g}" for a in amounts])
         if not ax.has_data():
             ax.text(0.5, 0.5, "no RM-sweep records with a fit", ha="center", va="center", transform=ax.transAxes)
     return _finish(fig, axes)
