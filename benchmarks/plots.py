@@ -288,16 +288,17 @@ def rm_sweep(records: list[RunRecord], reference: str = "best-of-n", start: str 
 
 def track_figures(records: list[RunRecord], reference: str = "best-of-n", start: str = "best-of-n_1",
                   seed: int = 0) -> dict[str, Figure]:
-    """The figures of one track's records, keyed by title (no learning curves when no run logged one:
-    best-of-n alone trains nothing)."""
+    """The figures of one track's records, keyed by title: no learning curves when no run logged one
+    (best-of-n alone trains nothing), no over-optimisation curve when there is neither a KL curve nor
+    best-of-n's reference points (a from-scratch learner logs only its final KL)."""
     figures = {}
     if any(len(r.curve) >= 2 for r in records):
         figures["Learning curves"] = learning_curves(records, seed=seed, reference=reference)
-    figures |= {
-        "Reward-KL frontier": reward_kl_frontier(records, seed=seed, reference=reference),
-        "Over-optimisation": overoptimisation(records, reference=reference),
-        "Performance profiles": performance_profiles(records, seed=seed, reference=reference),
-    }
+    figures["Reward-KL frontier"] = reward_kl_frontier(records, seed=seed, reference=reference)
+    kl_curves = any(sum(p.get(KL) is not None for p in r.curve) >= 2 for r in records)
+    if kl_curves or any(r.algo.startswith(reference) for r in records):  # else one final point per env: no curve
+        figures["Over-optimisation"] = overoptimisation(records, reference=reference)
+    figures["Performance profiles"] = performance_profiles(records, seed=seed, reference=reference)
     if any("rm" in tags(r) for r in records):
         figures["RM sweep"] = rm_sweep(records, reference, start)
     return figures
