@@ -108,3 +108,27 @@ def test_pg_worker_splits_a_step_into_rollout_and_the_rest(tmp_path):
         torch.set_num_threads(threads)
     assert row["steps_timed"] == 2 and 0 < row["rollout_s"] < row["step_s"]
     assert row["samples_per_s"] == 8 / row["step_s"]
+
+
+def test_contenders_alternate_and_the_median_run_of_each_counts(tmp_path):
+    """Fake contenders print their round's rate from a counter file: the order of calls is ours, the peer's,
+    ours...; each keeps its median run with every round listed; a failed round is listed, not counted."""
+    import sys
+
+    from benchmarks.perf import alternate_rounds
+
+    log = tmp_path / "calls"
+
+    def contender(name: str, rates: list[float | None]) -> list[str]:
+        code = (f"import json,pathlib; p=pathlib.Path({str(log)!r}); calls=p.read_text().split() if p.exists() else []; "
+                f"n=calls.count({name!r}); p.write_text(' '.join(calls+[{name!r}])); r={rates!r}[n]; "
+                "print(json.dumps({'samples_per_s': r, 'peak_rss_mb': 10 * r})) if r is not None else exit(3)")
+        return [sys.executable, "-c", code]
+
+    out = alternate_rounds({"ours": contender("ours", [3.0, 1.0, 2.0]), "peer": contender("peer", [5.0, None, 4.0]),
+                            "absent": {"error": "no venv"}}, rounds=3)
+    assert log.read_text().split() == ["ours", "peer"] * 3
+    assert out["ours"]["samples_per_s"] == 2.0 and out["ours"]["peak_rss_mb"] == 20.0  # one real run, whole
+    assert out["ours"]["samples_per_s_rounds"] == [3.0, 1.0, 2.0] and "failed_rounds" not in out["ours"]
+    assert out["peer"]["samples_per_s"] == 4.0 and out["peer"]["samples_per_s_rounds"] == [5.0, None, 4.0]
+    assert len(out["peer"]["failed_rounds"]) == 1 and out["absent"] == {"error": "no venv"}
