@@ -94,6 +94,7 @@ class Leaderboard:
     reps: int = 2000
     columns: dict[str, tuple[str, str, str]] = field(default_factory=lambda: dict(COLUMNS))
     start: str | None = None  # the start-policy row the P(gold > start) column compares with
+    reference: str | None = None  # the label prefix of the rows that train nothing (best-of-n)
     pairwise: dict[tuple[str, str], Estimate] = field(default_factory=dict)
     fits: list[FitRow] = field(default_factory=list)
 
@@ -185,7 +186,7 @@ def build_leaderboard(records: list[RunRecord], reps: int = 2000, seed: int = 0,
                      key=best_first)
     has_reference = start_runs is not None or any(label.startswith(reference) for label in grouped)
     fits = fit_records(records, reference, start) if has_reference else []  # no start policy: no gain to fit
-    return Leaderboard(per_env, overall, records, reps, columns, start if start_runs else None,
+    return Leaderboard(per_env, overall, records, reps, columns, start if start_runs else None, reference,
                        _pairwise(grouped, envs, reps, seed), fits)
 
 
@@ -326,6 +327,37 @@ FITS_NOTE = ("Gao et al. (2023) over-optimisation fits of gold reward gained ove
 Section = tuple[str, str, str, tuple[list[str], list[list[str]]]]  # title, note, kind, (header, body)
 
 
+def findings(board: Leaderboard) -> list[str]:
+    """The track's tables read against the protocol's claims, in words, so a failed claim is stated on the
+    board and not left to be found in a table: which rows gain gold over the start (the gain's 95% CI above
+    0) overall, which do not, the envs where a row's gain is not above 0, and the best group among the rows
+    that train (the best of them by mean gold, and every row it does not reliably beat)."""
+    if not board.start:
+        return []
+    trained = [r for r in board.overall if not (board.reference and r.label.startswith(board.reference))]
+
+    def gain(row: Row) -> Estimate:
+        return row.cells.get(GAIN_START, NAN_ESTIMATE)
+
+    above = [r.label for r in trained if gain(r).low > 0]
+    below = [f"{r.label} {format_estimate(gain(r))}" for r in trained
+             if math.isfinite(gain(r).point) and gain(r).low <= 0]
+    lines = [f"Gold gain over the start ({board.start}) with its 95% CI above 0, over all envs: "
+             f"{', '.join(above) or 'none'}; not above 0: {'; '.join(below) or 'none'}."]
+    for env, rows in board.per_env.items():
+        failed = [f"{r.label} {format_estimate(gain(r))}" for r in rows if r.label in {t.label for t in trained}
+                  and math.isfinite(gain(r).point) and gain(r).low <= 0]
+        if failed and len(board.per_env) > 1:
+            lines.append(f"On {env} the gain's CI is not above 0 for: {'; '.join(failed)}.")
+    if len(trained) > 1:
+        top = trained[0]
+        group = [top.label] + [r.label for r in trained[1:]
+                               if board.pairwise.get((top.label, r.label), NAN_ESTIMATE).low <= 0.5]
+        lines.append(f"Best group among the rows that train: {', '.join(group)} ({top.label} has the highest mean "
+                     f"gold; the others' P({top.label} > row) interval includes 0.5).")
+    return lines
+
+
 def _sections(board: Leaderboard, prefix: str) -> list[Section]:
     """(title, note, kind, table) in page order for one track; ``kind`` "board" marks ranked tables."""
     sections = [(f"{prefix}Overall", "", "board", _main_table(board, board.overall, True))]
@@ -355,6 +387,7 @@ class _TrackPage:
 
     heading: str
     note: str
+    findings: list[str]
     prefix: str
     sections: list[Section]
     figures: list[tuple[str, str]]  # (figure key, displayed title)
@@ -367,7 +400,7 @@ def _layout(boards: dict[str, Leaderboard], figure_keys: list[str]) -> list[_Tra
         prefix = f"{name}: " if track else ""
         figures = [(k, prefix + k.split(": ", 1)[1]) for k in figure_keys if track and k.startswith(f"{track}: ")]
         figures += [(k, k) for k in figure_keys if not track and ": " not in k]
-        pages.append(_TrackPage(name if track else "", TRACK_NOTES.get(track, ""), prefix,
+        pages.append(_TrackPage(name if track else "", TRACK_NOTES.get(track, ""), findings(board), prefix,
                                 _sections(board, prefix), figures))
     return pages
 
@@ -383,6 +416,7 @@ def to_markdown(boards: Leaderboard | dict[str, Leaderboard], figure_files: dict
     for page in _layout(boards, list(figure_files or {})):
         if page.heading:
             lines += [f"## {page.heading}", ""] + ([page.note, ""] if page.note else [])
+        lines += [f"- {line}" for line in page.findings] + ([""] if page.findings else [])
         for title, note, _, (header, body) in page.sections:
             lines += [f"## {title}", ""] + ([note, ""] if note else [])
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -408,6 +442,7 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 h1 + p.note { font-size: 0.9em; color: #333; }
 h2.track { margin-top: 2.5em; padding-top: 0.5em; border-top: 3px solid #446; font-size: 1.7em; }
 p.track { max-width: 70em; font-size: 1em; }
+ul.findings { max-width: 70em; font-size: 0.95em; }
 """
 
 
@@ -449,6 +484,8 @@ def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, byt
     for page in pages:
         if page.heading:
             parts.append(f'<h2 class="track">{esc(page.heading)}</h2><p class="track">{esc(page.note)}</p>')
+        if page.findings:
+            parts.append('<ul class="findings">' + "".join(f"<li>{esc(line)}</li>" for line in page.findings) + "</ul>")
         for title, note, kind, (header, body) in page.sections:
             parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2>' + (f'<p class="note">{esc(note)}</p>' if note else ""))
             parts.append(f'<div class="scroll"><table class="{kind}"><thead><tr>')

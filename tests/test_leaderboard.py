@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmarks.leaderboard import build_leaderboard, progress_notes, to_html, to_markdown, write_leaderboard
+from benchmarks.leaderboard import (
+    build_leaderboard, format_estimate, progress_notes, to_html, to_markdown, write_leaderboard,
+)
 from benchmarks.records import RunRecord, append_record, git_commit
 from benchmarks.stats import bootstrap, iqm, mean_over_groups, normalized_auc
 from benchmarks.plots import render_figures
@@ -364,6 +366,24 @@ def test_every_algorithm_has_its_own_colour_and_the_best_of_n_family_greys_darke
     labels = fig.legends[0].get_texts()
     assert sorted(t.get_text() for t in labels) == ["grpo (n=3)", "ppo (n=2-3)", "reinforce (n=3)"]
     plt.close(fig)
+
+
+def test_the_board_states_which_rows_gain_over_the_start_and_the_best_group_in_words():
+    from benchmarks.leaderboard import findings
+
+    records = synthetic_records(seeds=4)
+    start = {(r.env_id, r.seed): r.final["objective/gold_reward"] for r in records if r.algo == "best_of_n_2"}
+    # reinforce ends exactly at the start's gold on the first env: no gain there
+    records = [RunRecord(**{**r.__dict__, "final": {**r.final, "objective/gold_reward": start[r.env_id, r.seed]}})
+               if r.algo == "reinforce" and r.env_id == ENVS[0] else r for r in records]
+    board = build_leaderboard(records, reps=300, start="best_of_n_2", reference="best_of_n")
+    lines = findings(board)
+    assert lines[0].startswith("Gold gain over the start (best_of_n_2) with its 95% CI above 0, over all envs: ppo, grpo, "
+                               "reinforce; not above 0: none.")
+    reinforce = next(r for r in board.per_env[ENVS[0]] if r.label == "reinforce").cells["gain_start"]
+    assert lines[1] == f"On {ENVS[0]} the gain's CI is not above 0 for: reinforce {format_estimate(reinforce)}."
+    assert lines[2].startswith("Best group among the rows that train: ppo (")  # grpo and reinforce reliably worse
+    assert all(f"- {line}" in to_markdown(board) for line in lines)
 
 
 def test_a_track_whose_proxy_is_its_gold_shows_no_proxy_columns():
