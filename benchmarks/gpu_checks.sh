@@ -40,11 +40,11 @@ transformers.__version__, gymnasium.__version__, torch.cuda.get_device_name())";
 files=${PYTEST_FILES:-tests/test_gpu.py tests/test_logprobs.py tests/test_ppo.py tests/test_sampling.py}
 timeout "${PYTEST_TIMEOUT:-150}" "$py" -m pytest -m gpu -p no:cacheprovider -q -rs $files 2>&1 | tee "$out/pytest_gpu.log"
 
-timeout "${PERF_TIMEOUT:-360}" "$py" -m benchmarks.perf --policy-shape 0.5b --out "$out/perf_cuda.json" "${trl[@]}" \
+timeout "${PERF_TIMEOUT:-360}" "$py" -m benchmarks.perf --policy-shape 0.5b --rounds 1 --out "$out/perf_cuda.json" "${trl[@]}" \
     ${commit:+--git-commit "$commit"} ${PERF_ARGS:-} 2>&1 | tail -n 80 | tee "$out/perf.log"
 
 if [ -n "${PROFILE_PARTS:-}" ]; then
     only=(); for part in $PROFILE_PARTS; do only+=(--only "$part"); done
-    timeout "${PROFILE_TIMEOUT:-240}" "$py" -m benchmarks.perf --policy-shape 0.5b --profile "${only[@]}" "${trl[@]}" \
+    timeout "${PROFILE_TIMEOUT:-240}" "$py" -m benchmarks.perf --policy-shape 0.5b --rounds 1 --profile "${only[@]}" "${trl[@]}" \
         --out "$out/perf_profile_cuda.json" ${commit:+--git-commit "$commit"} 2>&1 | tail -n 20 | tee "$out/profile.log"
 fi

@@ -484,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--git-commit", default=None,
                         help="the code's commit, for a copy of the tree without .git (a lent GPU machine); "
                              "default: read from the checkout")
+    parser.add_argument("--rounds", type=int, default=PerfConfig.rounds,
+                        help="PPO/GRPO/RLOO: ours and the peer's run alternately this many times; the median run counts "
+                             "(1 on a briefly lent GPU, where each run is long)")
     parser.add_argument("--only", choices=PARTS, action="append",
                         help="re-measure only this part (repeatable); keep the file's other entries")
     parser.add_argument("--worker", choices=["ppo", "grpo", "rloo"], help=argparse.SUPPRESS)
@@ -499,12 +502,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     paths = {"trl_python": args.trl_python, "trl_pg_python": args.trl_pg_python, "policy_shape": args.policy_shape,
-             "profile": args.profile}
+             "profile": args.profile, "rounds": args.rounds}
     config = PerfConfig(**paths)
     if args.quick:
         config = PerfConfig(batch_sizes=[16], new_tokens=[8], repeats=2, ppo_batch_size=16, ppo_mini_batch_size=8,
                             ppo_epochs=1, ppo_iterations=3, pg_num_prompts=4, pg_steps=3, memory_vocab=4096,
-                            memory_new_tokens=32, rounds=1, **paths)
+                            memory_new_tokens=32, **{**paths, "rounds": 1})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out or f"benchmarks/results/perf_{device.type}.json")
     parts = tuple(args.only or PARTS)
