@@ -62,7 +62,11 @@ def test_single_use_batches_skip_the_old_logprob_forward(sft_dir, tmp_path, monk
     assert calls == [True]
     calls.clear()
     make_algorithm("grpo", **small(sft_dir, num_mini_batches=2, save_steps=0)).train(ENV, 16, 0, tmp_path / "twice")
-    assert calls.count(False) >= 1 and calls.count(True) == 2
+    assert calls.count(False) == 1 and calls.count(True) == 2  # the 16 rows scored in one no-grad forward
+    calls.clear()
+    make_algorithm("grpo", **small(sft_dir, num_mini_batches=2, save_steps=0, local_rollout_forward_batch_size=4)
+                   ).train(ENV, 16, 0, tmp_path / "chunked")
+    assert calls.count(False) == 4 and calls.count(True) == 2  # ... or in chunks of local_rollout_forward_batch_size
 
 
 def test_dynamic_sampling_drops_groups_that_all_score_alike(sft_dir, tmp_path):
@@ -74,6 +78,8 @@ def test_dynamic_sampling_drops_groups_that_all_score_alike(sft_dir, tmp_path):
 
 
 def test_bad_configs_are_refused(sft_dir, tmp_path):
+    with pytest.raises(ValueError, match="local_rollout_forward_batch_size must be >= 1"):
+        make_algorithm("grpo", **small(sft_dir, local_rollout_forward_batch_size=0))
     with pytest.raises(ValueError, match="rloo needs num_generations >= 2"):
         make_algorithm("rloo", **small(sft_dir, num_generations=1))
     with pytest.raises(ValueError, match=r"batch_size \(10\) must be a positive multiple of num_generations \(4\)"):

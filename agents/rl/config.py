@@ -34,6 +34,9 @@ class RLConfig:
     num_mini_batches: int = field(default=1, metadata={"help": "optimizer steps per pass over the batch"})
     gradient_accumulation_steps: int = field(default=1, metadata={
         "help": "micro-batches per minibatch (trades memory for time; the result is the same)"})
+    local_rollout_forward_batch_size: int = field(default=64, metadata={
+        "help": "rows per no-grad forward when a batch is scored before the update (behaviour and reference "
+                "log-probs, values); TRL's name and default; lower it if that forward runs out of memory"})
     num_ppo_epochs: int = field(default=1, metadata={
         "help": "passes over each batch (GRPO's mu, TRL GRPO's num_iterations); 1 with one minibatch is purely on-policy"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (log-probs use the same one)"})

@@ -88,8 +88,9 @@ class OnPolicyAlgorithm:
         if c.num_generations < 1 or c.batch_size % c.num_generations:
             raise ValueError(f"{self.name}: batch_size ({c.batch_size}) must be a positive multiple of "
                              f"num_generations ({c.num_generations})")
-        if c.num_mini_batches < 1 or c.gradient_accumulation_steps < 1 or c.num_ppo_epochs < 1:
-            raise ValueError(f"{self.name}: num_mini_batches, gradient_accumulation_steps and num_ppo_epochs must be >= 1")
+        if min(c.num_mini_batches, c.gradient_accumulation_steps, c.num_ppo_epochs, c.local_rollout_forward_batch_size) < 1:
+            raise ValueError(f"{self.name}: num_mini_batches, gradient_accumulation_steps, num_ppo_epochs and "
+                             "local_rollout_forward_batch_size must be >= 1")
         if c.num_mini_batches * c.gradient_accumulation_steps > c.batch_size:
             raise ValueError(f"{self.name}: num_mini_batches x gradient_accumulation_steps "
                              f"({c.num_mini_batches * c.gradient_accumulation_steps}) exceeds batch_size ({c.batch_size})")
@@ -204,10 +205,10 @@ class OnPolicyAlgorithm:
         mask = done.mask.float()
         reused = c.num_ppo_epochs > 1 or c.num_mini_batches > 1
         need_policy = reused or self.critic() != "none"
-        chunk = max(1, c.batch_size // (c.num_mini_batches * c.gradient_accumulation_steps))
+        chunk = min(c.batch_size, c.local_rollout_forward_batch_size)
         logprobs, values, ref_logprobs = [], [], []
         with autocast(run.device, run.mixed_precision):
-            for s in range(0, c.batch_size, chunk if (need_policy or learner.reference) else c.batch_size):
+            for s in range(0, c.batch_size, chunk):
                 sl = slice(s, s + chunk)
                 args = (rollout.prompt_ids[sl], rollout.prompt_mask[sl], done.ids[sl], done.mask[sl])
                 if need_policy:
