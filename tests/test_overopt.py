@@ -45,6 +45,15 @@ def test_a_curve_that_never_turns_down_has_no_peak():
     assert fit.beta < 0 and math.isinf(fit.peak_kl) and math.isnan(fit.peak_gold)
 
 
+def test_a_negative_kl_estimate_counts_as_zero():
+    """k1 KL estimates of a policy that barely moved can be slightly negative (sampling noise around 0)."""
+    kl, gold = [0.5, 1.0, 2.0, 4.0], [0.30, 0.36, 0.38, 0.35]
+    fit = fit_overoptimisation([-0.01] + kl, [0.25] + gold, "rl")
+    at_zero = fit_overoptimisation([0.0] + kl, [0.25] + gold, "rl")
+    assert (fit.alpha, fit.beta) == pytest.approx((at_zero.alpha, at_zero.beta))
+    assert np.isfinite([fit.alpha, fit.beta, fit.r2]).all() and fit.min_kl == 0.0
+
+
 def test_bad_inputs_name_the_cause():
     with pytest.raises(ValueError, match="needs >= 2 distinct KL values > 0, got 1"):
         fit_overoptimisation([0.0, 1.0, 1.0], [0.1, 0.3, 0.35], "bon")  # two runs at one KL: alpha, beta not separable
