@@ -57,12 +57,12 @@ def length_member(scale):
 
 def test_ensemble_disagreement_and_lower_bound_by_hand():
     members = [length_member(1.0), length_member(3.0)]
-    r = report(1, [0.0, 0.0], [0.0, 0.0], completions=["a", "abc"])
-    RewardMonitor(RewardMonitorConfig(lower_bound_k=2.0), ensemble=members).on_iteration_end(r)
-    # sample "a": scores 1, 3 -> mean 2, std 1; sample "abc": 3, 9 -> mean 6, std 3
-    assert r.metrics[ENSEMBLE_MEAN] == pytest.approx((2 + 6) / 2)
-    assert r.metrics[ENSEMBLE_STD] == pytest.approx((1 + 3) / 2)
-    assert r.metrics[ENSEMBLE_LOWER] == pytest.approx(((2 - 2 * 1) + (6 - 2 * 3)) / 2)
+    r = report(1, [0.0, 0.0], [0.0, 0.0], completions=["a", "abcd"])
+    RewardMonitor(RewardMonitorConfig(lower_bound_k=0.5), ensemble=members).on_iteration_end(r)
+    # sample "a": scores 1, 3 -> mean 2, std 1; sample "abcd": 4, 12 -> mean 8, std 4
+    assert r.metrics[ENSEMBLE_MEAN] == pytest.approx((2 + 8) / 2)
+    assert r.metrics[ENSEMBLE_STD] == pytest.approx((1 + 4) / 2)  # members' disagreement, not the spread of means (3)
+    assert r.metrics[ENSEMBLE_LOWER] == pytest.approx(((2 - 0.5 * 1) + (8 - 0.5 * 4)) / 2)
     assert [m.calls for m in members] == [[2], [2]]  # one batched call per member per iteration
 
 
@@ -91,8 +91,14 @@ def test_stop_rule_fires_when_gold_falls_while_proxy_rises_and_not_before():
     # window 3 ending at iteration 5: gold 0.3 -> 0.25 falls, proxy rises: the first iteration it fires.
     assert hacking_run(monitor, PROXY, GOLD) == 5
     assert monitor.alarms == [5] and "iteration 5" in alerts[0] and "gold reward fell 0.300 -> 0.250" in alerts[0]
-    # Both rising: never fires.
+    # Both rising: never fires. Both falling (training got worse, no hacking): never fires either.
     assert hacking_run(RewardMonitor(RewardMonitorConfig(stop_rule="stop", window=3)), PROXY, PROXY) is None
+    assert hacking_run(RewardMonitor(RewardMonitorConfig(stop_rule="stop", window=3)), GOLD, GOLD) is None
+
+
+def test_the_rule_waits_for_a_full_window():
+    rising, falling = [0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]  # diverging from the first iteration on
+    assert hacking_run(RewardMonitor(RewardMonitorConfig(stop_rule="stop", window=4)), rising, falling) == 4
 
 
 def test_alert_mode_warns_without_stopping_and_off_mode_never_fires():
