@@ -140,7 +140,8 @@ def learning_curves(records: list[RunRecord], metric: str = GOLD, reps: int = 10
     return _finish(fig, axes)
 
 
-def reward_kl_frontier(records: list[RunRecord], reps: int = 1000, seed: int = 0, reference: str = "best-of-n") -> Figure:
+def reward_kl_frontier(records: list[RunRecord], reps: int = 1000, seed: int = 0,
+                       reference: str = "best-of-n") -> Figure:
     """Final gold reward against final KL per run (dots) and per algorithm (mean with 95% CIs);
     the dashed line joins the algorithms no other beats on both axes (higher gold at lower KL)."""
     grouped = group_records(records)
@@ -227,7 +228,8 @@ def overoptimisation(records: list[RunRecord], reference: str = "best-of-n") -> 
     return _finish(fig, list(grid.flat))
 
 
-def performance_profiles(records: list[RunRecord], reps: int = 1000, seed: int = 0, reference: str = "best-of-n") -> Figure:
+def performance_profiles(records: list[RunRecord], reps: int = 1000, seed: int = 0,
+                         reference: str = "best-of-n") -> Figure:
     """Fraction of runs whose final gold reward exceeds tau, averaged over envs, with 95% bootstrap bands."""
     grouped = group_records(records)
     golds = [r.final.get(GOLD) for r in records if r.final.get(GOLD) is not None]

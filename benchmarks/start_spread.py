@@ -52,7 +52,8 @@ def start_spread(args: SpreadArguments) -> dict:
         env.close()
     per_prompt = rollout.gold.view(args.prompts, args.samples).mean(1).double().numpy()
     return {**asdict(args), "mean": float(per_prompt.mean()), "std_over_prompts": float(per_prompt.std()),
-            "share_never_solved": float((per_prompt == 0).mean()), "share_at_least_half": float((per_prompt >= 0.5).mean()),
+            "share_never_solved": float((per_prompt == 0).mean()),
+            "share_at_least_half": float((per_prompt >= 0.5).mean()),
             "histogram": {"bins": BINS[:-1] + [1.0], "counts": np.histogram(per_prompt, bins=BINS)[0].tolist()}}
 
 

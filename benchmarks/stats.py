@@ -129,8 +129,9 @@ def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _two_sample(
-    x_groups: Sequence[np.ndarray], y_groups: Sequence[np.ndarray], statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    reps: int, seed: int, confidence: float, x_clusters: Clusters, y_clusters: Clusters,
+    x_groups: Sequence[np.ndarray], y_groups: Sequence[np.ndarray],
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray], reps: int, seed: int, confidence: float,
+    x_clusters: Clusters, y_clusters: Clusters,
 ) -> Estimate:
     """``statistic(x, y)`` of two algorithms' runs, averaged over the envs both ran, with a stratified
     bootstrap CI: within each env X's and Y's runs are resampled independently (each by preparation,

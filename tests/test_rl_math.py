@@ -69,7 +69,8 @@ def test_leave_one_out_and_dynamic_sampling_filter():
 
 def test_dapo_and_gspo_defaults_are_their_papers():
     dapo = DAPOConfig()  # Yu et al. 2025: clip-higher 0.2 / 0.28, dynamic sampling, token-level loss, no KL
-    assert (dapo.epsilon, dapo.epsilon_high, dapo.dynamic_sampling, dapo.loss_type, dapo.beta) == (0.2, 0.28, True, "dapo", 0.0)
+    assert (dapo.epsilon, dapo.epsilon_high, dapo.dynamic_sampling, dapo.loss_type, dapo.beta) == (
+        0.2, 0.28, True, "dapo", 0.0)
     gspo = GSPOConfig()  # Zheng et al. 2025: sequence-level ratio clipped to [1 - 3e-4, 1 + 4e-4], no KL
     assert (gspo.importance_sampling_level, gspo.epsilon, gspo.epsilon_high, gspo.beta) == ("sequence", 3e-4, 4e-4, 0.0)
 
@@ -88,7 +89,8 @@ def test_each_algorithm_turns_scores_into_its_advantages():
     grpo = GRPO(GRPOConfig(batch_size=2, num_generations=2, scale_rewards="none"))
     assert grpo.advantages(scored([1.0, 0.0], kl=[[5.0], [0.0]], group_size=2))[0].tolist() == [0.5, -0.5]
     grpo = GRPO(GRPOConfig(batch_size=2, num_generations=2, scale_rewards="none", kl_coef=0.5))
-    assert grpo.advantages(scored([1.0, 0.0], kl=[[2.0], [0.0]], group_size=2))[0].tolist() == [0.0, 0.0]  # returns 0, 0
+    returns_equal = scored([1.0, 0.0], kl=[[2.0], [0.0]], group_size=2)  # returns 1 - 0.5 * 2 = 0 and 0
+    assert grpo.advantages(returns_equal)[0].tolist() == [0.0, 0.0]
     # REINFORCE++: return-to-go with the token KL penalty, whitened over the whole batch
     pp = ReinforcePP(ReinforcePPConfig(kl_coef=1.0, batch_size=2))
     adv, _ = pp.advantages(scored([1.0, 0.0], kl=[[0.0, 0.0], [0.0, 1.0]], mask=[[1.0, 1.0], [1.0, 1.0]]))

@@ -74,12 +74,14 @@ def test_a_clear_winner_has_an_interval_above_one_half_and_envs_missing_a_side_a
 
 def test_difference_of_means_by_hand_and_its_exact_bootstrap_on_a_tiny_sample():
     # env 0: mean(1, 2, 3) - mean(0, 1) = 1.5; env 1: mean(4) - mean(1, 1) = 3; envs weigh equally -> 2.25
-    est = difference_of_means([np.array([1.0, 2.0, 3.0]), np.array([4.0])], [np.array([0.0, 1.0]), np.array([1.0, 1.0])])
+    x_groups, y_groups = [np.array([1.0, 2.0, 3.0]), np.array([4.0])], [np.array([0.0, 1.0]), np.array([1.0, 1.0])]
+    est = difference_of_means(x_groups, y_groups)
     assert est.point == pytest.approx(2.25)
     assert difference_of_means([np.array([0.0, 1.0])], [np.array([1.0, 2.0, 3.0])]).point == pytest.approx(-1.5)
     # one env, 2 runs each: 16 equally likely resamples; their exact 2.5/97.5% quantiles are the interval
     x, y = np.array([0.0, 2.0]), np.array([1.0, 3.0])
-    values = [np.mean(xs) - np.mean(ys) for xs in itertools.product(x, repeat=2) for ys in itertools.product(y, repeat=2)]
+    values = [np.mean(xs) - np.mean(ys)
+              for xs in itertools.product(x, repeat=2) for ys in itertools.product(y, repeat=2)]
     est = difference_of_means([x], [y], reps=20000, seed=1)
     assert est.point == -1.0
     assert est.low == np.percentile(values, 2.5, method="inverted_cdf") == -3.0

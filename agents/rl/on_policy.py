@@ -88,7 +88,8 @@ class OnPolicyAlgorithm:
         if c.num_generations < 1 or c.batch_size % c.num_generations:
             raise ValueError(f"{self.name}: batch_size ({c.batch_size}) must be a positive multiple of "
                              f"num_generations ({c.num_generations})")
-        if min(c.num_mini_batches, c.gradient_accumulation_steps, c.num_ppo_epochs, c.local_rollout_forward_batch_size) < 1:
+        sizes = (c.num_mini_batches, c.gradient_accumulation_steps, c.num_ppo_epochs, c.local_rollout_forward_batch_size)
+        if min(sizes) < 1:
             raise ValueError(f"{self.name}: num_mini_batches, gradient_accumulation_steps, num_ppo_epochs and "
                              "local_rollout_forward_batch_size must be >= 1")
         if c.num_mini_batches * c.gradient_accumulation_steps > c.batch_size:
