@@ -353,8 +353,12 @@ def findings(board: Leaderboard) -> list[str]:
         top = trained[0]
         group = [top.label] + [r.label for r in trained[1:]
                                if board.pairwise.get((top.label, r.label), NAN_ESTIMATE).low <= 0.5]
-        lines.append(f"Best group among the rows that train: {', '.join(group)} ({top.label} has the highest mean "
-                     f"gold; the others' P({top.label} > row) interval includes 0.5).")
+        if len(group) == 1:
+            lines.append(f"Best group among the rows that train: {top.label} alone (it has the highest mean gold, and "
+                         f"every P({top.label} > row) interval is above 0.5).")
+        else:
+            lines.append(f"Best group among the rows that train: {', '.join(group)} ({top.label} has the highest mean "
+                         f"gold; for each other row of the group, the P({top.label} > row) interval includes 0.5).")
     return lines
 
 

@@ -382,7 +382,11 @@ def test_the_board_states_which_rows_gain_over_the_start_and_the_best_group_in_w
                                "reinforce; not above 0: none.")
     reinforce = next(r for r in board.per_env[ENVS[0]] if r.label == "reinforce").cells["gain_start"]
     assert lines[1] == f"On {ENVS[0]} the gain's CI is not above 0 for: reinforce {format_estimate(reinforce)}."
-    assert lines[2].startswith("Best group among the rows that train: ppo (")  # grpo and reinforce reliably worse
+    assert lines[2].startswith("Best group among the rows that train: ppo alone (")  # grpo, reinforce reliably worse
+    close = build_leaderboard([r for r in records if r.algo != "grpo"] + [
+        RunRecord(**{**r.__dict__, "algo": "ppo2"}) for r in records if r.algo == "ppo"], reps=300,
+        start="best_of_n_2", reference="best_of_n")
+    assert "Best group among the rows that train: ppo, ppo2 (" in findings(close)[-1]  # identical runs: not separated
     assert all(f"- {line}" in to_markdown(board) for line in lines)
 
 
