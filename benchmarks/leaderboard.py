@@ -331,7 +331,8 @@ def findings(board: Leaderboard) -> list[str]:
     """The track's tables read against the protocol's claims, in words, so a failed claim is stated on the
     board and not left to be found in a table: which rows gain gold over the start (the gain's 95% CI above
     0) overall, which do not, the envs where a row's gain is not above 0, and the best group among the rows
-    that train (the best of them by mean gold, and every row it does not reliably beat)."""
+    that train (the best of them by mean gold, and every row it does not reliably beat); with a learned
+    proxy, where each optimiser's gold peaked along KL."""
     if not board.start:
         return []
     trained = [r for r in board.overall if not (board.reference and r.label.startswith(board.reference))]
@@ -349,6 +350,15 @@ def findings(board: Leaderboard) -> list[str]:
                   and math.isfinite(gain(r).point) and gain(r).low <= 0]
         if failed and len(board.per_env) > 1:
             lines.append(f"On {env} the gain's CI is not above 0 for: {'; '.join(failed)}.")
+    if "proxy_mean" in board.columns:  # a learned proxy: say where gold peaked before the proxy took over
+        for env in board.per_env:
+            fits = [(f.label, f.fit) for f in board.fits if f.env_id == env and f.fit is not None]
+            peaks = [f"{label} at KL {fit.measured_peak_kl:.2g} ({fit.measured_peak_gold:.3f}"
+                     f"{', its first KL bin: gold fell from there on' if 0 < fit.measured_peak_kl == fit.min_kl else ''})"
+                     for label, fit in fits]
+            if peaks:
+                lines.append(f"Where gold peaked on {env} (the KL bin, or n, with the highest mean gold): "
+                             f"{'; '.join(peaks)}.")
     if len(trained) > 1:
         top = trained[0]
         group = [top.label] + [r.label for r in trained[1:]

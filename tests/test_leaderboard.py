@@ -382,12 +382,27 @@ def test_the_board_states_which_rows_gain_over_the_start_and_the_best_group_in_w
                                "reinforce; not above 0: none.")
     reinforce = next(r for r in board.per_env[ENVS[0]] if r.label == "reinforce").cells["gain_start"]
     assert lines[1] == f"On {ENVS[0]} the gain's CI is not above 0 for: reinforce {format_estimate(reinforce)}."
-    assert lines[2].startswith("Best group among the rows that train: ppo alone (")  # grpo, reinforce reliably worse
+    assert lines[-1].startswith("Best group among the rows that train: ppo alone (")  # grpo, reinforce reliably worse
     close = build_leaderboard([r for r in records if r.algo != "grpo"] + [
         RunRecord(**{**r.__dict__, "algo": "ppo2"}) for r in records if r.algo == "ppo"], reps=300,
         start="best_of_n_2", reference="best_of_n")
     assert "Best group among the rows that train: ppo, ppo2 (" in findings(close)[-1]  # identical runs: not separated
     assert all(f"- {line}" in to_markdown(board) for line in lines)
+
+
+def test_with_a_learned_proxy_the_board_says_where_gold_peaked():
+    from benchmarks.leaderboard import findings
+
+    records = synthetic_records(seeds=2)  # rising gold; grpo's below turned to a steady fall along KL
+    records = [RunRecord(**{**r.__dict__, "curve": [{**p, "objective/gold_reward": 0.5 - 0.1 * p["objective/kl"]}
+                                                    for p in r.curve]}) if r.algo == "grpo" else r for r in records]
+    lines = findings(build_leaderboard(records, reps=100, start="best_of_n_2", reference="best_of_n"))
+    peaks = [line for line in lines if line.startswith("Where gold peaked on ")]
+    assert len(peaks) == len(ENVS)
+    for line in peaks:
+        by_label = {part.split(" at KL ")[0]: part for part in line.split(": ", 1)[1].rstrip(".").split("; ")}
+        assert set(by_label) == {"best_of_n (all n)", "grpo", "ppo", "reinforce"}
+        assert "first KL bin" in by_label["grpo"] and "first KL bin" not in by_label["ppo"]  # ppo's gold rises
 
 
 def test_a_track_whose_proxy_is_its_gold_shows_no_proxy_columns():
