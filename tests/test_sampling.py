@@ -171,6 +171,20 @@ def test_finished_rows_leave_the_batch(sft_dir):
     assert torch.equal(ours.ids, hf[:, : ours.ids.shape[1]])
 
 
+def test_a_row_stopping_at_any_of_several_stop_ids_leaves_the_batch(sft_dir):
+    """EOS listed second (a chat template's end-of-turn token first): rows that emit it still finish early."""
+    model, tok = load_causal_lm(sft_dir)
+    ids, mask, T = env_prompts(sft_dir, n=48, seed=3)
+    other = next(i for i in range(len(tok)) if i not in (tok.eos_token_id, tok.pad_token_id))
+    sizes = []
+    handle = model.register_forward_hook(lambda m, args, kwargs_out: sizes.append(kwargs_out.logits.shape[0]))
+    several = sample_completions(model, ids, mask, T, [other, tok.eos_token_id], tok.pad_token_id, temperature=0.0)
+    handle.remove()
+    assert min(sizes) < 48, sizes
+    one = sample_completions(model, ids, mask, T, tok.eos_token_id, tok.pad_token_id, temperature=0.0)
+    assert torch.equal(several.ended, one.ended | torch.isin(several.ids, torch.tensor(other)).any(1))
+
+
 def test_trim_left_padding_drops_only_columns_that_are_padding_in_every_row():
     ids = torch.tensor([[0, 0, 0, 5, 6], [0, 0, 7, 8, 9]])
     mask = (ids != 0).long()
