@@ -129,6 +129,21 @@ def test_dpo_trains_on_pairwise_feedback_and_resumes(loss_type, margin, sft_dir,
         make_algorithm("dpo", **{**options, "dataset_name": str(bad)}).train(ENV, 8, 0, tmp_path / "bad")
 
 
+def test_ipo_compares_length_normalised_log_ratios_and_dpo_summed_ones(sft_dir, tmp_path, monkeypatch):
+    import agents.rl.dpo as dpo
+    from agents.rl.losses import preference_log_ratios
+
+    seen = []
+    monkeypatch.setattr(dpo, "preference_log_ratios", lambda *args: seen.append(args[-1]) or preference_log_ratios(*args))
+    rows = [{"prompt": f"{a}+1=", "chosen": str(a + 1), "rejected": str(a + 2)} for a in range(8)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for loss_type in ("sigmoid", "ipo"):
+        make_algorithm("dpo", model_name_or_path=str(sft_dir), dataset_name=str(data), batch_size=8, eval_episodes=8,
+                       loss_type=loss_type, save_steps=0).train(ENV, 8, 0, tmp_path / loss_type)
+    assert seen == [False, True]
+
+
 def test_dpo_logs_the_policy_log_probs_of_chosen_and_rejected(sft_dir, tmp_path):
     """At step 1 the policy is still the SFT model, so ``logps/chosen`` and ``logps/rejected`` are its summed
     log-probs of the step's completions (EOS included), recomputed here one pair at a time with the HF model."""
@@ -148,6 +163,9 @@ def test_dpo_logs_the_policy_log_probs_of_chosen_and_rejected(sft_dir, tmp_path)
             sums.append(float(logits.log_softmax(-1).gather(1, torch.tensor(tail)[:, None]).sum()))
         assert first[f"logps/{key}"] == pytest.approx(sum(sums) / len(sums), abs=1e-4)
     assert first["logps/chosen"] > first["logps/rejected"]  # the SFT model already prefers the right sums
+    # policy = reference at step 1: every log-ratio is 0, so the margin is 0 and the loss -log sigmoid(0) = log 2
+    assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    assert first["loss/train"] == pytest.approx(math.log(2), abs=1e-6)
 
 
 @pytest.mark.slow

@@ -14,7 +14,9 @@ from agents.rl.estimators import (
 from agents.rl.dapo import DAPOConfig
 from agents.rl.grpo import GRPO, GRPOConfig
 from agents.rl.gspo import GSPOConfig
-from agents.rl.losses import aggregate, clipped_surrogate, clipped_value_loss, dpo_loss, sequence_log_ratio
+from agents.rl.losses import (
+    aggregate, clipped_surrogate, clipped_value_loss, dpo_loss, preference_log_ratios, sequence_log_ratio,
+)
 from agents.rl.on_policy import MiniBatch, ScoredBatch
 from agents.rl.ppo import PPO, PPOConfig
 from agents.rl.reinforce import Reinforce, ReinforceConfig
@@ -150,6 +152,16 @@ def test_aggregate_per_loss_type():
     # micro-batches sum to the minibatch value: rows 0 and 1 apart, counted against the whole minibatch
     split = aggregate(x[:1], mask[:1], "dapo", 3, 2, 4) + aggregate(x[1:], mask[1:], "dapo", 3, 2, 4)
     assert float(split) == pytest.approx(2.0)
+
+
+def test_preference_log_ratios_sum_for_dpo_and_average_for_ipo():
+    # rows: chosen (2 real tokens), rejected (1 real token + padding); per-token log(pi / pi_ref): [0.5, -0.1], [-0.4, x]
+    logp, ref = T([[-1.0, -2.0], [-3.0, -9.0]]), T([[-1.5, -1.9], [-2.6, 0.0]])
+    mask = T([[1.0, 1.0], [1.0, 0.0]])
+    chosen, rejected = preference_log_ratios(logp, ref, mask, length_normalised=False)
+    close(chosen, [0.4]), close(rejected, [-0.4])
+    chosen, rejected = preference_log_ratios(logp, ref, mask, length_normalised=True)
+    close(chosen, [0.2]), close(rejected, [-0.4])
 
 
 def test_dpo_and_ipo_losses():

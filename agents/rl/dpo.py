@@ -24,7 +24,7 @@ from agents.rl.algorithm import TrainResult
 from agents.rl.config import DEVICE_HELP
 from agents.rl.policy import autocast
 from agents.rl.evaluation import evaluate
-from agents.rl.losses import dpo_loss
+from agents.rl.losses import dpo_loss, preference_log_ratios
 from agents.rl.run import Run, Timer, build_learner, finish, setup_of
 from llm_gym.feedback import read_feedback
 from llm_gym.models import MIXED_PRECISION_HELP, MixedPrecision
@@ -93,15 +93,11 @@ class DPO:
                 ids = pad_right(answers, tok.pad_token_id).to(run.device)
                 mask = pad_right([[1] * len(a) for a in answers], 0).to(run.device)
                 with torch.no_grad(), autocast(run.device, run.mixed_precision):
-                    ref = (learner.reference.logprobs(P, P_mask, ids, mask, 1.0) * mask).sum(1)
+                    ref = learner.reference.logprobs(P, P_mask, ids, mask, 1.0)
                 model.train()
                 with autocast(run.device, run.mixed_precision):
                     scores, _ = model(P, P_mask, ids, mask)
-                logp = (scores.logprobs * mask).sum(1)
-                log_ratio = logp - ref
-                if c.loss_type == "ipo":
-                    log_ratio = log_ratio / mask.sum(1)
-                chosen, rejected = log_ratio.chunk(2)
+                chosen, rejected = preference_log_ratios(scores.logprobs, ref, mask, c.loss_type == "ipo")
                 loss = dpo_loss(chosen, rejected, c.beta, c.loss_type).mean()
                 run.check_finite(step, "loss", loss)
                 optimizer.zero_grad()
@@ -109,7 +105,7 @@ class DPO:
                 run.accelerator.clip_grad_norm_(model.parameters(), c.max_grad_norm)
                 optimizer.step()
             margin = (c.beta * (chosen - rejected)).detach()
-            chosen_logp, rejected_logp = logp.detach().chunk(2)
+            chosen_logp, rejected_logp = (scores.logprobs.detach() * mask).sum(1).chunk(2)
             run.log(step, {M.TRAIN_LOSS: float(loss.detach()), M.DPO_MARGIN: float(margin.mean()),
                            M.DPO_ACCURACY: float((margin > 0).float().mean()),
                            M.DPO_LOGPS_CHOSEN: float(chosen_logp.mean()), M.DPO_LOGPS_REJECTED: float(rejected_logp.mean()),

@@ -63,6 +63,18 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: LossType, 
     raise ValueError(f"unknown loss_type {loss_type!r}; use 'grpo', 'dr_grpo' or 'dapo'")
 
 
+def preference_log_ratios(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+                          length_normalised: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """log(pi / pi_ref) of each completion of a ``[chosen; rejected]`` batch from per-token log-probs (B, T):
+    summed over the completion's tokens (DPO), or averaged over them (``length_normalised``: IPO, as TRL's
+    ``ipo`` loss does). Returns the chosen and the rejected halves."""
+    ratio = ((logprobs - ref_logprobs) * mask).sum(1)
+    if length_normalised:
+        ratio = ratio / mask.sum(1)
+    chosen, rejected = ratio.chunk(2)
+    return chosen, rejected
+
+
 def dpo_loss(chosen_log_ratio: torch.Tensor, rejected_log_ratio: torch.Tensor, beta: float,
              loss_type: Literal["sigmoid", "ipo"]) -> torch.Tensor:
     """Per-pair preference loss from log(pi / pi_ref) of the chosen and the rejected completion.
