@@ -333,9 +333,10 @@ def findings(board: Leaderboard) -> list[str]:
     0) overall, which do not, the envs where a row's gain is not above 0, and the best group among the rows
     that train (the best of them by mean gold, and every row it does not reliably beat); with a learned
     proxy, where each optimiser's gold peaked along KL."""
-    if not board.start:
-        return []
     trained = [r for r in board.overall if not (board.reference and r.label.startswith(board.reference))]
+    if not board.start or not trained:
+        return []
+    trained_labels = {r.label for r in trained}
 
     def gain(row: Row) -> Estimate:
         return row.cells.get(GAIN_START, NAN_ESTIMATE)
@@ -346,11 +347,11 @@ def findings(board: Leaderboard) -> list[str]:
     lines = [f"Gold gain over the start ({board.start}) with its 95% CI above 0, over all envs: "
              f"{', '.join(above) or 'none'}; not above 0: {'; '.join(below) or 'none'}."]
     for env, rows in board.per_env.items():
-        failed = [f"{r.label} {format_estimate(gain(r))}" for r in rows if r.label in {t.label for t in trained}
-                  and math.isfinite(gain(r).point) and gain(r).low <= 0]
+        failed = [f"{r.label} {format_estimate(gain(r))}" for r in rows
+                  if r.label in trained_labels and math.isfinite(gain(r).point) and gain(r).low <= 0]
         if failed and len(board.per_env) > 1:
             lines.append(f"On {env} the gain's CI is not above 0 for: {'; '.join(failed)}.")
-    if "proxy_mean" in board.columns:  # a learned proxy: say where gold peaked before the proxy took over
+    if PROXY_COLUMNS[0] in board.columns:  # a learned proxy: say where gold peaked before the proxy took over
         for env in board.per_env:
             fits = [(f.label, f.fit) for f in board.fits if f.env_id == env and f.fit is not None]
             peaks = [f"{label} at KL {fit.measured_peak_kl:.2g} ({fit.measured_peak_gold:.3f}"
