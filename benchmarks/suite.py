@@ -111,10 +111,10 @@ class SuiteConfig:
     tuning_env: str = _help("env the learning rates are tuned on; never on the board", "llm_gym/Copy-v0")
     tuning_lr_factors: list[float] = _help("learning-rate multipliers tried per algorithm (an equal budget each)",
                                            factory=lambda: [0.3, 1.0, 3.0])
-    tuning_seeds: list[int] = _help("seeds per tuning setting", factory=lambda: [0, 1])
+    tuning_seeds: list[int] = _help("seeds per tuning setting", factory=lambda: [0, 1, 2])
     tuning_budget: int = _help("samples per tuning run: twice the board budget, so its learning curves show "
                                "whether the board budget converges (an algorithm with a budget of its own is "
-                               "tuned at the same multiple of it; 0: each algorithm's board budget)", 16384)
+                               "tuned at the same multiple of it; 0: each algorithm's board budget)", 32768)
     rm_sweep_feedback: list[int] = _help("prompts labelled for each RM of the sweep (>= 3 values)",
                                          factory=lambda: [128, 512, 2048])
     rm_sweep_envs: list[str] = _help("envs of the RM sweep", factory=lambda: ["llm_gym/Sort-v0"])
@@ -414,8 +414,9 @@ def check_records_commit(records_path: str | Path, config: SuiteConfig) -> str:
     others = sorted({r.git_commit for r in read_records(records_path)} - {commit})
     if others and not config.allow_mixed_commits:
         raise RuntimeError(f"{records_path} holds runs from other commit(s) {others[:3]} than this checkout ({commit}): "
-                           "move that file (and its rollouts/) aside to regenerate the board from one commit, "
-                           "or pass --allow-mixed-commits true")
+                           "continue that board from its own commit (a `git worktree` of it: benchmarks/PROTOCOL.md, "
+                           "Reproduce), move that file (and its rollouts/) aside to regenerate the board from this "
+                           "one, or pass --allow-mixed-commits true")
     return commit
 
 
