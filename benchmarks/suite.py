@@ -41,13 +41,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import yaml
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from agents import metrics as M
 from agents.feedback.collect import LABELS_FILE, FeedbackConfig, collect_feedback
 from agents.metrics import GOLD_REWARD
+from agents.run_record import setup_config
 from agents.supervised.reward_training import RewardModelConfig, train_reward_model
-from agents.run_config import save_config
 from agents.supervised.sft import SFTConfig, train_sft
 from benchmarks.grouping import env_name as short_env_name
 from benchmarks.leaderboard import CONVERGED_SHARE, PROGRESS_FILE, write_leaderboard
@@ -59,7 +60,10 @@ from llm_gym.registration import env_id as env_id_of
 from llm_gym.tasks import TASKS, make_task
 
 SFT_DONE, RM_DONE = "sft_results.json", "reward_model_results.json"
+SUITE_CONFIG_FILE = "suite_config.yaml"
 STAGES = ("prepare", "tune", "grid", "rm_sweep", "leaderboard")
+BUILDING_STAGES = ("prepare", "tune", "grid", "rm_sweep")  # the stages that add models or runs to a board
+RUN_OPTIONS = ("stages", "workers", "threads", "allow_dirty", "allow_mixed_commits")  # how a call runs, not what
 TRACKS = ("verifier", "learned-rm")
 FROM_SCRATCH = "from-scratch"
 RM_SWEEP = "rm-sweep"
@@ -408,6 +412,26 @@ def rm_sweep_grids(config: SuiteConfig, bench: BenchConfig) -> dict[str, BenchCo
         require_clean=not config.allow_dirty) for n in config.rm_sweep_feedback}
 
 
+def record_suite_config(config: SuiteConfig, out: Path) -> None:
+    """Save the suite's setup in ``out``, or check it against the setup the board there was started with.
+
+    A resumed board pools its new runs with the recorded ones, so its preparations, seeds, tracks, sizes
+    and tuning must be those it started with: a field that differs is refused, naming it. The options
+    that only say how a call runs (``RUN_OPTIONS``) may change; the saved ``stages`` are all the stages
+    run so far, so the file stays the command that redoes the whole board."""
+    path = out / SUITE_CONFIG_FILE
+    now = setup_config(config)
+    if path.is_file():
+        saved = yaml.safe_load(path.read_text()) or {}
+        for key, value in now.items():
+            if key not in RUN_OPTIONS and key in saved and saved[key] != value:
+                raise ValueError(f"{path}: the board there was started with {key}={saved[key]!r}, and this call "
+                                 f"has {key}={value!r}. Resume it with the setup it was started with (pass "
+                                 f"--config {path}), or start a new board in an empty --leaderboard_dir")
+        now["stages"] = [s for s in STAGES if s in saved.get("stages", []) or s in config.stages]
+    path.write_text(yaml.safe_dump(now, sort_keys=False))
+
+
 def check_records_commit(records_path: str | Path, config: SuiteConfig) -> str:
     """The commit new runs will record; refuses a dirty checkout or a records file from other commits."""
     commit = git_commit() if config.allow_dirty else check_clean_checkout()
@@ -444,7 +468,8 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> int:
     bench = load_bench_config(config.bench_config, {"workers": config.workers or None})
     out = Path(config.leaderboard_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out, "suite_config.yaml")
+    if any(s in config.stages for s in BUILDING_STAGES):  # rendering the page alone changes no setup
+        record_suite_config(config, out)
     progress = Progress(out / PROGRESS_FILE)
     records = out / "records.jsonl"
     if any(s in config.stages for s in ("tune", "grid", "rm_sweep")):

@@ -301,6 +301,34 @@ def test_the_suite_refuses_records_from_another_commit_and_a_dirty_tree(tmp_path
         suite.run_suite(_suite(tmp_path, stages=["train"]))
 
 
+def test_a_board_resumes_only_with_the_setup_it_was_started_with(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.setattr(suite, "run_benchmark", lambda grid, log, on_run=None: suite_summary())
+    saved = tmp_path / "board" / suite.SUITE_CONFIG_FILE
+    started = _suite(tmp_path, stages=["tune"], tuning_seeds=[0, 1], workers=2)
+    monkeypatch.setattr(suite, "best_factors", lambda records, bench: {})
+    monkeypatch.setattr(suite, "budget_evidence", lambda records, factors, bench: {})
+    assert suite.run_suite(started, log=lambda _: None) == 0
+    assert yaml.safe_load(saved.read_text())["tuning_seeds"] == [0, 1]
+    # How a call runs may change (stages, workers); the saved stages become all those run so far.
+    assert suite.run_suite(_suite(tmp_path, stages=["grid"], tuning_seeds=[0, 1], workers=1), log=lambda _: None) == 0
+    assert yaml.safe_load(saved.read_text())["stages"] == ["tune", "grid"]
+    # What the board is may not: a third tuning seed would pool runs of two setups.
+    before = saved.read_text()
+    with pytest.raises(ValueError, match=r"started with tuning_seeds=\[0, 1\], and this call has tuning_seeds=\[0, 1, 2\]"):
+        suite.run_suite(_suite(tmp_path, stages=["grid"], tuning_seeds=[0, 1, 2]), log=lambda _: None)
+    # Rendering the page alone checks and writes nothing: any defaults may draw an old board.
+    suite.run_suite(_suite(tmp_path, stages=["leaderboard"], tuning_seeds=[0, 1, 2]), log=lambda _: None)
+    assert saved.read_text() == before
+
+
+def suite_summary():
+    from benchmarks.runner import BenchSummary
+
+    return BenchSummary()
+
+
 def test_every_suite_field_has_help():
     import dataclasses
 
