@@ -325,6 +325,29 @@ FITS_NOTE = ("Gao et al. (2023) over-optimisation fits of gold reward gained ove
 
 
 Section = tuple[str, str, str, tuple[list[str], list[list[str]]]]  # title, note, kind, (header, body)
+HEADLINE_TITLE = "Headline: both tracks"
+HEADLINE_NOTE = ("Each row's overall cells from the two tracks' tables below, side by side: with the verifier as "
+                 "the reward, and against a learned reward model (gold is the verifier on both).")
+
+
+def headline(boards: dict[str, Leaderboard]) -> Section | None:
+    """The two tracks' overall gold, the verifier track's gain and P(gold > start), and the learned-RM track's
+    final KL, one row per algorithm in the verifier track's order; None unless the page has both tracks."""
+    if not {"verifier", "learned-rm"} <= set(boards):
+        return None
+    verifier, learned = boards["verifier"], {row.label: row for row in boards["learned-rm"].overall}
+    header = ["Algorithm", "Verifier track: gold", GAIN_HEADER, POI_HEADER, "Learned-RM track: gold", "Its final KL"]
+    body = []
+    for row in verifier.overall:
+        other = learned.get(row.label)
+        body.append([row.label, *(format_estimate(row.cells.get(k, NAN_ESTIMATE)) for k in ("gold_mean", GAIN_START, POI_START)),
+                     format_estimate(other.cells["gold_mean"]) if other else "—",
+                     f"{other.cells['kl'].point:.2f}" if other else "—"])
+    return HEADLINE_TITLE, HEADLINE_NOTE, "board", (header, body)
+
+
+def markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(c) + " |" for c in body]
 
 
 def findings(board: Leaderboard) -> list[str]:
@@ -428,14 +451,16 @@ def to_markdown(boards: Leaderboard | dict[str, Leaderboard], figure_files: dict
     all_records = [r for b in boards.values() for r in b.records]
     provenance = _provenance(all_records) + list(notes)
     lines = ["# llm_gym leaderboard", "", _note(boards), ""] + [f"- {p}" for p in provenance] + [""]
+    top = headline(boards)
+    if top:
+        title, note, _, (header, body) = top
+        lines += [f"## {title}", "", note, ""] + markdown_table(header, body) + [""]
     for page in _layout(boards, list(figure_files or {})):
         if page.heading:
             lines += [f"## {page.heading}", ""] + ([page.note, ""] if page.note else [])
         lines += [f"- {line}" for line in page.findings] + ([""] if page.findings else [])
         for title, note, _, (header, body) in page.sections:
-            lines += [f"## {title}", ""] + ([note, ""] if note else [])
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(cells) + " |" for cells in body] + [""]
+            lines += [f"## {title}", ""] + ([note, ""] if note else []) + markdown_table(header, body) + [""]
         for key, title in page.figures:
             lines += [f"## {title}", "", f"![{title}]({figure_files[key]})", ""]
     return "\n".join(lines)
@@ -469,6 +494,16 @@ def _html_cell(text: str) -> str:
     return html.escape(text)
 
 
+def _html_section(section: Section, anchor: str) -> list[str]:
+    title, note, kind, (header, body) = section
+    esc = html.escape
+    return [f'<h2 id="{anchor}">{esc(title)}</h2>' + (f'<p class="note">{esc(note)}</p>' if note else ""),
+            f'<div class="scroll"><table class="{kind}"><thead><tr>',
+            "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>",
+            *("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in cells) + "</tr>" for cells in body),
+            "</tbody></table></div>"]
+
+
 def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, bytes] | None = None,
             notes: Sequence[str] = ()) -> str:
     """A single self-contained page: tables plus the plots embedded as base64 PNGs (no external files)."""
@@ -486,7 +521,8 @@ def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, byt
         f'<ul class="prov">{prov}</ul>',
     ]
     pages = _layout(boards, list(figures or {}))
-    anchors: dict[str, str] = {}
+    top = headline(boards)
+    anchors: dict[str, str] = {HEADLINE_TITLE: "headline"} if top else {}
     for page in pages:
         for title in [t for t, *_ in page.sections] + [t for _, t in page.figures]:
             anchors[title] = f"s{len(anchors)}"
@@ -495,18 +531,18 @@ def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, byt
         links = [f'<a href="#{anchors[t]}">{esc(t[len(page.prefix):])}</a>'
                  for t in [t for t, *_ in page.sections] + [t for _, t in page.figures]]
         contents.append((f"<b>{esc(page.heading)}</b>: " if page.heading else "") + " · ".join(links))
+    if top:
+        contents.insert(0, f'<a href="#headline">{esc(HEADLINE_TITLE)}</a>')
     parts.append('<nav><p class="note">Contents<br>' + "<br>".join(contents) + "</p></nav>")
+    if top:
+        parts += _html_section(top, anchors[HEADLINE_TITLE])
     for page in pages:
         if page.heading:
             parts.append(f'<h2 class="track">{esc(page.heading)}</h2><p class="track">{esc(page.note)}</p>')
         if page.findings:
             parts.append('<ul class="findings">' + "".join(f"<li>{esc(line)}</li>" for line in page.findings) + "</ul>")
-        for title, note, kind, (header, body) in page.sections:
-            parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2>' + (f'<p class="note">{esc(note)}</p>' if note else ""))
-            parts.append(f'<div class="scroll"><table class="{kind}"><thead><tr>')
-            parts.append("".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
-            parts += ["<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in cells) + "</tr>" for cells in body]
-            parts.append("</tbody></table></div>")
+        for section in page.sections:
+            parts += _html_section(section, anchors[section[0]])
         for key, title in page.figures:
             data = base64.b64encode(figures[key]).decode()
             parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2><img alt="{esc(title)}" '

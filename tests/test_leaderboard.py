@@ -321,6 +321,22 @@ def test_tracks_are_tabulated_apart_with_probability_of_improvement_and_fits():
     fits = tables["Verifier track: Over-optimisation fits"]
     assert {f["Optimiser"] for f in fits} >= {"best_of_n (all n)", "ppo", "grpo"}
     assert all(f["Form"] == "d(α − βd)" for f in fits if f["Optimiser"].startswith("best_of_n"))
+    # The headline puts both tracks' overall cells side by side, in the verifier track's order.
+    headline = tables["Headline: both tracks"]
+    assert [r["Algorithm"] for r in headline] == [r["Algorithm"] for r in tables[title]]
+    learned = {r["Algorithm"]: r for r in tables["Learned-RM track: Overall"]}
+    for row in headline:
+        algo = row["Algorithm"]
+        assert row["Verifier track: gold"] == rows[algo]["Gold reward, mean"]
+        assert (row[GAIN_HEADER], row[POI_HEADER]) == (rows[algo][GAIN_HEADER], rows[algo][POI_HEADER])
+        assert row["Learned-RM track: gold"] == learned[algo]["Gold reward, mean"]
+        assert row["Its final KL"] == f"{parse_ci(learned[algo]['Final KL, mean'])[0]:.2f}"
+    assert "Headline: both tracks" not in markdown_tables(to_markdown({"verifier": boards["verifier"]}))
+    partial = build_tracks(_tagged(base, "verifier") + _tagged([r for r in base if r.algo != "grpo"], "learned-rm"),
+                           reps=50, start="best_of_n_2", reference="best_of_n")
+    grpo = next(r for r in markdown_tables(to_markdown(partial))["Headline: both tracks"] if r["Algorithm"] == "grpo")
+    assert grpo["Learned-RM track: gold"] == grpo["Its final KL"] == "—"
+    assert 'href="#headline"' in to_html(partial) and '<h2 id="headline">Headline: both tracks</h2>' in to_html(partial)
 
 
 def _overlaps(a, b) -> bool:

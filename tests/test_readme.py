@@ -160,3 +160,12 @@ def test_readme_shell_blocks_run(demo_workdir):
 def test_a_print_that_differs_from_its_comment_is_reported_with_its_readme_line():
     snippet = Snippet("python", 'x = 2\nprint(x + 1)   # 4\nprint("a # b")  # a # b\n', 10, "S")
     assert run_python(snippet, {}) == [(11, "3", "4"), (12, "a # b", "a # b")]
+
+
+def test_readme_results_table_is_the_committed_boards_headline():
+    """The README quotes the board's numbers; they must be the page's own, rendered from the records."""
+    page = (ROOT / "benchmarks" / "results" / "leaderboard" / "leaderboard.md").read_text()
+    section = page.split("## Headline: both tracks", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    assert table.count("\n") > 2, "the committed board has no headline table: re-render it (--stages leaderboard)"
+    assert table in README.read_text(), "README's results table differs from benchmarks/results/leaderboard's headline"
