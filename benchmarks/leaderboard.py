@@ -327,7 +327,8 @@ FITS_NOTE = ("Gao et al. (2023) over-optimisation fits of gold reward gained ove
 Section = tuple[str, str, str, tuple[list[str], list[list[str]]]]  # title, note, kind, (header, body)
 HEADLINE_TITLE = "Headline: both tracks"
 HEADLINE_NOTE = ("Each row's overall cells from the two tracks' tables below, side by side: with the verifier as "
-                 "the reward, and against a learned reward model (gold is the verifier on both).")
+                 "the reward, and against a learned reward model (gold is the verifier on both). The gain and P(gold "
+                 "> start) compare with the start policy's row ({start}).")
 
 
 def headline(boards: dict[str, Leaderboard]) -> Section | None:
@@ -343,7 +344,7 @@ def headline(boards: dict[str, Leaderboard]) -> Section | None:
         body.append([row.label, *(format_estimate(row.cells.get(k, NAN_ESTIMATE)) for k in ("gold_mean", GAIN_START, POI_START)),
                      format_estimate(other.cells["gold_mean"]) if other else "—",
                      f"{other.cells['kl'].point:.2f}" if other else "—"])
-    return HEADLINE_TITLE, HEADLINE_NOTE, "board", (header, body)
+    return HEADLINE_TITLE, HEADLINE_NOTE.format(start=verifier.start), "board", (header, body)
 
 
 def markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
