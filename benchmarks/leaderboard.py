@@ -341,13 +341,13 @@ def headline(boards: dict[str, Leaderboard]) -> Section | None:
     body = []
     for row in verifier.overall:
         other = learned.get(row.label)
-        body.append([row.label, *(format_estimate(row.cells.get(k, NAN_ESTIMATE)) for k in ("gold_mean", GAIN_START, POI_START)),
-                     format_estimate(other.cells["gold_mean"]) if other else "—",
+        verifier_cells = (format_estimate(row.cells.get(k, NAN_ESTIMATE)) for k in ("gold_mean", GAIN_START, POI_START))
+        body.append([row.label, *verifier_cells, format_estimate(other.cells["gold_mean"]) if other else "—",
                      f"{other.cells['kl'].point:.2f}" if other else "—"])
     return HEADLINE_TITLE, HEADLINE_NOTE.format(start=verifier.start), "board", (header, body)
 
 
-def markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
+def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(c) + " |" for c in body]
 
 
@@ -455,13 +455,13 @@ def to_markdown(boards: Leaderboard | dict[str, Leaderboard], figure_files: dict
     top = headline(boards)
     if top:
         title, note, _, (header, body) = top
-        lines += [f"## {title}", "", note, ""] + markdown_table(header, body) + [""]
+        lines += [f"## {title}", "", note, ""] + _markdown_table(header, body) + [""]
     for page in _layout(boards, list(figure_files or {})):
         if page.heading:
             lines += [f"## {page.heading}", ""] + ([page.note, ""] if page.note else [])
         lines += [f"- {line}" for line in page.findings] + ([""] if page.findings else [])
         for title, note, _, (header, body) in page.sections:
-            lines += [f"## {title}", ""] + ([note, ""] if note else []) + markdown_table(header, body) + [""]
+            lines += [f"## {title}", ""] + ([note, ""] if note else []) + _markdown_table(header, body) + [""]
         for key, title in page.figures:
             lines += [f"## {title}", "", f"![{title}]({figure_files[key]})", ""]
     return "\n".join(lines)

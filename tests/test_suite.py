@@ -304,7 +304,7 @@ def test_the_suite_refuses_records_from_another_commit_and_a_dirty_tree(tmp_path
 def test_a_board_resumes_only_with_the_setup_it_was_started_with(tmp_path, monkeypatch):
     import yaml
 
-    monkeypatch.setattr(suite, "run_benchmark", lambda grid, log, on_run=None: suite_summary())
+    monkeypatch.setattr(suite, "run_benchmark", lambda grid, log, on_run=None: _no_runs())
     saved = tmp_path / "board" / suite.SUITE_CONFIG_FILE
     started = _suite(tmp_path, stages=["tune"], tuning_seeds=[0, 1], workers=2)
     monkeypatch.setattr(suite, "best_factors", lambda records, bench: {})
@@ -316,14 +316,15 @@ def test_a_board_resumes_only_with_the_setup_it_was_started_with(tmp_path, monke
     assert yaml.safe_load(saved.read_text())["stages"] == ["tune", "grid"]
     # What the board is may not: a third tuning seed would pool runs of two setups.
     before = saved.read_text()
-    with pytest.raises(ValueError, match=r"started with tuning_seeds=\[0, 1\], and this call has tuning_seeds=\[0, 1, 2\]"):
+    refused = r"started with tuning_seeds=\[0, 1\], and this call has tuning_seeds=\[0, 1, 2\]"
+    with pytest.raises(ValueError, match=refused):
         suite.run_suite(_suite(tmp_path, stages=["grid"], tuning_seeds=[0, 1, 2]), log=lambda _: None)
     # Rendering the page alone checks and writes nothing: any defaults may draw an old board.
     suite.run_suite(_suite(tmp_path, stages=["leaderboard"], tuning_seeds=[0, 1, 2]), log=lambda _: None)
     assert saved.read_text() == before
 
 
-def suite_summary():
+def _no_runs():
     from benchmarks.runner import BenchSummary
 
     return BenchSummary()
