@@ -53,7 +53,7 @@ from agents.supervised.sft import SFTConfig, train_sft
 from benchmarks.grouping import env_name as short_env_name
 from benchmarks.leaderboard import CONVERGED_SHARE, PROGRESS_FILE, write_leaderboard
 from benchmarks.records import RunRecord, git_commit, read_records
-from benchmarks.runner import BenchConfig, check_clean_checkout, load_bench_config, run_benchmark
+from benchmarks.runner import BenchConfig, check_clean_checkout, load_bench_config, pending_runs, plan_runs, run_benchmark
 from llm_gym.commands import CommandParser, run_cli
 from llm_gym.models import TinyModelConfig, save_tiny
 from llm_gym.registration import env_id as env_id_of
@@ -63,7 +63,7 @@ SFT_DONE, RM_DONE = "sft_results.json", "reward_model_results.json"
 SUITE_CONFIG_FILE = "suite_config.yaml"
 STAGES = ("prepare", "tune", "grid", "rm_sweep", "leaderboard")
 BUILDING_STAGES = ("prepare", "tune", "grid", "rm_sweep")  # the stages that add models or runs to a board
-RUN_OPTIONS = ("stages", "workers", "threads", "allow_dirty", "allow_mixed_commits")  # how a call runs, not what
+RUN_OPTIONS = ("stages", "workers", "threads", "allow_dirty", "allow_mixed_commits", "status")  # how, not what
 TRACKS = ("verifier", "learned-rm")
 FROM_SCRATCH = "from-scratch"
 RM_SWEEP = "rm-sweep"
@@ -129,6 +129,8 @@ class SuiteConfig:
     seed: int = _help("base seed; preparation p uses seed + p", 0)
     allow_dirty: bool = _help("record runs from a checkout with uncommitted changes (the board then warns)", False)
     allow_mixed_commits: bool = _help("add runs to a records file holding runs of another commit", False)
+    status: bool = _help("print how many of its planned runs each grid stage has recorded, then stop (runs "
+                         "nothing; pass the board's own setup with --config <leaderboard_dir>/suite_config.yaml)", False)
 
 
 def _path(template: str, env: str, prep: int = 0) -> Path:
@@ -444,6 +446,29 @@ def check_records_commit(records_path: str | Path, config: SuiteConfig) -> str:
     return commit
 
 
+def board_status(config: SuiteConfig, bench: BenchConfig) -> list[str]:
+    """One line per grid stage of ``config.stages``: runs recorded of those planned, and the stage's status
+    and wall time in ``progress.json``. Before tuning has picked its learning rates the board's grids are
+    counted with the untuned ones; nothing of them is recorded yet then."""
+    progress = Progress(Path(config.leaderboard_dir) / PROGRESS_FILE).data
+    grids: dict[str, BenchConfig] = {}
+    if "tune" in config.stages:
+        grids["tune"] = tuning_grid(config, bench)
+    if "grid" in config.stages:
+        grids.update(board_grids(config, bench, progress.get("tuned_lr_factors", {})))
+    if "rm_sweep" in config.stages:
+        grids.update(rm_sweep_grids(config, bench))
+    lines, recorded, planned = [], 0, 0
+    for name, grid in grids.items():
+        specs = plan_runs(grid)
+        done = len(pending_runs(specs, grid.records)[1])
+        stage = progress["stages"].get(name)
+        state = f" ({stage['status']}, {stage['wall_s'] / 60:.0f} min)" if stage else ""
+        lines.append(f"{name}: {done} of {len(specs)} runs recorded{state}")
+        recorded, planned = recorded + done, planned + len(specs)
+    return lines + [f"all grid stages: {recorded} of {planned} runs recorded"]
+
+
 def _run_grid(name: str, grid: BenchConfig, progress: Progress, log: Callable[[str], None]) -> int:
     log(f"== {name}: {len(grid.algorithms)} algorithms x {len(grid.envs)} envs x {len(grid.seeds)} seeds")
     start = time.perf_counter()
@@ -466,6 +491,10 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> int:
 
         torch.set_num_threads(config.threads)
     bench = load_bench_config(config.bench_config, {"workers": config.workers or None})
+    if config.status:
+        for line in board_status(config, bench):
+            log(line)
+        return 0
     out = Path(config.leaderboard_dir)
     out.mkdir(parents=True, exist_ok=True)
     if any(s in config.stages for s in BUILDING_STAGES):  # rendering the page alone changes no setup

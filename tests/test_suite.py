@@ -324,6 +324,23 @@ def test_a_board_resumes_only_with_the_setup_it_was_started_with(tmp_path, monke
     assert saved.read_text() == before
 
 
+def test_status_counts_each_stages_recorded_runs_without_running_any(tmp_path, monkeypatch):
+    from benchmarks.records import RunRecord, append_record
+    from benchmarks.runner import plan_runs
+
+    monkeypatch.setattr(suite, "run_benchmark", lambda *a, **k: pytest.fail("status must run nothing"))
+    config = _suite(tmp_path, stages=["tune", "grid"], tracks=["verifier"], preps=[0], status=True)
+    tuning = suite.tuning_grid(config, suite.load_bench_config(config.bench_config))
+    for spec in plan_runs(tuning)[:3]:
+        append_record(tuning.records, RunRecord(spec.algo, spec.env_id, spec.seed, spec.config))
+    lines: list[str] = []
+    assert suite.run_suite(config, log=lines.append) == 0
+    planned = len(plan_runs(tuning))
+    assert lines[0] == f"tune: 3 of {planned} runs recorded"
+    assert lines[1].startswith("grid/verifier/prep0: 0 of ") and lines[-1].startswith("all grid stages: 3 of ")
+    assert not (tmp_path / "board" / suite.SUITE_CONFIG_FILE).exists()  # a status call records nothing
+
+
 def _no_runs():
     from benchmarks.runner import BenchSummary
 
