@@ -27,7 +27,7 @@ import numpy as np
 from agents.metrics import GOLD_REWARD, KL, REWARD
 from benchmarks.grouping import Grouped, group_records, proxy_is_gold, split_tracks, tags
 from benchmarks.overopt import KL_BINS, FitRow, fit_records
-from benchmarks.plots import render_figures
+from benchmarks.plots import png, render_figures, tuning_curves
 from benchmarks.records import RunRecord, git_commit, read_records
 from benchmarks.rescore import rescore_columns, rescores_path
 from benchmarks.stats import (
@@ -267,6 +267,13 @@ def _provenance(records: list[RunRecord]) -> list[str]:
 
 
 PROGRESS_FILE = "progress.json"  # the suite's record of its stages, beside the records
+TUNING_DIR = "tuning"  # the suite's tuning records and rollouts, beside the board's
+TUNING_TITLE = "Tuning and budget evidence"
+TUNING_NOTE = ("The tuning stage's runs on its own env (not on the board), at twice the board budget: each tuned "
+               "algorithm's gold for every learning-rate factor tried. The factor with the highest gold over the last "
+               "quarter before the board budget (dashed) was chosen (thick line) and runs on the board; how much "
+               "gold the chosen curve still gains after the dashed line is the budget check above. DPO logs no gold "
+               "curve (it samples nothing while training) and was picked by its final gold, so it has no panel.")
 CONVERGED_SHARE = 0.9  # the protocol's rule: an algorithm has converged when it reached 90% of its gain at twice the budget
 
 
@@ -438,7 +445,7 @@ def _layout(boards: dict[str, Leaderboard], figure_keys: list[str]) -> list[_Tra
         name = TRACK_TITLES.get(track, track)
         prefix = f"{name}: " if track else ""
         figures = [(k, prefix + k.split(": ", 1)[1]) for k in figure_keys if track and k.startswith(f"{track}: ")]
-        figures += [(k, k) for k in figure_keys if not track and ": " not in k]
+        figures += [(k, k) for k in figure_keys if not track and ": " not in k and k != TUNING_TITLE]
         pages.append(_TrackPage(name if track else "", TRACK_NOTES.get(track, ""), findings(board), prefix,
                                 _sections(board, prefix), figures))
     return pages
@@ -456,6 +463,8 @@ def to_markdown(boards: Leaderboard | dict[str, Leaderboard], figure_files: dict
     if top:
         title, note, _, (header, body) = top
         lines += [f"## {title}", "", note, ""] + _markdown_table(header, body) + [""]
+    if TUNING_TITLE in (figure_files or {}):
+        lines += [f"## {TUNING_TITLE}", "", TUNING_NOTE, "", f"![{TUNING_TITLE}]({figure_files[TUNING_TITLE]})", ""]
     for page in _layout(boards, list(figure_files or {})):
         if page.heading:
             lines += [f"## {page.heading}", ""] + ([page.note, ""] if page.note else [])
@@ -505,6 +514,12 @@ def _html_section(section: Section, anchor: str) -> list[str]:
             "</tbody></table></div>"]
 
 
+def _html_figure(title: str, data: bytes, anchor: str, note: str = "") -> str:
+    esc = html.escape
+    return (f'<h2 id="{anchor}">{esc(title)}</h2>' + (f'<p class="note">{esc(note)}</p>' if note else "")
+            + f'<img alt="{esc(title)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
+
+
 def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, bytes] | None = None,
             notes: Sequence[str] = ()) -> str:
     """A single self-contained page: tables plus the plots embedded as base64 PNGs (no external files)."""
@@ -524,6 +539,8 @@ def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, byt
     pages = _layout(boards, list(figures or {}))
     top = headline(boards)
     anchors: dict[str, str] = {HEADLINE_TITLE: "headline"} if top else {}
+    if TUNING_TITLE in (figures or {}):
+        anchors[TUNING_TITLE] = "tuning"
     for page in pages:
         for title in [t for t, *_ in page.sections] + [t for _, t in page.figures]:
             anchors[title] = f"s{len(anchors)}"
@@ -532,11 +549,12 @@ def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, byt
         links = [f'<a href="#{anchors[t]}">{esc(t[len(page.prefix):])}</a>'
                  for t in [t for t, *_ in page.sections] + [t for _, t in page.figures]]
         contents.append((f"<b>{esc(page.heading)}</b>: " if page.heading else "") + " · ".join(links))
-    if top:
-        contents.insert(0, f'<a href="#headline">{esc(HEADLINE_TITLE)}</a>')
+    contents[:0] = [f'<a href="#{anchors[t]}">{esc(t)}</a>' for t in (HEADLINE_TITLE, TUNING_TITLE) if t in anchors]
     parts.append('<nav><p class="note">Contents<br>' + "<br>".join(contents) + "</p></nav>")
     if top:
         parts += _html_section(top, anchors[HEADLINE_TITLE])
+    if TUNING_TITLE in anchors:
+        parts.append(_html_figure(TUNING_TITLE, figures[TUNING_TITLE], anchors[TUNING_TITLE], TUNING_NOTE))
     for page in pages:
         if page.heading:
             parts.append(f'<h2 class="track">{esc(page.heading)}</h2><p class="track">{esc(page.note)}</p>')
@@ -545,9 +563,7 @@ def to_html(boards: Leaderboard | dict[str, Leaderboard], figures: dict[str, byt
         for section in page.sections:
             parts += _html_section(section, anchors[section[0]])
         for key, title in page.figures:
-            data = base64.b64encode(figures[key]).decode()
-            parts.append(f'<h2 id="{anchors[title]}">{esc(title)}</h2><img alt="{esc(title)}" '
-                         f'src="data:image/png;base64,{data}">')
+            parts.append(_html_figure(title, figures[key], anchors[title]))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -576,13 +592,20 @@ def write_leaderboard(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = render_figures(records, reference=reference, start=start, seed=seed)
+    progress_path = Path(records_path).with_name(PROGRESS_FILE)
+    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    tuning_records = Path(records_path).with_name(TUNING_DIR) / "records.jsonl"
+    if tuning_records.is_file():
+        budgets = {label: e["board_budget"] for label, e in progress.get("budget_evidence", {}).items()}
+        fig = tuning_curves(read_records(tuning_records), progress.get("tuned_lr_factors", {}), budgets, seed=seed)
+        if fig is not None:
+            figures[TUNING_TITLE] = png(fig)
     paths = {"markdown": out_dir / "leaderboard.md", "html": out_dir / "index.html"}
-    for name, png in figures.items():
+    for name, image in figures.items():
         slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
         paths[name] = out_dir / f"{slug}.png"
-        paths[name].write_bytes(png)
-    progress = Path(records_path).with_name(PROGRESS_FILE)
-    notes = progress_notes(json.loads(progress.read_text())) if progress.is_file() else []
+        paths[name].write_bytes(image)
+    notes = progress_notes(progress)
     notes.append(f"tables and figures rendered from these records by the code at commit {git_commit()}")
     paths["markdown"].write_text(to_markdown(boards, {name: paths[name].name for name in figures}, notes))
     paths["html"].write_text(to_html(boards, figures, notes))

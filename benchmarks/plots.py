@@ -1,5 +1,5 @@
 """Leaderboard figures from results records: learning curves, reward-vs-KL frontier, over-optimisation,
-performance profiles and the reward-model sweep.
+performance profiles, the reward-model sweep and the tuning stage's curves.
 
 Why these: the learning curve shows how fast gold reward rises (with a 95% bootstrap band over
 runs), the frontier shows what each algorithm buys per unit of KL from the reference, and the
@@ -23,6 +23,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 from scipy.ndimage import uniform_filter1d
 
 from agents.metrics import GOLD_REWARD as GOLD
@@ -288,6 +289,52 @@ def rm_sweep(records: list[RunRecord], reference: str = "best-of-n", start: str 
     return _finish(fig, axes)
 
 
+def tuning_curves(records: list[RunRecord], chosen: dict[str, float], budgets: dict[str, int], reps: int = 1000,
+                  seed: int = 0, window: int = SMOOTHING) -> Figure | None:
+    """The tuning stage's evidence, one panel per tuned algorithm (labels ``<label>@lr*<factor>``): gold against
+    samples for every learning-rate factor (mean over seeds, 95% CI band, the ``window`` moving average of
+    ``learning_curves``), the ``chosen`` factor drawn thick, and a dashed line at the algorithm's board budget
+    (``budgets``), where the factor was picked and where the curve's later rise says the board stops short.
+    None when no tuning run logged a curve (DPO logs none)."""
+    runs: dict[str, dict[float, list[RunRecord]]] = {}
+    for r in records:
+        label, _, factor = r.algo.partition("@lr*")
+        if factor and sum(p.get(GOLD) is not None for p in r.curve) >= 2:
+            runs.setdefault(label, {}).setdefault(float(factor), []).append(r)
+    if not runs:
+        return None
+    factors = sorted({f for by_factor in runs.values() for f in by_factor})
+    shades = plt.get_cmap("viridis")
+    colors = {f: shades(0.1 + 0.75 * i / max(1, len(factors) - 1)) for i, f in enumerate(factors)}
+    envs = sorted({r.env_id for r in records})
+    fig, axes = _axes(len(runs), f"Tuning on {', '.join(envs)}: {GOLD} per learning-rate factor (mean of seeds, "
+                                 f"95% CI, moving average over {window} logged points)")
+    for ax, label in zip(axes, sorted(runs)):
+        for factor, factor_runs in sorted(runs[label].items()):
+            steps, values = _grid(factor_runs, GOLD)
+            if len(steps) < 2:
+                continue
+            mean, low, high = _band(uniform_filter1d(values, size=window, axis=1, mode="nearest"), reps, seed)
+            ax.plot(steps, mean, color=colors[factor], linewidth=2.5 if chosen.get(label) == factor else 1.0,
+                    label=f"learning rate × {factor:g}")
+            ax.fill_between(steps, low, high, color=colors[factor], alpha=0.15, linewidth=0)
+        if label in budgets:
+            ax.axvline(budgets[label], color="black", linestyle="--", linewidth=1, label="board budget")
+        picked = f" (× {chosen[label]:g} chosen, thick)" if label in chosen else ""
+        ax.set(title=f"{label}{picked}", xlabel="samples seen", ylabel=GOLD)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
+        ax.grid(alpha=0.3)
+    return _finish(fig, axes)
+
+
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # "tight" keeps the outside legend
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def track_figures(records: list[RunRecord], reference: str = "best-of-n", start: str = "best-of-n_1",
                   seed: int = 0) -> dict[str, Figure]:
     """The figures of one track's records, keyed by title: no learning curves when no run logged one
@@ -312,8 +359,5 @@ def render_figures(records: list[RunRecord], reference: str = "best-of-n", start
     out = {}
     for track, track_records in sorted(split_tracks(records).items()):
         for title, fig in track_figures(track_records, reference, start, seed).items():
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # "tight" keeps the outside legend
-            plt.close(fig)
-            out[f"{track}: {title}" if track else title] = buffer.getvalue()
+            out[f"{track}: {title}" if track else title] = png(fig)
     return out

@@ -51,7 +51,7 @@ from agents.run_record import setup_config
 from agents.supervised.reward_training import RewardModelConfig, train_reward_model
 from agents.supervised.sft import SFTConfig, train_sft
 from benchmarks.grouping import env_name as short_env_name
-from benchmarks.leaderboard import CONVERGED_SHARE, PROGRESS_FILE, write_leaderboard
+from benchmarks.leaderboard import CONVERGED_SHARE, PROGRESS_FILE, TUNING_DIR, write_leaderboard
 from benchmarks.records import RunRecord, git_commit, read_records
 from benchmarks.runner import BenchConfig, check_clean_checkout, load_bench_config, pending_runs, plan_runs, run_benchmark
 from llm_gym.commands import CommandParser, run_cli
@@ -303,7 +303,7 @@ def tuning_grid(config: SuiteConfig, bench: BenchConfig) -> BenchConfig:
                 tuned["budget"] = (config.tuning_budget if "budget" not in (entry or {})
                                    else round(int(entry["budget"]) * config.tuning_budget / bench.budget))
             algorithms[f"{label}@lr*{factor:g}"] = tuned
-    out = Path(config.leaderboard_dir) / "tuning"
+    out = Path(config.leaderboard_dir) / TUNING_DIR
     return dataclasses.replace(
         bench, algorithms=algorithms, envs=[config.tuning_env], seeds=list(config.tuning_seeds),
         env_kwargs={**bench.env_kwargs, "reward": "verifier"}, tags={"track": "tuning", "prep": 0},

@@ -243,6 +243,41 @@ def test_the_page_warns_when_the_suites_budget_check_failed_and_gives_stage_time
     assert "wall time per suite stage (2 workers): prepare 2 min, tune 45 min, grid/verifier/prep0 30 min; 1.3 h in all" in markdown
     assert progress_notes({"budget_evidence": {"ppo": {**evidence["ppo"], "gain_reached": 0.9}}})[0].startswith(
         "budget check on the tuning env")
+    assert "Tuning and budget evidence" not in markdown  # no tuning records beside these: no tuning figure
+    tuning = tmp_path / "tuning" / "records.jsonl"
+    for record in synthetic_records(seeds=2):
+        if record.algo in LEARNERS:
+            append_record(tuning, RunRecord(**{**record.__dict__, "algo": f"{record.algo}@lr*1", "env_id": ENVS[1]}))
+    paths = write_leaderboard(records_path, tmp_path / "board", reps=300)
+    markdown, page = paths["markdown"].read_text(), paths["html"].read_text()
+    assert "## Tuning and budget evidence" in markdown and paths["Tuning and budget evidence"].read_bytes()[:4] == b"\x89PNG"
+    assert markdown.index("## Tuning and budget evidence") < markdown.index("## Overall")
+    assert '<a href="#tuning">' in page and page.count('<a href="#') == page.count("<h2 id=")
+
+
+def _tuning_run(label: str, factor: float, seed: int, gold: list[float] | None) -> RunRecord:
+    curve = [{"step": 100.0 * i, **({"objective/gold_reward": g} if gold else {"loss": g})}
+             for i, g in enumerate(gold or [0.5, 0.4, 0.3])]
+    return _record(f"{label}@lr*{factor:g}", "llm_gym/Copy-v0", seed, curve, {}, {}, 1.0)
+
+
+def test_tuning_curves_draw_every_factor_the_chosen_one_thick_and_the_board_budget():
+    from benchmarks.plots import tuning_curves
+
+    records = [_tuning_run(label, f, seed, [0.1, 0.1 + f / 10 + seed / 100, 0.2 + f / 10])
+               for label in ("ppo", "grpo") for f in (0.3, 1.0, 3.0) for seed in (0, 1)]
+    records += [_tuning_run("dpo", f, 0, None) for f in (0.3, 1.0)]  # logs no gold curve: no panel
+    fig = tuning_curves(records, chosen={"ppo": 3.0, "grpo": 1.0}, budgets={"ppo": 100, "grpo": 100}, window=1)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["grpo (× 1 chosen, thick)", "ppo (× 3 chosen, thick)"]
+    for ax, chosen in zip(panels, ("learning rate × 1", "learning rate × 3")):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {"learning rate × 0.3", "learning rate × 1", "learning rate × 3", "board budget"}
+        assert lines[chosen].get_linewidth() > max(l.get_linewidth() for k, l in lines.items() if k != chosen)
+        assert list(lines["board budget"].get_xdata()) == [100, 100]
+        assert lines["learning rate × 3"].get_ydata()[-1] == pytest.approx(0.5)  # mean of the seeds' last points
+    plt.close(fig)
+    assert tuning_curves([_tuning_run("dpo", 1.0, 0, None)], {}, {}) is None
 
 
 def test_empty_records_file_is_a_clear_error(tmp_path):
