@@ -21,8 +21,10 @@ runner skips recorded runs, and ``progress.json`` beside the records says which 
 when, and its wall time, so rerunning the same command after an interruption finishes only what
 is missing. Honest by construction: the grid refuses a dirty checkout and a records file holding
 runs from another commit (``allow_dirty``/``allow_mixed_commits`` to override, and the board then
-warns on its first line), and the preparation refuses to go on from a start policy, feedback or
-reward model whose file differs from the one the recorded runs used (sha256 in ``progress.json``).
+warns on its first line), the preparation refuses to go on from a start policy, feedback or
+reward model whose file differs from the one the recorded runs used (sha256 in ``progress.json``),
+and a resumed board refuses a setup (``suite_config.yaml``) other than the one it started with.
+``--status true`` counts each grid stage's recorded runs without running any.
 """
 
 from __future__ import annotations
