@@ -24,7 +24,7 @@ runs from another commit (``allow_dirty``/``allow_mixed_commits`` to override, a
 warns on its first line), the preparation refuses to go on from a start policy, feedback or
 reward model whose file differs from the one the recorded runs used (sha256 in ``progress.json``),
 and a resumed board refuses a setup (``suite_config.yaml``) other than the one it started with.
-``--status true`` counts each grid stage's recorded runs without running any.
+``--dry_run true`` counts each grid stage's recorded runs without running any.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ SFT_DONE, RM_DONE = "sft_results.json", "reward_model_results.json"
 SUITE_CONFIG_FILE = "suite_config.yaml"
 STAGES = ("prepare", "tune", "grid", "rm_sweep", "leaderboard")
 BUILDING_STAGES = ("prepare", "tune", "grid", "rm_sweep")  # the stages that add models or runs to a board
-RUN_OPTIONS = ("stages", "workers", "threads", "allow_dirty", "allow_mixed_commits", "status")  # how, not what
+RUN_OPTIONS = ("stages", "workers", "threads", "allow_dirty", "allow_mixed_commits", "dry_run")  # how, not what
 TRACKS = ("verifier", "learned-rm")
 FROM_SCRATCH = "from-scratch"
 RM_SWEEP = "rm-sweep"
@@ -131,7 +131,7 @@ class SuiteConfig:
     seed: int = _help("base seed; preparation p uses seed + p", 0)
     allow_dirty: bool = _help("record runs from a checkout with uncommitted changes (the board then warns)", False)
     allow_mixed_commits: bool = _help("add runs to a records file holding runs of another commit", False)
-    status: bool = _help("print how many of its planned runs each grid stage has recorded, then stop (runs "
+    dry_run: bool = _help("print how many of its planned runs each grid stage has recorded, then stop (runs "
                          "nothing; pass the board's own setup with --config <leaderboard_dir>/suite_config.yaml)", False)
 
 
@@ -493,7 +493,7 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> int:
 
         torch.set_num_threads(config.threads)
     bench = load_bench_config(config.bench_config, {"workers": config.workers or None})
-    if config.status:
+    if config.dry_run:
         for line in board_status(config, bench):
             log(line)
         return 0

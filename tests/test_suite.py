@@ -324,12 +324,12 @@ def test_a_board_resumes_only_with_the_setup_it_was_started_with(tmp_path, monke
     assert saved.read_text() == before
 
 
-def test_status_counts_each_stages_recorded_runs_without_running_any(tmp_path, monkeypatch):
+def test_a_dry_run_counts_each_stages_recorded_runs_without_running_any(tmp_path, monkeypatch):
     from benchmarks.records import RunRecord, append_record
     from benchmarks.runner import plan_runs
 
-    monkeypatch.setattr(suite, "run_benchmark", lambda *a, **k: pytest.fail("status must run nothing"))
-    config = _suite(tmp_path, stages=["tune", "grid"], tracks=["verifier"], preps=[0], status=True)
+    monkeypatch.setattr(suite, "run_benchmark", lambda *a, **k: pytest.fail("a dry run must run nothing"))
+    config = _suite(tmp_path, stages=["tune", "grid"], tracks=["verifier"], preps=[0], dry_run=True)
     tuning = suite.tuning_grid(config, suite.load_bench_config(config.bench_config))
     for spec in plan_runs(tuning)[:3]:
         append_record(tuning.records, RunRecord(spec.algo, spec.env_id, spec.seed, spec.config))
@@ -338,7 +338,7 @@ def test_status_counts_each_stages_recorded_runs_without_running_any(tmp_path, m
     planned = len(plan_runs(tuning))
     assert lines[0] == f"tune: 3 of {planned} runs recorded"
     assert lines[1].startswith("grid/verifier/prep0: 0 of ") and lines[-1].startswith("all grid stages: 3 of ")
-    assert not (tmp_path / "board" / suite.SUITE_CONFIG_FILE).exists()  # a status call records nothing
+    assert not (tmp_path / "board" / suite.SUITE_CONFIG_FILE).exists()  # a dry run records nothing
 
 
 def _no_runs():
