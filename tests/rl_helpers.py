@@ -62,7 +62,7 @@ def sft_dir(tmp_path_factory) -> Path:
 
 def sft_and_learned_reward(root: Path, task_name: str = "arithmetic", sft_steps: int = 500, rm_steps: int = 300,
                            feedback_prompts: int = 1024, seed: int = 0) -> tuple[Path, Path]:
-    """The issue's start state, built with the project's own pipeline: ``agents.supervised.sft`` on arithmetic
+    """The RLHF start state, built with the project's own pipeline: ``agents.supervised.sft`` on arithmetic
     references (undertrained on purpose, ~35% exact match), simulated pairwise feedback on its own
     samples labelled by the verifier (``agents.feedback.collect``), and a Bradley-Terry reward model on the
     SFT backbone (``agents.supervised.reward_training``). Returns (sft_dir, reward_model_dir)."""

@@ -1,4 +1,4 @@
-"""The end-to-end demo: PPO on a *learned* reward model raises the *gold* reward (issues #4 and #6)."""
+"""The end-to-end demo: PPO on a *learned* reward model raises the *gold* reward."""
 
 from __future__ import annotations
 

@@ -223,7 +223,7 @@ def test_ppo_on_cuda_with_bf16_autocast(sft_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the SFT + feedback + reward-model pipeline alone takes 2-4 CPU minutes
 def test_ppo_on_a_learned_reward_model(tmp_path):
-    """The issue's setting: agents.supervised.sft start (2-digit addition), simulated feedback, a Bradley-Terry reward
+    """The RLHF setting: agents.supervised.sft start (2-digit addition), simulated feedback, a Bradley-Terry reward
     model, PPO on that learned reward with kl_coef 1.0 (50 iterations x 64, seed 0).
 
     Measured twice; the pipeline is not bit-identical across torch thread counts, so the reward model

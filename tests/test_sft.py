@@ -1,4 +1,4 @@
-"""SFT: row encoding matches the envs, learning on CPU, resume, CLI, and the bad inputs of issue 3."""
+"""SFT: row encoding matches the envs, learning on CPU, resume, CLI, and bad inputs rejected with their cause."""
 
 from __future__ import annotations
 
