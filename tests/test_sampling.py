@@ -56,6 +56,22 @@ def test_logprobs_equal_full_forward_and_rows_stop_at_eos(sft_dir):
     assert (out.logprobs[out.mask == 0] == 0).all()
 
 
+def test_the_loop_runs_in_inference_mode_and_its_outputs_train(sft_dir):
+    """Inference mode skips autograd bookkeeping while sampling; what comes out must still feed a
+    training forward and backward (an inference tensor cannot be saved for backward)."""
+    model, tok = load_causal_lm(sft_dir)
+    ids, mask, T = env_prompts(sft_dir, n=4)
+    modes: list[bool] = []
+    hook = model.register_forward_pre_hook(lambda *_: modes.append(torch.is_inference_mode_enabled()))
+    out = sample_completions(model, ids, mask, T, tok.eos_token_id, tok.pad_token_id, generator=torch.Generator().manual_seed(0))
+    hook.remove()
+    assert modes and all(modes)
+    assert not any(t.is_inference() for t in (out.ids, out.mask, out.logprobs, out.ended))
+    forward, P = sequence_forward(model, ids, mask, out.ids, out.mask)
+    token_logprobs(forward.logits[:, P - 1 : P - 1 + out.ids.shape[1]], out.ids, 1.0).sum().backward()
+    assert model.get_input_embeddings().weight.grad is not None
+
+
 def test_one_forward_per_new_token_for_the_whole_batch(sft_dir):
     model, tok = load_causal_lm(sft_dir)
     ids, mask, T = env_prompts(sft_dir, n=64)
