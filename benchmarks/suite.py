@@ -433,7 +433,9 @@ def record_suite_config(config: SuiteConfig, out: Path) -> None:
                                  f"has {key}={value!r}. Resume it with the setup it was started with (pass "
                                  f"--config {path}), or start a new board in an empty --leaderboard_dir")
         now["stages"] = [s for s in STAGES if s in saved.get("stages", []) or s in config.stages]
-    path.write_text(yaml.safe_dump(now, sort_keys=False))
+    tmp = path.with_suffix(".tmp")  # replaced in one step: an interrupted call never leaves half a setup
+    tmp.write_text(yaml.safe_dump(now, sort_keys=False))
+    os.replace(tmp, path)
 
 
 def check_records_commit(records_path: str | Path, config: SuiteConfig) -> str:
