@@ -1,4 +1,4 @@
-"""``llm-gym bench run|leaderboard``: run a benchmark grid, then turn its records into a leaderboard.
+"""``llm-gym bench run|leaderboard|rescore|seal``: run a benchmark grid, then turn its records into a leaderboard.
 
 Why two steps: running is slow, resumable and may happen on a cluster; the leaderboard is cheap
 and is recomputed from the records file alone, so anyone holding the records can regenerate it.
@@ -15,6 +15,7 @@ from typing import Literal
 from benchmarks.leaderboard import write_leaderboard
 from benchmarks.rescore import RescoreConfig, run_rescore
 from benchmarks.runner import load_bench_config, pending_runs, plan_runs, run_benchmark
+from benchmarks.seal import SealConfig, run_seal
 from llm_gym.commands import add_dataclass_command
 
 
@@ -77,6 +78,8 @@ def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
     add_dataclass_command(subparsers, "leaderboard", "records -> leaderboard.md, index.html and plots", LeaderboardArguments, leaderboard)
     add_dataclass_command(subparsers, "rescore", "score stored evaluation rollouts with another reward, as a new column",
                           RescoreConfig, run_rescore)
+    add_dataclass_command(subparsers, "seal", "gzip a finished board's records in place; it then takes no more runs",
+                          SealConfig, run_seal)
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:

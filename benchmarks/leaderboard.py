@@ -28,7 +28,7 @@ from agents.metrics import GOLD_REWARD, KL, REWARD
 from benchmarks.grouping import Grouped, group_records, proxy_is_gold, split_tracks, tags
 from benchmarks.overopt import KL_BINS, FitRow, fit_records
 from benchmarks.plots import png, render_figures, tuning_curves
-from benchmarks.records import RunRecord, git_commit, read_records
+from benchmarks.records import RunRecord, git_commit, read_records, records_file
 from benchmarks.rescore import rescore_columns, rescores_path
 from benchmarks.stats import (
     NAN_ESTIMATE,
@@ -268,6 +268,7 @@ def _provenance(records: list[RunRecord]) -> list[str]:
 
 PROGRESS_FILE = "progress.json"  # the suite's record of its stages, beside the records
 TUNING_DIR = "tuning"  # the suite's tuning records and rollouts, beside the board's
+SUITE_CONFIG_FILE = "suite_config.yaml"  # the suite's setup of the board, beside the records
 TUNING_TITLE = "Tuning and budget evidence"
 TUNING_NOTE = ("The tuning stage's runs on its own env (not on the board), at twice the board budget: each tuned "
                "algorithm's gold for every learning-rate factor tried. The factor with the highest gold over the last "
@@ -594,7 +595,7 @@ def write_leaderboard(
     figures = render_figures(records, reference=reference, start=start, seed=seed)
     progress_path = Path(records_path).with_name(PROGRESS_FILE)
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
-    tuning_records = Path(records_path).with_name(TUNING_DIR) / "records.jsonl"
+    tuning_records = records_file(Path(records_path).with_name(TUNING_DIR))
     if tuning_records.is_file():
         budgets = {label: e["board_budget"] for label, e in progress.get("budget_evidence", {}).items()}
         fig = tuning_curves(read_records(tuning_records), progress.get("tuned_lr_factors", {}), budgets, seed=seed)

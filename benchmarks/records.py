@@ -13,10 +13,16 @@ runner treats the run as finished. The one failure left is a crash in the middle
 which can leave a torn last line: the reader skips any line that is not a complete JSON object,
 warns with its line number, and the runner therefore sees that run as not done and redoes it; the
 next append starts on a fresh line so a torn tail never corrupts a later record.
+
+A finished board is *sealed* (``benchmarks.seal``): its ``records.jsonl`` becomes ``records.jsonl.gz``,
+the same lines gzip-compressed. Each RL record carries its whole learning curve as JSON floats, so a
+board's records run to tens of megabytes and compress about fivefold; a sealed file is read like the
+plain one and takes no appends, so a committed board cannot grow by accident.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
@@ -46,6 +52,8 @@ VERSIONED_PACKAGES = (
     "trl",
     "ray",
 )
+RECORDS_FILE = "records.jsonl"  # a board's records while its runs are appended
+SEALED_RECORDS_FILE = RECORDS_FILE + ".gz"  # the same lines, gzip-compressed, once the board is sealed
 REQUIRED_KEYS = ("algo", "env_id", "seed", "config", "versions", "git_commit", "hardware", "curve", "final", "wall_s")
 
 
@@ -103,6 +111,8 @@ def append_record(path: str | Path, record: RunRecord) -> None:
 def append_json_line(path: str | Path, text: str) -> None:
     """Append one JSON line to an append-only results file the way records are appended (see module doc)."""
     path = Path(path)
+    if path.suffix == ".gz":
+        raise ValueError(f"{path} is a sealed records file and takes no more runs: run into a new records file")
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (text + "\n").encode()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -124,7 +134,7 @@ def read_records(path: str | Path) -> list[RunRecord]:
     if not path.exists():
         return []
     records = []
-    with path.open("rb") as f:
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
@@ -133,6 +143,18 @@ def read_records(path: str | Path) -> list[RunRecord]:
             except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as err:
                 warnings.warn(f"{path}:{lineno}: skipping invalid results record ({err})", stacklevel=2)
     return records
+
+
+def records_file(directory: str | Path) -> Path:
+    """A board directory's records: ``records.jsonl`` while runs are appended, ``records.jsonl.gz`` once sealed.
+
+    A directory holding both is refused: which of them is the board would be a guess."""
+    directory = Path(directory)
+    plain, sealed = directory / RECORDS_FILE, directory / SEALED_RECORDS_FILE
+    if sealed.exists() and plain.exists():
+        raise ValueError(f"{directory} holds both {RECORDS_FILE} and {SEALED_RECORDS_FILE}: a sealed board takes no "
+                         f"more runs, so move {RECORDS_FILE} aside (or into a board of its own)")
+    return sealed if sealed.exists() else plain
 
 
 def package_versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:

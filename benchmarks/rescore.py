@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.records import RunRecord, append_json_line, config_hash, read_records
+from benchmarks.records import RunRecord, append_json_line, config_hash, read_records, records_file
 from benchmarks.rollouts import default_rollouts_root, read_rollouts, record_rollouts
 from benchmarks.grouping import env_name
 
@@ -36,8 +36,9 @@ class RescoreConfig:
     reward: str = field(metadata={"help": "reward spec for llm_gym.make_reward, e.g. 'learned:path=runs/rm-v2-{env}' "
                                           "or 'verifier'; {env} becomes each env's short name"})
     column: str = field(metadata={"help": "name of the new leaderboard column (letters, digits, - and _)"})
-    records: str = field(default="benchmarks/results/leaderboard/records.jsonl",
-                         metadata={"help": "results records whose runs are rescored"})
+    records: str = field(default="benchmarks/results/leaderboard",
+                         metadata={"help": "results records whose runs are rescored: a records file (JSONL, or a "
+                                           "sealed board's .jsonl.gz) or a board directory holding one"})
     rollouts_dir: str | None = field(default=None, metadata={"help": "stored rollouts (default: rollouts/ beside the records)"})
     rescores_file: str | None = field(default=None, metadata={"help": f"JSONL to append the scores to (default: "
                                                                          f"{RESCORES_FILE} beside the records)"})
@@ -98,11 +99,12 @@ def rescore(config: RescoreConfig, log: Callable[[str], None] = print) -> Rescor
     """Score every recorded run's stored rollouts with ``config.reward``; append one line per run."""
     if not config.column or not all(c.isalnum() or c in "-_" for c in config.column):
         raise ValueError(f"column must be letters, digits, '-' or '_', got {config.column!r}")
-    records = read_records(config.records)
+    records_path = records_file(config.records) if Path(config.records).is_dir() else Path(config.records)
+    records = read_records(records_path)
     if not records:
-        raise ValueError(f"no results records in {config.records}")
-    root = Path(config.rollouts_dir) if config.rollouts_dir else default_rollouts_root(config.records)
-    output = Path(config.rescores_file) if config.rescores_file else rescores_path(config.records)
+        raise ValueError(f"no results records in {records_path}")
+    root = Path(config.rollouts_dir) if config.rollouts_dir else default_rollouts_root(records_path)
+    output = Path(config.rescores_file) if config.rescores_file else rescores_path(records_path)
     earlier = [r for r in read_rescores(output) if r["column"] == config.column]
     other_specs = sorted({r["reward"] for r in earlier} - {config.reward})
     if other_specs:

@@ -53,8 +53,8 @@ from agents.run_record import setup_config
 from agents.supervised.reward_training import RewardModelConfig, train_reward_model
 from agents.supervised.sft import SFTConfig, train_sft
 from benchmarks.grouping import env_name as short_env_name
-from benchmarks.leaderboard import CONVERGED_SHARE, PROGRESS_FILE, TUNING_DIR, write_leaderboard
-from benchmarks.records import RunRecord, git_commit, read_records
+from benchmarks.leaderboard import CONVERGED_SHARE, PROGRESS_FILE, SUITE_CONFIG_FILE, TUNING_DIR, write_leaderboard
+from benchmarks.records import SEALED_RECORDS_FILE, RunRecord, git_commit, read_records, records_file
 from benchmarks.runner import BenchConfig, check_clean_checkout, load_bench_config, pending_runs, plan_runs, run_benchmark
 from llm_gym.commands import CommandParser, run_cli
 from llm_gym.models import TinyModelConfig, save_tiny
@@ -62,7 +62,6 @@ from llm_gym.registration import env_id as env_id_of
 from llm_gym.tasks import TASKS, make_task
 
 SFT_DONE, RM_DONE = "sft_results.json", "reward_model_results.json"
-SUITE_CONFIG_FILE = "suite_config.yaml"
 STAGES = ("prepare", "tune", "grid", "rm_sweep", "leaderboard")
 BUILDING_STAGES = ("prepare", "tune", "grid", "rm_sweep")  # the stages that add models or runs to a board
 RUN_OPTIONS = ("stages", "workers", "threads", "allow_dirty", "allow_mixed_commits", "dry_run")  # how, not what
@@ -309,7 +308,7 @@ def tuning_grid(config: SuiteConfig, bench: BenchConfig) -> BenchConfig:
     return dataclasses.replace(
         bench, algorithms=algorithms, envs=[config.tuning_env], seeds=list(config.tuning_seeds),
         env_kwargs={**bench.env_kwargs, "reward": "verifier"}, tags={"track": "tuning", "prep": 0},
-        records=str(out / "records.jsonl"), rollouts_dir=str(out / "rollouts"), require_clean=not config.allow_dirty)
+        records=str(records_file(out)), rollouts_dir=str(out / "rollouts"), require_clean=not config.allow_dirty)
 
 
 def board_budget(bench: BenchConfig, label: str) -> int:
@@ -374,7 +373,7 @@ def budget_evidence(records_path: str | Path, factors: dict[str, float], bench: 
 
 def board_grids(config: SuiteConfig, bench: BenchConfig, factors: dict[str, float]) -> dict[str, BenchConfig]:
     """Stage name -> grid: every (track, preparation) with the tuned learning rates, plus the from-scratch track."""
-    records = str(Path(config.leaderboard_dir) / "records.jsonl")
+    records = str(records_file(config.leaderboard_dir))
     algorithms = {}
     for label, entry in bench.algorithms.items():
         entry = dict(entry or {})
@@ -412,12 +411,12 @@ def rm_sweep_grids(config: SuiteConfig, bench: BenchConfig) -> dict[str, BenchCo
         bench, algorithms=algorithms, envs=list(config.rm_sweep_envs), seeds=list(config.seeds),
         env_kwargs={**bench.env_kwargs, "reward": f"learned:path={sweep_rm_dir(config, n)}"},
         tags={"track": RM_SWEEP, "prep": 0, "rm": f"feedback{n}", "feedback": n},
-        records=str(Path(config.leaderboard_dir) / "records.jsonl"), rollouts_dir=None,
+        records=str(records_file(config.leaderboard_dir)), rollouts_dir=None,
         require_clean=not config.allow_dirty) for n in config.rm_sweep_feedback}
 
 
-def record_suite_config(config: SuiteConfig, out: Path) -> None:
-    """Save the suite's setup in ``out``, or check it against the setup the board there was started with.
+def checked_suite_config(config: SuiteConfig, out: Path) -> dict[str, Any]:
+    """The setup to save in ``out``, checked against the setup the board there was started with; writes nothing.
 
     A resumed board pools its new runs with the recorded ones, so its preparations, seeds, tracks, sizes
     and tuning must be those it started with: a field that differs is refused, naming it. The options
@@ -433,9 +432,24 @@ def record_suite_config(config: SuiteConfig, out: Path) -> None:
                                  f"has {key}={value!r}. Resume it with the setup it was started with (pass "
                                  f"--config {path}), or start a new board in an empty --leaderboard_dir")
         now["stages"] = [s for s in STAGES if s in saved.get("stages", []) or s in config.stages]
-    tmp = path.with_suffix(".tmp")  # replaced in one step: an interrupted call never leaves half a setup
-    tmp.write_text(yaml.safe_dump(now, sort_keys=False))
+    return now
+
+
+def write_suite_config(setup: dict[str, Any], out: Path) -> None:
+    """Save a checked setup (``checked_suite_config``) as ``out/suite_config.yaml``, replaced in one step so an
+    interrupted call never leaves half a setup."""
+    path = out / SUITE_CONFIG_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(setup, sort_keys=False))
     os.replace(tmp, path)
+
+
+def check_not_sealed(out: Path) -> None:
+    """Refuse to add runs or models to a sealed board (``benchmarks.seal``): it is a finished, committed result."""
+    if (out / SEALED_RECORDS_FILE).exists():
+        raise ValueError(f"{out} holds a sealed board ({SEALED_RECORDS_FILE}), which takes no more runs: run a new board "
+                         f"into an empty --leaderboard_dir (benchmarks/PROTOCOL.md, Reproduce), or pass --stages "
+                         f"leaderboard to re-render this one")
 
 
 def check_records_commit(records_path: str | Path, config: SuiteConfig) -> str:
@@ -500,13 +514,21 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> int:
             log(line)
         return 0
     out = Path(config.leaderboard_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if any(s in config.stages for s in BUILDING_STAGES):  # rendering the page alone changes no setup
-        record_suite_config(config, out)
-    progress = Progress(out / PROGRESS_FILE)
-    records = out / "records.jsonl"
+    records = records_file(out)
+    building = any(s in config.stages for s in BUILDING_STAGES)  # rendering the page alone changes no setup
+    # Every refusal comes before the first write: a refused call leaves the board's directory as it was.
+    setup = commit = None
+    if building:
+        check_not_sealed(out)
+        setup = checked_suite_config(config, out)
     if any(s in config.stages for s in ("tune", "grid", "rm_sweep")):
-        progress.set("commit", check_records_commit(records, config))
+        commit = check_records_commit(records, config)
+    out.mkdir(parents=True, exist_ok=True)
+    if setup is not None:
+        write_suite_config(setup, out)
+    progress = Progress(out / PROGRESS_FILE)
+    if commit is not None:
+        progress.set("commit", commit)
     failed = 0
 
     if "prepare" in config.stages:

@@ -100,3 +100,19 @@ def test_a_spec_that_needs_stored_metadata_fails_naming_the_file_and_the_cause(r
     with pytest.raises(ValueError, match=r"seed0-.*\.jsonl\.gz: reward 'exact_match' failed .* store no 'metadata'"):
         rescore(RescoreConfig(reward="exact_match", column="em", records=config.records,
                               rescores_file=str(tmp_path / "em.jsonl")), log=lambda _: None)
+
+
+def test_a_sealed_board_is_rescored_by_its_directory_to_the_same_values(recorded, tmp_path):
+    import shutil
+
+    from benchmarks.seal import SealConfig, seal_board
+
+    grid_dir, config = recorded
+    plain = rescore(RescoreConfig(reward="length:max_chars=2", column="plain", records=config.records,
+                                  rescores_file=str(tmp_path / "plain.jsonl")), log=lambda _: None)
+    board = tmp_path / "board"
+    shutil.copytree(grid_dir, board, ignore=shutil.ignore_patterns("rescores.jsonl"))
+    seal_board(SealConfig(board_dir=str(board)))
+    sealed = rescore(RescoreConfig(reward="length:max_chars=2", column="plain", records=str(board)), log=lambda _: None)
+    assert [line["value"] for line in sealed.scored] == [line["value"] for line in plain.scored]
+    assert len(read_rescores(board / "rescores.jsonl")) == len(plain.scored) == 4

@@ -351,3 +351,48 @@ def test_every_suite_field_has_help():
     import dataclasses
 
     assert all(f.metadata.get("help") for f in dataclasses.fields(SuiteConfig))
+
+
+def test_a_refused_call_leaves_the_boards_directory_as_it_was(tmp_path, monkeypatch):
+    """Refusals (another commit's records, another setup, a sealed board) all come before the first write."""
+    from benchmarks.records import RunRecord, append_record
+
+    monkeypatch.setattr(suite, "run_benchmark", lambda grid, log, on_run=None: _no_runs())
+    board = tmp_path / "board"
+    assert suite.run_suite(_suite(tmp_path, stages=["grid"], tracks=["verifier"], from_scratch=[]), log=lambda _: None) == 0
+    append_record(board / "records.jsonl", RunRecord("ppo", "llm_gym/Sort-v0", 0, {}, git_commit="0" * 40))
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(board)): p.read_bytes() for p in sorted(board.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    with pytest.raises(RuntimeError, match="holds runs from other commit"):
+        suite.run_suite(_suite(tmp_path, stages=["grid"], tracks=["verifier"], from_scratch=[], dry_run=False,
+                               workers=3), log=lambda _: None)
+    assert snapshot() == before
+    with pytest.raises(ValueError, match="started with seeds="):
+        suite.run_suite(_suite(tmp_path, stages=["grid"], seeds=[9]), log=lambda _: None)
+    assert snapshot() == before
+
+
+def test_a_sealed_board_takes_no_runs_but_renders(tmp_path, monkeypatch):
+    from benchmarks.records import RunRecord, append_record
+    from benchmarks.seal import SealConfig, seal_board
+
+    monkeypatch.setattr(suite, "run_benchmark", lambda grid, log, on_run=None: _no_runs())
+    monkeypatch.setattr(suite, "check_records_commit", lambda records, config: "c" * 40)
+    board = tmp_path / "board"
+    assert suite.run_suite(_suite(tmp_path, stages=["grid"], tracks=["verifier"], from_scratch=[]), log=lambda _: None) == 0
+    append_record(board / "records.jsonl", RunRecord("ppo", "llm_gym/Sort-v0", 0, {}, git_commit="c" * 40))
+    seal_board(SealConfig(board_dir=str(board)))
+    before = sorted(p.name for p in board.iterdir())
+    for stages in (["grid"], ["tune"], ["prepare"], ["rm_sweep"]):
+        with pytest.raises(ValueError, match=r"holds a sealed board \(records.jsonl.gz\), which takes no more runs"):
+            suite.run_suite(_suite(tmp_path, stages=stages, tracks=["verifier"], from_scratch=[]), log=lambda _: None)
+    assert sorted(p.name for p in board.iterdir()) == before
+    rendered = []
+    monkeypatch.setattr(suite, "write_leaderboard", lambda records, out: rendered.append(Path(records).name) or {
+        "markdown": "md", "html": "html"})
+    assert suite.run_suite(_suite(tmp_path, stages=["leaderboard"]), log=lambda _: None) == 0
+    assert rendered == ["records.jsonl.gz"]
+
