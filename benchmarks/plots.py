@@ -35,6 +35,7 @@ from benchmarks.records import RunRecord
 from benchmarks.stats import bootstrap, mean_over_groups, performance_profile_band
 
 SMOOTHING = 5  # logged points in the learning curves' moving average
+THOUSANDS = FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0")  # sample counts: five digits overlap
 
 
 def _grid(records: list[RunRecord], metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -137,6 +138,7 @@ def learning_curves(records: list[RunRecord], metric: str = GOLD, reps: int = 10
             ax.plot(steps, mean, color=colors[label], label=f"{label} (n={n[0]}{f'-{n[-1]}' if len(n) > 1 else ''})")
             ax.fill_between(steps, low, high, color=colors[label], alpha=0.2, linewidth=0)
         ax.set(title=env_id, xlabel="samples seen", ylabel=metric)
+        ax.xaxis.set_major_formatter(THOUSANDS)
         ax.grid(alpha=0.3)
     return _finish(fig, axes)
 
@@ -322,7 +324,7 @@ def tuning_curves(records: list[RunRecord], chosen: dict[str, float], budgets: d
             ax.axvline(budgets[label], color="black", linestyle="--", linewidth=1, label="board budget")
         picked = f" (× {chosen[label]:g} chosen, thick)" if label in chosen else ""
         ax.set(title=f"{label}{picked}", xlabel="samples seen", ylabel=GOLD)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
+        ax.xaxis.set_major_formatter(THOUSANDS)
         ax.grid(alpha=0.3)
     return _finish(fig, axes)
 

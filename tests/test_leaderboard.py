@@ -501,3 +501,15 @@ def test_a_one_point_curve_has_no_sample_efficiency():
     two = RunRecord("ppo", "llm_gym/Sort-v0", 0, {}, curve=[{"step": 0.0, "objective/gold_reward": 0.2},
                                                             {"step": 10.0, "objective/gold_reward": 0.4}])
     assert np.isnan(run_value(one, "auc")) and run_value(two, "auc") == pytest.approx(0.3)
+
+
+def test_sample_axes_read_in_thousands_so_five_digit_ticks_do_not_overlap():
+    from benchmarks.plots import learning_curves
+
+    records = [RunRecord(**{**r.__dict__, "curve": [{**p, "step": p["step"] * 1000} for p in r.curve]})
+               for r in synthetic_records(seeds=2)]
+    fig = learning_curves(records, reps=20, reference="best_of_n")
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert ticks and all(t == "0" or t.endswith("k") for t in ticks), ticks
+    plt.close(fig)
