@@ -54,7 +54,7 @@ from agents.supervised.reward_training import RewardModelConfig, train_reward_mo
 from agents.supervised.sft import SFTConfig, train_sft
 from benchmarks.grouping import env_name as short_env_name
 from benchmarks.leaderboard import CONVERGED_SHARE, PROGRESS_FILE, SUITE_CONFIG_FILE, TUNING_DIR, write_leaderboard
-from benchmarks.records import SEALED_RECORDS_FILE, RunRecord, git_commit, read_records, records_file
+from benchmarks.records import SEALED_RECORDS_FILE, RunRecord, git_commit, hardware_info, read_records, records_file
 from benchmarks.runner import BenchConfig, check_clean_checkout, load_bench_config, pending_runs, plan_runs, run_benchmark
 from llm_gym.commands import CommandParser, run_cli
 from llm_gym.models import TinyModelConfig, save_tiny
@@ -467,7 +467,8 @@ def check_records_commit(records_path: str | Path, config: SuiteConfig) -> str:
 def board_status(config: SuiteConfig, bench: BenchConfig) -> list[str]:
     """One line per grid stage of ``config.stages``: runs recorded of those planned, and the stage's status
     and wall time in ``progress.json``. Before tuning has picked its learning rates the board's grids are
-    counted with the untuned ones; nothing of them is recorded yet then."""
+    counted with the untuned ones; nothing of them is recorded yet then. A line names the CPU models the runs
+    were recorded on and this machine's: a board whose preparations must be rebuilt continues on the same one."""
     progress = Progress(Path(config.leaderboard_dir) / PROGRESS_FILE).data
     grids: dict[str, BenchConfig] = {}
     if "tune" in config.stages:
@@ -484,6 +485,11 @@ def board_status(config: SuiteConfig, bench: BenchConfig) -> list[str]:
         state = f" ({stage['status']}, {stage['wall_s'] / 60:.0f} min)" if stage else ""
         lines.append(f"{name}: {done} of {len(specs)} runs recorded{state}")
         recorded, planned = recorded + done, planned + len(specs)
+    cpus = sorted({r.hardware.get("cpu") or "unknown" for path in {g.records for g in grids.values()}
+                   for r in read_records(path)})
+    if cpus:
+        lines.append(f"runs recorded on: {', '.join(cpus)}; this machine: {hardware_info()['cpu']} (a preparation "
+                     f"rebuilt on another CPU model differs bitwise: benchmarks/PROTOCOL.md, Provenance)")
     return lines + [f"all grid stages: {recorded} of {planned} runs recorded"]
 
 

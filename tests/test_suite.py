@@ -332,12 +332,14 @@ def test_a_dry_run_counts_each_stages_recorded_runs_without_running_any(tmp_path
     config = _suite(tmp_path, stages=["tune", "grid"], tracks=["verifier"], preps=[0], dry_run=True)
     tuning = suite.tuning_grid(config, suite.load_bench_config(config.bench_config))
     for spec in plan_runs(tuning)[:3]:
-        append_record(tuning.records, RunRecord(spec.algo, spec.env_id, spec.seed, spec.config))
+        append_record(tuning.records, RunRecord(spec.algo, spec.env_id, spec.seed, spec.config, hardware={"cpu": "CPU X"}))
+    monkeypatch.setattr(suite, "hardware_info", lambda: {"cpu": "CPU Y"})
     lines: list[str] = []
     assert suite.run_suite(config, log=lines.append) == 0
     planned = len(plan_runs(tuning))
     assert lines[0] == f"tune: 3 of {planned} runs recorded"
     assert lines[1].startswith("grid/verifier/prep0: 0 of ") and lines[-1].startswith("all grid stages: 3 of ")
+    assert lines[-2].startswith("runs recorded on: CPU X; this machine: CPU Y (a preparation rebuilt on another CPU")
     assert not (tmp_path / "board" / suite.SUITE_CONFIG_FILE).exists()  # a dry run records nothing
 
 
