@@ -108,10 +108,15 @@ def append_record(path: str | Path, record: RunRecord) -> None:
     append_json_line(path, record.to_json())
 
 
+def is_sealed(path: str | Path) -> bool:
+    """Whether ``path`` names a sealed (gzip-compressed, closed) records file."""
+    return Path(path).suffix == ".gz"
+
+
 def append_json_line(path: str | Path, text: str) -> None:
     """Append one JSON line to an append-only results file the way records are appended (see module doc)."""
     path = Path(path)
-    if path.suffix == ".gz":
+    if is_sealed(path):
         raise ValueError(f"{path} is a sealed records file and takes no more runs: run into a new records file")
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (text + "\n").encode()
@@ -134,7 +139,7 @@ def read_records(path: str | Path) -> list[RunRecord]:
     if not path.exists():
         return []
     records = []
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+    with (gzip.open(path, "rb") if is_sealed(path) else path.open("rb")) as f:
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue

@@ -41,6 +41,7 @@ from benchmarks.records import (
     config_hash,
     git_commit,
     hardware_info,
+    is_sealed,
     package_versions,
     read_records,
     run_key,
@@ -406,7 +407,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print,
     log(f"{len(specs)} runs in the grid: {len(skipped)} already recorded in {config.records}, {len(todo)} to run")
     if not todo:
         return summary
-    if Path(config.records).suffix == ".gz":
+    if is_sealed(config.records):
         raise ValueError(f"{config.records} is a sealed records file (benchmarks.seal) and takes no more runs; "
                          f"{len(todo)} of this grid's runs are not in it: record them in a new records file")
     check_grid(todo)
