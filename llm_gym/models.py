@@ -9,21 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
-)
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 # A minimal chat template so `messages` datasets work with tiny tokenizers as with hub ones.
@@ -94,6 +87,8 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerBase, config: TinyModelConfig
     }
     if None in ids.values():
         raise ValueError(f"tokenizer must define bos, eos and pad tokens; got {ids}")
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM  # see load_causal_lm
+
     torch.manual_seed(config.seed)
     if config.family == "gpt2":
         # No dropout: RL needs identical log-probs at sampling and update time (Huang et al. 2024).
@@ -229,6 +224,10 @@ def load_causal_lm(
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``; ``dtype``: a torch dtype or its
     name (``"bfloat16"``), ``"auto"`` for the checkpoint's, None for float32.
     """
+    # transformers' modelling stack is imported here, not with this module: it takes longer to import than
+    # torch, and a process that only runs envs (a vector env's worker, a rule-scored env) never needs it
+    from transformers import AutoModelForCausalLM
+
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model directory not found: {path}")

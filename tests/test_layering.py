@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import collections
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,10 @@ ALLOWED_FUNCTION_LEVEL_IMPORTS = {
     ("llm_gym.tasks.reasoning_gym", "reasoning_gym"),  # extra [reasoning]; ~1 s to import
     ("llm_gym.tasks.datasets", "datasets"),  # extra [datasets]
     ("llm_gym.feedback", "datasets"),  # extra [datasets]
+    # transformers' modelling stack (~2 s to import), loaded with the first model: not by env-only processes
+    ("llm_gym.models", "transformers"),
+    ("llm_gym.rewards.learned", "transformers"),
+    ("llm_gym.rewards.text_metrics", "rouge_score"),  # imports nltk and scipy.stats (~1 s)
 }
 
 
@@ -140,3 +146,20 @@ def test_every_gymnasium_register_call_is_in_registration():
                 if isinstance(node.func.value, ast.Name) and node.func.value.id in ("gymnasium", "gym"):
                     callers.append(module)
     assert set(callers) == {"llm_gym.registration"}
+
+
+def test_envs_scored_by_rules_run_without_importing_the_modelling_stack():
+    """A process that only steps envs (a vector env's worker, SB3's SubprocVecEnv) imports llm_gym and makes
+    an env; transformers' models, nltk and scipy.stats (~3 s of imports) wait for the first model or ROUGE."""
+    code = (
+        "import sys, gymnasium, llm_gym\n"
+        "env = gymnasium.make('llm_gym/Arithmetic-v0', granularity='sequence')\n"
+        "env.reset(seed=0)\n"
+        "env.step('148')\n"
+        "envs = gymnasium.make_vec('llm_gym/Count-v0', num_envs=4, vectorization_mode='vector_entry_point')\n"
+        "envs.reset(seed=0)\n"
+        "print([m for m in ('transformers.modeling_utils', 'nltk', 'scipy.stats') if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from llm_gym.models import ensure_pad_token
 from llm_gym.rewards.base import RewardModel
@@ -44,6 +44,8 @@ class LearnedReward(RewardModel):
         self.tokenizer.truncation_side = "left"
         self.tokenizer.padding_side = "right"
         self.path = path
+        from transformers import AutoModelForSequenceClassification  # imported when needed: see load_causal_lm
+
         self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.model.config.num_labels != 1:
             raise ValueError(f"reward model at {path} has num_labels={self.model.config.num_labels}; expected 1")

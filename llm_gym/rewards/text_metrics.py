@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import sacrebleu
-from rouge_score import rouge_scorer
 
 from llm_gym.rewards.base import RewardModel
 
@@ -44,6 +43,8 @@ class Rouge(RewardModel):
     def __init__(self, variant: str = "rougeL"):
         if variant not in ("rouge1", "rouge2", "rougeL"):
             raise ValueError(f"unknown ROUGE variant {variant!r}; use rouge1, rouge2 or rougeL")
+        from rouge_score import rouge_scorer  # imports nltk and scipy.stats: a second on every import of llm_gym
+
         self.variant, self.name = variant, variant
         self.scorer = rouge_scorer.RougeScorer([variant])
 
