@@ -22,7 +22,6 @@ from benchmarks.records import (
     package_versions,
     read_records,
 )
-from benchmarks.runner import check_clean_checkout
 
 
 def make_record(seed: int = 0, **overrides) -> RunRecord:
@@ -134,6 +133,10 @@ def test_provenance_versions_git_and_hardware(tmp_path):
     subprocess.run(git + ["commit", "-q", "-m", "results"], check=True)
     (repo / "benchmarks" / "results" / "records.jsonl").write_text("{}\n{}")
     assert git_commit(repo) == clean
+    # imported here, not with the module: the appender test's spawned workers import this module, and the
+    # runner pulls in torch and the trainers (some 10 s per worker on a 2-core machine)
+    from benchmarks.runner import check_clean_checkout
+
     check_clean_checkout(repo)
     (repo / "f.txt").write_text("b")
     assert git_commit(repo) == clean + "-dirty"
