@@ -1,7 +1,7 @@
 """Benchmark runner: grid planning, resumption (skip done, rerun deleted), failures, CLI, Ray backend.
 
-The runs use ``FakeAlgorithm`` below (imported by the worker processes as ``test_runner:...``):
-it trains nothing, but logs every call so the tests can count which runs really executed.
+The runs use ``fake_algorithms.FakeAlgorithm``: it trains nothing, but logs every call so the tests can
+count which runs really executed.
 """
 
 from __future__ import annotations
@@ -9,21 +9,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from agents.rl.algorithm import TrainResult
 from llm_gym.cli import main as cli_main
 from benchmarks.records import append_record, read_records
 from benchmarks import runner
+from benchmarks.execution import build_algorithm, execute_run, thin_curve
 from benchmarks.rollouts import read_rollouts, record_rollouts
 from benchmarks.runner import (
-    build_algorithm,
     check_clean_checkout,
-    execute_run,
     load_bench_config,
     pending_runs,
     plan_runs,
@@ -31,61 +28,8 @@ from benchmarks.runner import (
 )
 
 ENVS = ["llm_gym/Copy-v0", "llm_gym/Reverse-v0"]
-FAKE = "test_runner:FakeAlgorithm"
-FAKE_ROLLOUTS = "test_runner:FakeRolloutAlgorithm"
-
-
-@dataclass
-class FakeConfig:
-    calls_log: str  # every train() appends one JSON line here
-    slope: float = 0.5
-    fail_seed: int = -1  # train() raises for this seed
-    extra: dict | None = None  # merged into evaluate()'s metrics (to feed the runner bad values)
-    drop_step: bool = False  # log curve points without "step"
-
-
-class FakeAlgorithm:
-    """Deterministic stand-in for a learner: gold reward rises linearly with samples seen."""
-
-    name = "fake"
-
-    def __init__(self, config: FakeConfig):
-        self.config = config
-
-    def train(self, env_id, budget, seed, out_dir, env_kwargs=None) -> TrainResult:
-        c = self.config
-        with open(c.calls_log, "a") as f:
-            f.write(json.dumps({"env_id": env_id, "seed": seed, "pid": os.getpid(), "env_kwargs": env_kwargs}) + "\n")
-        if seed == c.fail_seed:
-            raise RuntimeError(f"fake divergence at seed {seed}")
-        policy = Path(out_dir) / "policy"
-        policy.mkdir(parents=True, exist_ok=True)
-        (policy / "params.json").write_text(json.dumps({"gold": c.slope + 0.01 * seed}))
-        steps = [0, budget // 2, budget]
-        curve = [{"step": s, "objective/gold_reward": c.slope * s / budget + 0.01 * seed, "objective/kl": 0.1 * s / budget}
-                 for s in steps]
-        if c.drop_step:
-            curve = [{k: v for k, v in p.items() if k != "step"} for p in curve]
-        return TrainResult(checkpoint_dir=policy, curve=curve, final={})
-
-    def evaluate(self, policy_dir, env_id, episodes, seed, env_kwargs=None) -> dict[str, float]:
-        gold = json.loads((Path(policy_dir) / "params.json").read_text())["gold"]
-        return {"objective/gold_reward": gold, "objective/reward": gold + 0.2, "objective/kl": 0.1,
-                "eval/episodes": episodes, "eval/seed": seed, "eval/test_split": float(env_kwargs.get("split") == "test"),
-                **(self.config.extra or {})}
-
-
-class FakeRolloutAlgorithm(FakeAlgorithm):
-    """``FakeAlgorithm`` whose ``evaluate`` appends its completions to ``rollouts_path`` like the real learners."""
-
-    def evaluate(self, policy_dir, env_id, episodes, seed, env_kwargs=None, rollouts_path=None) -> dict[str, float]:
-        metrics = super().evaluate(policy_dir, env_id, episodes, seed, env_kwargs)
-        if rollouts_path is not None:
-            with open(rollouts_path, "a") as f:
-                for i in range(episodes):  # completion length depends on the evaluation seed
-                    f.write(json.dumps({"prompt": f"{env_id} #{i}", "completion": "x" * (1 + (seed + i) % 4),
-                                        "proxy": 0.5, "gold": 0.25, "kl": 0.0}) + "\n")
-        return metrics
+FAKE = "fake_algorithms:FakeAlgorithm"
+FAKE_ROLLOUTS = "fake_algorithms:FakeRolloutAlgorithm"
 
 
 def write_config(tmp_path: Path, **overrides) -> Path:
@@ -215,9 +159,9 @@ def test_bad_algorithm_arguments_and_targets_are_named(tmp_path):
     with pytest.raises(ImportError, match="cannot import module 'no_such_module'"):
         build_algorithm("no_such_module:Algo", {})
     with pytest.raises(ImportError, match="has no attribute 'Nope'"):
-        build_algorithm("test_runner:Nope", {})
+        build_algorithm("fake_algorithms:Nope", {})
     with pytest.raises(TypeError, match="does not implement the Algorithm protocol"):
-        build_algorithm("test_runner:FakeConfig", {})
+        build_algorithm("fake_algorithms:FakeConfig", {})
     config = load_bench_config(write_config(tmp_path, envs=["llm_gym/NoSuchTask-v0"]))
     with pytest.raises(KeyError, match="unknown env id 'llm_gym/NoSuchTask-v0'"):
         run_benchmark(config, log=lambda _: None)
@@ -259,7 +203,7 @@ def test_example_configs_plan_and_their_kwargs_fit_the_agents():
 
 def test_ray_backend_runs_the_grid_on_a_local_instance(tmp_path, monkeypatch):
     pytest.importorskip("ray")
-    # Ray workers start from the driver's environment: make this test module importable there.
+    # Ray workers start from the driver's environment: make the stand-in algorithms' module importable there.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))
     config = load_bench_config(write_config(tmp_path, envs=ENVS[:1], backend="ray"))
     summary = run_benchmark(config, log=lambda _: None)
@@ -352,10 +296,10 @@ def test_require_clean_refuses_a_dirty_checkout(tmp_path, monkeypatch):
 
 def test_thin_curve_keeps_evenly_spaced_logged_points_with_the_first_and_the_last():
     points = [{"step": 64 * i} for i in range(257)]
-    kept = runner.thin_curve(points, 5)
+    kept = thin_curve(points, 5)
     assert [p["step"] for p in kept] == [0, 64 * 64, 64 * 128, 64 * 192, 64 * 256]
-    assert runner.thin_curve(points, None) == points and runner.thin_curve(points[:3], 5) == points[:3]
-    assert len(runner.thin_curve(points, 128)) == 128 and len({id(p) for p in runner.thin_curve(points, 128)}) == 128
+    assert thin_curve(points, None) == points and thin_curve(points[:3], 5) == points[:3]
+    assert len(thin_curve(points, 128)) == 128 and len({id(p) for p in thin_curve(points, 128)}) == 128
 
 
 def test_curve_points_caps_the_recorded_curve(tmp_path):
