@@ -61,7 +61,7 @@ class DemoConfig:
     # Count: its learned reward model is good enough near the SFT policy for PPO to raise the *gold*
     # reward (measured; on arithmetic the tiny reward model stays near chance, and on reverse/sort
     # it is exploited: see benchmarks/results/leaderboard).
-    env_id: str = field(default="llm_gym/Count-v0", metadata={"help": "env of a built-in task the demo runs on"})
+    env_id: str = field(default="llm_gym/Count-v0", metadata={"help": "env of a built-in task the demo runs on; its claim (PPO raises gold) is measured on Count, and on a task where the learned reward is exploited instead the command names the shortfall and exits 1"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
     sft_steps: int = field(default=100, metadata={"help": "SFT steps; undertrained on purpose (~38%% greedy accuracy) so RL has room"})
     feedback_prompts: int = field(default=1024, metadata={"help": "prompts labelled by the simulated person"})
