@@ -103,20 +103,37 @@ def build_tiny(args: TinyArguments) -> int:
     return 0
 
 
-def build_parser() -> CommandParser:
-    """``llm-gym`` with its built-in subcommands and every ``llm_gym.commands`` entry point."""
+BUILTIN_COMMANDS = ("envs", "tiny")
+
+
+def build_parser(command: str | None = None) -> CommandParser:
+    """``llm-gym`` with its built-in subcommands and every ``llm_gym.commands`` entry point.
+
+    With ``command`` (the name on the command line) only what that command needs is loaded: nothing for a
+    built-in one, the entry point of that name when there is one. Each entry point imports its trainers
+    (seconds on a small machine), so ``llm-gym envs`` need not wait for them. Any other name (``ppo``
+    comes from the ``algorithms`` entry point), or none, loads them all, so the help and the "invalid
+    choice" error list every command.
+    """
     parser = CommandParser(prog="llm-gym", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"llm-gym {llm_gym.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
-    add_dataclass_command(sub, "envs", "list registered env ids with their reward specs", EnvsArguments, list_envs)
-    add_dataclass_command(sub, "tiny", "build a tiny random-init model and tokenizer for an env", TinyArguments, build_tiny)
-    for ep in entry_points(group=COMMAND_ENTRY_POINT_GROUP):
+    add_dataclass_command(sub, BUILTIN_COMMANDS[0], "list registered env ids with their reward specs", EnvsArguments,
+                          list_envs)
+    add_dataclass_command(sub, BUILTIN_COMMANDS[1], "build a tiny random-init model and tokenizer for an env",
+                          TinyArguments, build_tiny)
+    if command in BUILTIN_COMMANDS:
+        return parser
+    every = entry_points(group=COMMAND_ENTRY_POINT_GROUP)
+    for ep in [ep for ep in every if ep.name == command] or every:
         ep.load()(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(build_parser(), argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)  # llm-gym's own options take no value
+    return run_cli(build_parser(command), argv)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import argparse
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -258,3 +260,19 @@ def test_readme_pipeline_commands_run_as_written(tmp_path, monkeypatch):
         assert main([*words[1:], *SHRINK[words[1]]]) == 0, command
     assert (tmp_path / "runs" / "rm" / "model.safetensors").is_file()
     assert SFTConfig(**read_run_record(tmp_path / "runs" / "sft")["config"]).output_dir == str(tmp_path / "runs" / "sft")
+
+
+def test_a_command_loads_only_the_entry_point_it_needs_and_an_unknown_one_lists_every_command(capsys):
+    code = ("import sys\nfrom llm_gym.cli import main\nassert main(['envs', '--filter', 'Count']) == 0\n"
+            "print(sorted(m for m in ('agents.rl.registry', 'agents.supervised.sft', 'benchmarks.cli') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"  # the trainers and the benchmarks were never imported
+    commands_of = lambda parser: set(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices)  # noqa: E731
+    assert commands_of(build_parser("sft")) == {"envs", "tiny", "sft"}
+    assert commands_of(build_parser("ppo")) == commands_of(build_parser()) == commands_of(build_parser("nope"))
+    with pytest.raises(SystemExit):
+        main(["nope"])
+    listed = re.search(r"invalid choice: 'nope' \(choose from (.*)\)", capsys.readouterr().err).group(1)
+    commands = {name.strip("' ") for name in listed.split(",")}
+    assert {"envs", "tiny", "sft", "feedback", "reward-model", "bench", "demo", *ALGORITHMS} == commands
