@@ -103,7 +103,10 @@ def build_tiny(args: TinyArguments) -> int:
     return 0
 
 
-BUILTIN_COMMANDS = ("envs", "tiny")
+BUILTIN_COMMANDS = {  # name: (help, arguments dataclass, function)
+    "envs": ("list registered env ids with their reward specs", EnvsArguments, list_envs),
+    "tiny": ("build a tiny random-init model and tokenizer for an env", TinyArguments, build_tiny),
+}
 
 
 def build_parser(command: str | None = None) -> CommandParser:
@@ -118,10 +121,8 @@ def build_parser(command: str | None = None) -> CommandParser:
     parser = CommandParser(prog="llm-gym", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"llm-gym {llm_gym.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
-    add_dataclass_command(sub, BUILTIN_COMMANDS[0], "list registered env ids with their reward specs", EnvsArguments,
-                          list_envs)
-    add_dataclass_command(sub, BUILTIN_COMMANDS[1], "build a tiny random-init model and tokenizer for an env",
-                          TinyArguments, build_tiny)
+    for name, (help_text, arguments, function) in BUILTIN_COMMANDS.items():
+        add_dataclass_command(sub, name, help_text, arguments, function)
     if command in BUILTIN_COMMANDS:
         return parser
     every = entry_points(group=COMMAND_ENTRY_POINT_GROUP)
