@@ -13,7 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, GraniteConfig, GraniteForC
 
 import agents.rl.logprobs as logprobs_module
 from agents.rl.kernels import fuse_activations
-from agents.rl.logprobs import entropy_from_logits, head_logprobs, token_logprobs
+from agents.rl.logprobs import head_logprobs, logits_logprobs, token_logprobs
 import agents.rl.policy as policy_module
 from agents.rl.policy import ActorCritic, completion_scores, output_layer, sequence_forward
 from llm_gym.models import load_causal_lm
@@ -40,17 +40,29 @@ def test_chunked_values_and_gradients_equal_the_unchunked_formulas(monkeypatch, 
     tokens = torch.randint(0, V, (B, T), generator=gen)
     weights = torch.randn(2, B, T, generator=gen)
 
-    def loss_and_grad(lp_fn, ent_fn):
+    def loss_and_grad(fn, with_logprob=True):
         full.grad = None
-        logits = full[:, 3 : 3 + T]
-        lp, ent = lp_fn(logits, tokens, temperature), ent_fn(logits, temperature)
-        (weights[0] * lp + weights[1] * ent).sum().backward()
-        return lp.detach(), ent.detach(), full.grad.clone()
+        lp, ent = fn(full[:, 3 : 3 + T])
+        terms = ([weights[0] * lp] if with_logprob else []) + ([] if ent is None else [weights[1] * ent])
+        sum(terms).sum().backward()
+        return lp.detach(), None if ent is None else ent.detach(), full.grad.clone()
 
-    ours = loss_and_grad(token_logprobs, entropy_from_logits)
-    ref = loss_and_grad(reference_logprobs, reference_entropy)
-    for a, b in zip(ours, ref):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    def reference(logits):
+        return reference_logprobs(logits, tokens, temperature), reference_entropy(logits, temperature)
+
+    def close(ours, ref):
+        for a, b in zip(ours, ref):
+            if a is not None:
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+    close(loss_and_grad(lambda logits: logits_logprobs(logits, tokens, temperature, entropy=True)),
+          loss_and_grad(reference))
+    # the log-prob alone (no entropy is made), and the entropy alone (the log-prob's gradient is None in backward)
+    alone = loss_and_grad(lambda logits: (token_logprobs(logits, tokens, temperature), None))
+    assert alone[1] is None
+    close(alone, loss_and_grad(lambda logits: (reference(logits)[0], None)))
+    close(loss_and_grad(lambda logits: logits_logprobs(logits, tokens, temperature, entropy=True), with_logprob=False),
+          loss_and_grad(reference, with_logprob=False))
 
 
 def test_no_full_size_fp32_copy_is_saved_for_backward():
@@ -61,7 +73,7 @@ def test_no_full_size_fp32_copy_is_saved_for_backward():
     tokens = torch.randint(0, V, (B, T))
     saved: list[torch.Tensor] = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        (token_logprobs(logits, tokens, 0.8).sum() + entropy_from_logits(logits, 0.8).sum()).backward()
+        sum(t.sum() for t in logits_logprobs(logits, tokens, 0.8, entropy=True)).backward()
     big = [t for t in saved if t.numel() >= B * T * V]
     assert big and all(t.dtype == torch.bfloat16 for t in big), [(t.dtype, t.shape) for t in saved]
     assert logits.grad.dtype == torch.bfloat16
@@ -84,8 +96,9 @@ def test_chunked_logprobs_on_cuda_bf16_match_fp32():
     logits = torch.randn(4, 64, 32_000, device="cuda", generator=gen)
     tokens = torch.randint(0, 32_000, (4, 64), device="cuda", generator=gen)
     half = logits.bfloat16()
-    torch.testing.assert_close(token_logprobs(half, tokens, 1.0), reference_logprobs(half, tokens, 1.0), atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(entropy_from_logits(half, 1.0), reference_entropy(half, 1.0), atol=1e-4, rtol=1e-5)
+    logp, entropy = logits_logprobs(half, tokens, 1.0, entropy=True)
+    torch.testing.assert_close(logp, reference_logprobs(half, tokens, 1.0), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(entropy, reference_entropy(half, 1.0), atol=1e-4, rtol=1e-5)
 
 
 def reference_head(hidden, weight, bias, tokens, temperature):

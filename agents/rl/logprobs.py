@@ -4,17 +4,26 @@ Why a module of its own: these functions are the hot path of every update (one
 (batch x tokens x vocab) softmax each). ``head_logprobs`` is what the trainers use: it starts from
 the last hidden states and the output layer's weight, and makes the logits a slice of tokens at a
 time inside the function, forward and backward, so no (batch x tokens x vocab) tensor exists at
-all — neither the logits nor their gradient. ``token_logprobs``/``entropy_from_logits`` start from
-logits a model has already made (models whose forward changes the logits after the output layer). Written the obvious way (``log_softmax(logits.float() / T)``)
-autograd keeps several full-size fp32 copies of the logits alive: the upcast, the scaled logits, the
-log-softmax and, for the entropy, the probabilities and their product. With a 150k-token vocabulary
-and 512-token completions that is gigabytes per micro-batch. Here each is an autograd function that
-saves only the logits it was given, works through them a slice of tokens at a time (so the fp32
-temporaries are one slice, never the whole batch) and recomputes the softmax of that slice in
-backward. The values equal the unchunked formulas to float rounding.
+all — neither the logits nor their gradient. ``logits_logprobs`` starts from logits a model has
+already made (models whose forward changes the logits after the output layer). Written the obvious
+way (``log_softmax(logits.float() / T)``) autograd keeps several full-size fp32 copies of the logits
+alive: the upcast, the scaled logits, the log-softmax and, for the entropy, the probabilities and
+their product. With a 150k-token vocabulary and 512-token completions that is gigabytes per
+micro-batch. Here each is an autograd function that saves only its input (the logits, or the hidden
+states and the output layer) and each row's log-sum-exp, works through the input a slice of tokens
+at a time and recomputes that slice's log-probs in backward. The values equal the unchunked
+formulas to float rounding.
+
+A slice's arithmetic runs in place in at most two fp32 buffers per pass, allocated once per call and
+reused by every slice. A slice is tens of MiB, and the C allocator hands out blocks that large with
+``mmap`` and returns them on free, so a fresh tensor per operation is paid for again in page faults:
+on a 2-core AMD EPYC with a 151,936-token vocabulary an ``exp`` over a slice took 86 ms into a fresh
+tensor and 27 ms into a buffer, and a large-vocabulary GRPO step went from 33 s to 16.5 s.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -25,58 +34,105 @@ def _inverse_temperature(temperature: float) -> float:
     return 1.0 / temperature if temperature > 0 else 1.0
 
 
-def _token_slices(logits: torch.Tensor):
-    """Slices over the token dimension (-2) of (..., T, V) logits, each about ``CHUNK_ELEMENTS`` entries."""
-    per_token = logits[..., 0, :].numel()
-    step = max(1, CHUNK_ELEMENTS // max(per_token, 1))
-    for start in range(0, logits.shape[-2], step):
+class _ChunkBuffer:
+    """A flat fp32 buffer that holds one slice of logits at a time, handed out as a contiguous view
+    of each slice's shape: one allocation serves every slice of a call."""
+
+    def __init__(self, elements: int, device: torch.device):
+        self.data = torch.empty(elements, dtype=torch.float32, device=device)
+
+    def view(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        return self.data[: math.prod(shape)].view(shape)
+
+
+def _slices(length: int, per_item: int):
+    """Slices over ``length`` items of ``per_item`` logits each, about ``CHUNK_ELEMENTS`` logits a slice."""
+    step = max(1, CHUNK_ELEMENTS // max(per_item, 1))
+    for start in range(0, length, step):
         yield slice(start, start + step)
 
 
-class _TokenLogprobs(torch.autograd.Function):
+def _buffer_elements(length: int, per_item: int) -> int:
+    return min(length, max(1, CHUNK_ELEMENTS // max(per_item, 1))) * per_item
+
+
+def _log_partition_(z: torch.Tensor, spare: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each row's log-sum-exp of ``z`` (..., V) and, given a ``spare`` buffer of its shape, its entropy.
+
+    In place: ``z`` is overwritten. With ``e = exp(z - max)`` and ``S`` its sum, the log-sum-exp is
+    ``log S + max`` and the entropy ``log S - sum_j e_j (z_j - max) / S``."""
+    top = z.amax(-1, keepdim=True)
+    z.sub_(top)  # every exp below is at most 1
+    entropy = None
+    if spare is not None:
+        e = torch.exp(z, out=spare)
+        total = e.sum(-1)
+        entropy = total.log() - e.mul_(z).sum(-1) / total
+    else:
+        total = z.exp_().sum(-1)
+    return total.log_().add_(top.squeeze(-1)), entropy
+
+
+def _logit_grad_(logp: torch.Tensor, tokens: torch.Tensor, grad_logp: torch.Tensor | None,
+                 grad_entropy: torch.Tensor | None, entropy: torch.Tensor | None, inv_t: float,
+                 spare: torch.Tensor | None) -> torch.Tensor:
+    """The gradient with respect to the unscaled logits of one slice, given its log-probs ``logp`` (..., V),
+    computed in place in ``logp`` (and ``spare``, needed only with an entropy gradient).
+
+    ``d log p_k / dz = onehot_k - p`` and ``dH / dz_j = -p_j (log p_j + H)``, each times ``inv_t``."""
+    if grad_entropy is not None:
+        p = torch.exp(logp, out=spare)
+        g = logp.add_(entropy[..., None]).mul_(p).mul_(-grad_entropy[..., None].float())
+        if grad_logp is not None:
+            g.sub_(p.mul_(grad_logp[..., None].float()))
+    elif grad_logp is not None:
+        g = logp.exp_().mul_(-grad_logp[..., None].float())
+    else:
+        g = logp.zero_()
+    if grad_logp is not None:
+        g.scatter_add_(-1, tokens[..., None], grad_logp[..., None].float())
+    return g.mul_(inv_t)
+
+
+class _LogitsLogprobs(torch.autograd.Function):
+    """log p(token) and the entropy from (..., T, V) logits, a slice of tokens (dim -2) at a time."""
+
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, inv_t: float) -> torch.Tensor:
-        out = torch.empty(tokens.shape, dtype=torch.float32, device=logits.device)
-        for s in _token_slices(logits):
-            scaled = logits[..., s, :].float() * inv_t
-            picked = scaled.gather(-1, tokens[..., s, None]).squeeze(-1)
-            out[..., s] = picked - torch.logsumexp(scaled, -1)
-        ctx.save_for_backward(logits, tokens)
+    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, inv_t: float, with_entropy: bool):
+        length, per_token = logits.shape[-2], math.prod(logits.shape[:-2]) * logits.shape[-1]
+        logp = torch.empty(tokens.shape, dtype=torch.float32, device=logits.device)
+        lse = torch.empty_like(logp)
+        entropy = torch.empty_like(logp) if with_entropy else None
+        z_buffer = _ChunkBuffer(_buffer_elements(length, per_token), logits.device)
+        e_buffer = _ChunkBuffer(_buffer_elements(length, per_token), logits.device) if with_entropy else None
+        for s in _slices(length, per_token):
+            chunk = logits[..., s, :]
+            z = z_buffer.view(chunk.shape).copy_(chunk).mul_(inv_t)
+            picked = z.gather(-1, tokens[..., s, None]).squeeze(-1)
+            lse[..., s], ent = _log_partition_(z, e_buffer.view(chunk.shape) if with_entropy else None)
+            logp[..., s] = picked - lse[..., s]
+            if with_entropy:
+                entropy[..., s] = ent
+        ctx.save_for_backward(logits, tokens, lse, entropy)
         ctx.inv_t = inv_t
-        return out
+        ctx.set_materialize_grads(False)
+        return logp, entropy
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        logits, tokens = ctx.saved_tensors
+    def backward(ctx, grad_logp, grad_entropy):
+        logits, tokens, lse, entropy = ctx.saved_tensors
+        length, per_token = logits.shape[-2], math.prod(logits.shape[:-2]) * logits.shape[-1]
         grad = torch.empty_like(logits)
-        for s in _token_slices(logits):  # d/dz log p_k = (onehot_k - p) / T, in place
-            g = grad_out[..., s, None].float()
-            chunk = torch.softmax(logits[..., s, :].float() * ctx.inv_t, -1).mul_(-g)
-            grad[..., s, :] = chunk.scatter_add_(-1, tokens[..., s, None], g).mul_(ctx.inv_t)
-        return grad, None, None
-
-
-class _Entropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, inv_t: float) -> torch.Tensor:
-        out = torch.empty(logits.shape[:-1], dtype=torch.float32, device=logits.device)
-        for s in _token_slices(logits):
-            logp = torch.log_softmax(logits[..., s, :].float() * inv_t, -1)
-            out[..., s] = -(logp.exp() * logp).sum(-1)
-        ctx.save_for_backward(logits, out)
-        ctx.inv_t = inv_t
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        logits, entropy = ctx.saved_tensors
-        grad = torch.empty_like(logits)
-        for s in _token_slices(logits):  # dH/dz_j = -p_j (log p_j + H) / T, in place
-            logp = torch.log_softmax(logits[..., s, :].float() * ctx.inv_t, -1)
-            scale = -grad_out[..., s, None].float() * ctx.inv_t
-            p = logp.exp()
-            grad[..., s, :] = p.mul_(logp.add_(entropy[..., s, None])).mul_(scale)
-        return grad, None
+        logp_buffer = _ChunkBuffer(_buffer_elements(length, per_token), logits.device)
+        p_buffer = _ChunkBuffer(_buffer_elements(length, per_token), logits.device) if grad_entropy is not None else None
+        for s in _slices(length, per_token):
+            chunk = logits[..., s, :]
+            logp = logp_buffer.view(chunk.shape).copy_(chunk).mul_(ctx.inv_t).sub_(lse[..., s, None])
+            grad[..., s, :] = _logit_grad_(
+                logp, tokens[..., s], None if grad_logp is None else grad_logp[..., s],
+                None if grad_entropy is None else grad_entropy[..., s], None if entropy is None else entropy[..., s],
+                ctx.inv_t, None if p_buffer is None else p_buffer.view(chunk.shape))
+        return grad, None, None, None
 
 
 def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -85,22 +141,6 @@ def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(device):
         return torch.get_autocast_dtype(device)
     return torch.promote_types(hidden.dtype, weight.dtype)
-
-
-def _row_slices(rows: int, vocab: int):
-    step = max(1, CHUNK_ELEMENTS // max(vocab, 1))
-    for start in range(0, rows, step):
-        yield slice(start, start + step)
-
-
-def _chunk_buffer(rows: int, vocab: int, device: torch.device) -> torch.Tensor:
-    """One fp32 buffer for a chunk of logits, written by every chunk of a call in turn.
-
-    Why one buffer and not a fresh tensor per operation: a chunk is tens of MiB, and the C allocator
-    hands out blocks that large with ``mmap`` and returns them on free, so every fresh one is paid for
-    again in page faults. On a 2-core AMD EPYC with a 151,936-token vocabulary that doubled the time of
-    an ``exp`` over a chunk (86 ms fresh, 27 ms into a buffer) and of the whole log-prob forward."""
-    return torch.empty(min(rows, max(1, CHUNK_ELEMENTS // max(vocab, 1))), vocab, dtype=torch.float32, device=device)
 
 
 def _scaled_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, inv_t: float,
@@ -117,11 +157,7 @@ def _scaled_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
 
 class _HeadLogprobs(torch.autograd.Function):
-    """log p(token) and the entropy from (N, H) hidden states and a (V, H) output layer, a chunk of rows at a time.
-
-    Forward and backward each work in at most two chunk-sized fp32 buffers, allocated once per call and
-    overwritten in place; forward keeps each row's log-sum-exp, so backward makes log p with one
-    subtraction instead of a second log-softmax."""
+    """log p(token) and the entropy from (N, H) hidden states and a (V, H) output layer, a chunk of rows at a time."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, tokens, inv_t: float, with_entropy: bool):
@@ -131,21 +167,16 @@ class _HeadLogprobs(torch.autograd.Function):
         lse = torch.empty_like(logp)
         entropy = torch.empty_like(logp) if with_entropy else None
         w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
-        z_buffer = _chunk_buffer(n, vocab, hidden.device)
-        e_buffer = torch.empty_like(z_buffer) if with_entropy else None
-        for s in _row_slices(n, vocab):
-            z = _scaled_logits(hidden[s].to(dtype), w, b, inv_t, z_buffer[: len(tokens[s])])
-            top = z.amax(-1, keepdim=True)
+        z_buffer = _ChunkBuffer(_buffer_elements(n, vocab), hidden.device)
+        e_buffer = _ChunkBuffer(_buffer_elements(n, vocab), hidden.device) if with_entropy else None
+        for s in _slices(n, vocab):
+            shape = (len(tokens[s]), vocab)
+            z = _scaled_logits(hidden[s].to(dtype), w, b, inv_t, z_buffer.view(shape))
             picked = z.gather(-1, tokens[s, None]).squeeze(-1)
-            z.sub_(top)  # z - max: every exp below is at most 1
-            if with_entropy:  # H = log S - sum_j e_j (z_j - max) / S, with e = exp(z - max) and S its sum
-                e = torch.exp(z, out=e_buffer[: len(z)])
-                total = e.sum(-1)
-                entropy[s] = total.log() - e.mul_(z).sum(-1) / total
-            else:
-                total = z.exp_().sum(-1)
-            lse[s] = total.log_() + top.squeeze(-1)
+            lse[s], ent = _log_partition_(z, e_buffer.view(shape) if with_entropy else None)
             logp[s] = picked - lse[s]
+            if with_entropy:
+                entropy[s] = ent
         ctx.save_for_backward(hidden, weight, bias, tokens, lse, entropy)
         ctx.inv_t, ctx.dtype = inv_t, dtype
         ctx.set_materialize_grads(False)
@@ -160,24 +191,17 @@ class _HeadLogprobs(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_b else None
         w, b = weight.to(ctx.dtype), None if bias is None else bias.to(ctx.dtype)
-        logp_buffer = _chunk_buffer(n, vocab, hidden.device)
-        p_buffer = torch.empty_like(logp_buffer) if grad_entropy is not None else None
-        for s in _row_slices(n, vocab):
+        logp_buffer = _ChunkBuffer(_buffer_elements(n, vocab), hidden.device)
+        p_buffer = _ChunkBuffer(_buffer_elements(n, vocab), hidden.device) if grad_entropy is not None else None
+        for s in _slices(n, vocab):
             h = hidden[s].to(ctx.dtype)
-            logp = _scaled_logits(h, w, b, ctx.inv_t, logp_buffer[: len(h)]).sub_(lse[s, None])
-            if grad_entropy is not None:  # dH/dz_j = -p_j (log p_j + H)
-                p = torch.exp(logp, out=p_buffer[: len(h)])
-                g = logp.add_(entropy[s, None]).mul_(p).mul_(-grad_entropy[s, None].float())
-                if grad_logp is not None:  # d log p_k / dz = onehot_k - p
-                    g.sub_(p.mul_(grad_logp[s, None].float()))
-            elif grad_logp is not None:
-                g = logp.exp_().mul_(-grad_logp[s, None].float())
-            else:
-                g = logp.zero_()
-            if grad_logp is not None:
-                g.scatter_add_(-1, tokens[s, None], grad_logp[s, None].float())
-            g.mul_(ctx.inv_t)  # fp32; the input gradient's product runs in the forward's dtype
-            if need_h:
+            shape = (len(h), vocab)
+            logp = _scaled_logits(h, w, b, ctx.inv_t, logp_buffer.view(shape)).sub_(lse[s, None])
+            g = _logit_grad_(logp, tokens[s], None if grad_logp is None else grad_logp[s],
+                             None if grad_entropy is None else grad_entropy[s],
+                             None if entropy is None else entropy[s], ctx.inv_t,
+                             None if p_buffer is None else p_buffer.view(shape))
+            if need_h:  # the input gradient's product runs in the forward's dtype
                 grad_h[s] = (g.to(ctx.dtype) @ w).to(hidden.dtype)
             if need_w:
                 grad_w.addmm_(g.t(), h.float())
@@ -201,12 +225,16 @@ def head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return logp.view(shape), None if ent is None else ent.view(shape)
 
 
+def logits_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float,
+                    entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log p(token) and (with ``entropy``) the entropy of ``softmax(logits / temperature)``.
+
+    ``logits`` is (..., T, V) in any float dtype and may be a strided view; ``tokens`` (..., T). Both
+    outputs are fp32 and differentiable with respect to ``logits``; autograd saves only ``logits``
+    and per-token values. ``temperature == 0`` counts as 1."""
+    return _LogitsLogprobs.apply(logits, tokens, _inverse_temperature(temperature), entropy)
+
+
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log p(token) under ``softmax(logits / temperature)`` (fp32, shape of ``tokens``); ``temperature == 0``
-    counts as 1. ``logits`` is (..., T, V), ``tokens`` (..., T)."""
-    return _TokenLogprobs.apply(logits, tokens, _inverse_temperature(temperature))
-
-
-def entropy_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Per-token entropy (fp32) of the temperature-scaled distribution."""
-    return _Entropy.apply(logits, _inverse_temperature(temperature))
+    """log p(token) under ``softmax(logits / temperature)``: ``logits_logprobs`` without the entropy."""
+    return logits_logprobs(logits, tokens, temperature)[0]

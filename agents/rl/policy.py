@@ -25,7 +25,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.rl.kernels import fuse_activations
-from agents.rl.logprobs import entropy_from_logits, head_logprobs, token_logprobs
+from agents.rl.logprobs import head_logprobs, logits_logprobs, token_logprobs
 from agents.rl.sampling import full_attention_cache, group_starts, position_ids_from_mask, prompt_groups
 from llm_gym.models import AUTOCAST_DTYPES, check_vocab_match, load_tokenizer
 
@@ -177,9 +177,8 @@ def completion_scores(lm: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torc
     if split is None:
         out, P = sequence_forward(lm, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden=features,
                                   completion_logits=True)
-        return Scores(token_logprobs(out.logits, completion_ids, temperature),
-                      entropy_from_logits(out.logits, temperature) if entropy else None,
-                      out.hidden_states[-1][:, P - 1 : P + T - 1] if features else None)
+        logprobs, ent = logits_logprobs(out.logits, completion_ids, temperature, entropy)
+        return Scores(logprobs, ent, out.hidden_states[-1][:, P - 1 : P + T - 1] if features else None)
     backbone, head = split
     hidden = completion_hidden(backbone, prompt_ids, prompt_mask, completion_ids, completion_mask)
     logprobs, ent = head_logprobs(hidden, head.weight, head.bias, completion_ids, temperature, entropy)
