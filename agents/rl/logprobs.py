@@ -45,15 +45,20 @@ class _ChunkBuffer:
         return self.data[: math.prod(shape)].view(shape)
 
 
+def _items_per_slice(per_item: int) -> int:
+    return max(1, CHUNK_ELEMENTS // max(per_item, 1))
+
+
 def _slices(length: int, per_item: int):
     """Slices over ``length`` items of ``per_item`` logits each, about ``CHUNK_ELEMENTS`` logits a slice."""
-    step = max(1, CHUNK_ELEMENTS // max(per_item, 1))
+    step = _items_per_slice(per_item)
     for start in range(0, length, step):
         yield slice(start, start + step)
 
 
 def _buffer_elements(length: int, per_item: int) -> int:
-    return min(length, max(1, CHUNK_ELEMENTS // max(per_item, 1))) * per_item
+    """The size of a buffer that holds the largest of those slices."""
+    return min(length, _items_per_slice(per_item)) * per_item
 
 
 def _log_partition_(z: torch.Tensor, spare: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
