@@ -34,17 +34,6 @@ def _inverse_temperature(temperature: float) -> float:
     return 1.0 / temperature if temperature > 0 else 1.0
 
 
-class _ChunkBuffer:
-    """A flat fp32 buffer that holds one slice of logits at a time, handed out as a contiguous view
-    of each slice's shape: one allocation serves every slice of a call."""
-
-    def __init__(self, elements: int, device: torch.device):
-        self.data = torch.empty(elements, dtype=torch.float32, device=device)
-
-    def view(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-        return self.data[: math.prod(shape)].view(shape)
-
-
 def _items_per_slice(per_item: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(per_item, 1))
 
@@ -56,46 +45,54 @@ def _slices(length: int, per_item: int):
         yield slice(start, start + step)
 
 
-def _buffer_elements(length: int, per_item: int) -> int:
-    """The size of a buffer that holds the largest of those slices."""
-    return min(length, _items_per_slice(per_item)) * per_item
+class _ChunkBuffer:
+    """A flat fp32 buffer sized for the largest of ``_slices(length, per_item)``, handed out as a contiguous
+    view of each slice's shape: one allocation serves every slice of a call."""
+
+    def __init__(self, length: int, per_item: int, device: torch.device):
+        self.data = torch.empty(min(length, _items_per_slice(per_item)) * per_item, dtype=torch.float32, device=device)
+
+    def view(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        return self.data[: math.prod(shape)].view(shape)
 
 
-def _log_partition_(z: torch.Tensor, spare: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Each row's log-sum-exp of ``z`` (..., V) and, given a ``spare`` buffer of its shape, its entropy.
+def _score_slice_(z: torch.Tensor, s: slice, tokens: torch.Tensor, logp: torch.Tensor, lse: torch.Tensor,
+                  entropy: torch.Tensor | None, spare: torch.Tensor | None) -> None:
+    """Write log p(token), the log-sum-exp and (when ``entropy`` is given, with a ``spare`` buffer of ``z``'s
+    shape) the entropy of slice ``s`` into those per-token outputs, from the slice's scaled logits ``z`` (..., V).
 
     In place: ``z`` is overwritten. With ``e = exp(z - max)`` and ``S`` its sum, the log-sum-exp is
     ``log S + max`` and the entropy ``log S - sum_j e_j (z_j - max) / S``."""
+    picked = z.gather(-1, tokens[..., s, None]).squeeze(-1)
     top = z.amax(-1, keepdim=True)
     z.sub_(top)  # every exp below is at most 1
-    entropy = None
-    if spare is not None:
-        e = torch.exp(z, out=spare)
-        total = e.sum(-1)
-        entropy = total.log() - e.mul_(z).sum(-1) / total
-    else:
-        total = z.exp_().sum(-1)
-    return total.log_().add_(top.squeeze(-1)), entropy
+    e = z.exp_() if entropy is None else torch.exp(z, out=spare)
+    total = e.sum(-1)
+    log_total = total.log()
+    if entropy is not None:
+        entropy[..., s] = log_total - e.mul_(z).sum(-1) / total
+    lse[..., s] = log_total + top.squeeze(-1)
+    logp[..., s] = picked - lse[..., s]
 
 
-def _logit_grad_(logp: torch.Tensor, tokens: torch.Tensor, grad_logp: torch.Tensor | None,
+def _logit_grad_(logp: torch.Tensor, s: slice, tokens: torch.Tensor, grad_logp: torch.Tensor | None,
                  grad_entropy: torch.Tensor | None, entropy: torch.Tensor | None, inv_t: float,
                  spare: torch.Tensor | None) -> torch.Tensor:
-    """The gradient with respect to the unscaled logits of one slice, given its log-probs ``logp`` (..., V),
+    """The gradient with respect to the unscaled logits of slice ``s``, given its log-probs ``logp`` (..., V),
     computed in place in ``logp`` (and ``spare``, needed only with an entropy gradient).
 
     ``d log p_k / dz = onehot_k - p`` and ``dH / dz_j = -p_j (log p_j + H)``, each times ``inv_t``."""
     if grad_entropy is not None:
         p = torch.exp(logp, out=spare)
-        g = logp.add_(entropy[..., None]).mul_(p).mul_(-grad_entropy[..., None].float())
+        g = logp.add_(entropy[..., s, None]).mul_(p).mul_(-grad_entropy[..., s, None].float())
         if grad_logp is not None:
-            g.sub_(p.mul_(grad_logp[..., None].float()))
+            g.sub_(p.mul_(grad_logp[..., s, None].float()))
     elif grad_logp is not None:
-        g = logp.exp_().mul_(-grad_logp[..., None].float())
+        g = logp.exp_().mul_(-grad_logp[..., s, None].float())
     else:
         g = logp.zero_()
     if grad_logp is not None:
-        g.scatter_add_(-1, tokens[..., None], grad_logp[..., None].float())
+        g.scatter_add_(-1, tokens[..., s, None], grad_logp[..., s, None].float())
     return g.mul_(inv_t)
 
 
@@ -108,16 +105,12 @@ class _LogitsLogprobs(torch.autograd.Function):
         logp = torch.empty(tokens.shape, dtype=torch.float32, device=logits.device)
         lse = torch.empty_like(logp)
         entropy = torch.empty_like(logp) if with_entropy else None
-        z_buffer = _ChunkBuffer(_buffer_elements(length, per_token), logits.device)
-        e_buffer = _ChunkBuffer(_buffer_elements(length, per_token), logits.device) if with_entropy else None
+        z_buffer = _ChunkBuffer(length, per_token, logits.device)
+        e_buffer = _ChunkBuffer(length, per_token, logits.device) if with_entropy else None
         for s in _slices(length, per_token):
             chunk = logits[..., s, :]
-            z = z_buffer.view(chunk.shape).copy_(chunk).mul_(inv_t)
-            picked = z.gather(-1, tokens[..., s, None]).squeeze(-1)
-            lse[..., s], ent = _log_partition_(z, e_buffer.view(chunk.shape) if with_entropy else None)
-            logp[..., s] = picked - lse[..., s]
-            if with_entropy:
-                entropy[..., s] = ent
+            _score_slice_(z_buffer.view(chunk.shape).copy_(chunk).mul_(inv_t), s, tokens, logp, lse, entropy,
+                          None if e_buffer is None else e_buffer.view(chunk.shape))
         ctx.save_for_backward(logits, tokens, lse, entropy)
         ctx.inv_t = inv_t
         ctx.set_materialize_grads(False)
@@ -128,15 +121,13 @@ class _LogitsLogprobs(torch.autograd.Function):
         logits, tokens, lse, entropy = ctx.saved_tensors
         length, per_token = logits.shape[-2], math.prod(logits.shape[:-2]) * logits.shape[-1]
         grad = torch.empty_like(logits)
-        logp_buffer = _ChunkBuffer(_buffer_elements(length, per_token), logits.device)
-        p_buffer = _ChunkBuffer(_buffer_elements(length, per_token), logits.device) if grad_entropy is not None else None
+        logp_buffer = _ChunkBuffer(length, per_token, logits.device)
+        p_buffer = _ChunkBuffer(length, per_token, logits.device) if grad_entropy is not None else None
         for s in _slices(length, per_token):
             chunk = logits[..., s, :]
             logp = logp_buffer.view(chunk.shape).copy_(chunk).mul_(ctx.inv_t).sub_(lse[..., s, None])
-            grad[..., s, :] = _logit_grad_(
-                logp, tokens[..., s], None if grad_logp is None else grad_logp[..., s],
-                None if grad_entropy is None else grad_entropy[..., s], None if entropy is None else entropy[..., s],
-                ctx.inv_t, None if p_buffer is None else p_buffer.view(chunk.shape))
+            grad[..., s, :] = _logit_grad_(logp, s, tokens, grad_logp, grad_entropy, entropy, ctx.inv_t,
+                                           None if p_buffer is None else p_buffer.view(chunk.shape))
         return grad, None, None, None
 
 
@@ -155,7 +146,7 @@ def _scaled_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
         if bias is None:
             torch.mm(hidden, weight.t(), out=out)
         else:
-            torch.addmm(bias.float(), hidden, weight.t(), out=out)
+            torch.addmm(bias, hidden, weight.t(), out=out)
     else:  # the lower-precision product autocast would make, upcast into the buffer
         out.copy_(torch.nn.functional.linear(hidden, weight, bias))
     return out.mul_(inv_t) if inv_t != 1.0 else out
@@ -172,16 +163,12 @@ class _HeadLogprobs(torch.autograd.Function):
         lse = torch.empty_like(logp)
         entropy = torch.empty_like(logp) if with_entropy else None
         w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
-        z_buffer = _ChunkBuffer(_buffer_elements(n, vocab), hidden.device)
-        e_buffer = _ChunkBuffer(_buffer_elements(n, vocab), hidden.device) if with_entropy else None
+        z_buffer = _ChunkBuffer(n, vocab, hidden.device)
+        e_buffer = _ChunkBuffer(n, vocab, hidden.device) if with_entropy else None
         for s in _slices(n, vocab):
             shape = (len(tokens[s]), vocab)
-            z = _scaled_logits(hidden[s].to(dtype), w, b, inv_t, z_buffer.view(shape))
-            picked = z.gather(-1, tokens[s, None]).squeeze(-1)
-            lse[s], ent = _log_partition_(z, e_buffer.view(shape) if with_entropy else None)
-            logp[s] = picked - lse[s]
-            if with_entropy:
-                entropy[s] = ent
+            _score_slice_(_scaled_logits(hidden[s].to(dtype), w, b, inv_t, z_buffer.view(shape)), s, tokens, logp,
+                          lse, entropy, None if e_buffer is None else e_buffer.view(shape))
         ctx.save_for_backward(hidden, weight, bias, tokens, lse, entropy)
         ctx.inv_t, ctx.dtype = inv_t, dtype
         ctx.set_materialize_grads(False)
@@ -196,15 +183,13 @@ class _HeadLogprobs(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_b else None
         w, b = weight.to(ctx.dtype), None if bias is None else bias.to(ctx.dtype)
-        logp_buffer = _ChunkBuffer(_buffer_elements(n, vocab), hidden.device)
-        p_buffer = _ChunkBuffer(_buffer_elements(n, vocab), hidden.device) if grad_entropy is not None else None
+        logp_buffer = _ChunkBuffer(n, vocab, hidden.device)
+        p_buffer = _ChunkBuffer(n, vocab, hidden.device) if grad_entropy is not None else None
         for s in _slices(n, vocab):
             h = hidden[s].to(ctx.dtype)
             shape = (len(h), vocab)
             logp = _scaled_logits(h, w, b, ctx.inv_t, logp_buffer.view(shape)).sub_(lse[s, None])
-            g = _logit_grad_(logp, tokens[s], None if grad_logp is None else grad_logp[s],
-                             None if grad_entropy is None else grad_entropy[s],
-                             None if entropy is None else entropy[s], ctx.inv_t,
+            g = _logit_grad_(logp, s, tokens, grad_logp, grad_entropy, entropy, ctx.inv_t,
                              None if p_buffer is None else p_buffer.view(shape))
             if need_h:  # the input gradient's product runs in the forward's dtype
                 grad_h[s] = (g.to(ctx.dtype) @ w).to(hidden.dtype)
