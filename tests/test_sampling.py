@@ -12,7 +12,9 @@ from rl_helpers import sft_dir  # noqa: F401  (fixture)
 import llm_gym  # noqa: F401
 from agents.rl.logprobs import token_logprobs
 from agents.rl.policy import sequence_forward
-from agents.rl.sampling import filter_top_k, sample_completions, sample_tokens, trim_left_padding
+from agents.rl import sampling
+from agents.rl.sampling import (DrawBuffers, inverse_cdf, outside_top_k, sample_completions, sample_tokens,
+                                trim_left_padding, two_level_inverse_cdf)
 from llm_gym.models import load_causal_lm
 
 
@@ -94,7 +96,8 @@ def test_sampling_is_seeded_and_top_k_one_is_greedy(sft_dir):
     top1 = sample_completions(*args, temperature=1.0, top_k=1, generator=torch.Generator().manual_seed(4))
     assert torch.equal(greedy.ids, top1.ids)
     logits = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
-    assert torch.isinf(filter_top_k(logits, 2)).tolist() == [[True, False, False, True]]
+    assert outside_top_k(logits, 2).tolist() == [[True, False, False, True]]
+    assert outside_top_k(logits, 0) is None and outside_top_k(logits, 4) is None
 
 
 def test_negative_temperature_is_an_error(sft_dir):
@@ -112,8 +115,18 @@ def chi_square_p(counts: torch.Tensor, probs: torch.Tensor) -> float:
     return float(chisquare(counts[keep].double().numpy(), expected.numpy()).pvalue)
 
 
+@pytest.fixture(params=["one level", "two levels"])
+def draw(request, monkeypatch):
+    """Run a test through each inverse-CDF draw: the two-level one with blocks of 3 entries, so an 8-entry
+    vocabulary has two whole blocks and a 2-entry tail."""
+    if request.param == "two levels":
+        monkeypatch.setattr(sampling, "BLOCK", 3)
+        monkeypatch.setattr(sampling, "TWO_LEVEL_FROM", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
-def test_token_frequencies_follow_softmax_of_logits_over_temperature(temperature):
+def test_token_frequencies_follow_softmax_of_logits_over_temperature(temperature, draw):
     """200k draws of one fixed logit row: the counts fit softmax(logits / T) (chi-square, fixed seed) and each
     returned log-prob is log softmax(logits / T) of its token. A draw biased by 1% of a cell fails this."""
     logits = torch.tensor([2.0, 0.5, -1.0, 1.5, 0.0, -3.0, 1.0, 0.25])
@@ -124,30 +137,68 @@ def test_token_frequencies_follow_softmax_of_logits_over_temperature(temperature
     torch.testing.assert_close(logp, probs.log()[tokens], atol=1e-6, rtol=0)
 
 
-def test_token_frequencies_under_top_k_are_the_renormalised_top_k():
+def test_token_frequencies_under_top_k_are_the_renormalised_top_k(draw):
     logits = torch.tensor([2.0, 0.5, -1.0, 1.5, 0.0, -3.0, 1.0, 0.25])
     tokens, logp = sample_tokens(logits.expand(100_000, -1), 1.0, top_k=3, generator=torch.Generator().manual_seed(1))
-    probs = torch.softmax(filter_top_k(logits, 3), -1)
+    probs = torch.softmax(logits.masked_fill(outside_top_k(logits[None], 3)[0], float("-inf")), -1)
     assert chi_square_p(torch.bincount(tokens, minlength=8), probs) > 1e-3
     torch.testing.assert_close(logp, torch.log_softmax(logits, -1)[tokens])  # the full distribution's log-prob
 
 
-def test_biased_sampler_fails_the_frequency_check():
+def test_biased_sampler_fails_the_frequency_check(draw):
     """The check above has teeth: draws from softmax(logits) judged against softmax(logits / 0.9) fail it."""
     logits = torch.tensor([2.0, 0.5, -1.0, 1.5, 0.0, -3.0, 1.0, 0.25])
     tokens, _ = sample_tokens(logits.expand(200_000, -1), 1.0, generator=torch.Generator().manual_seed(0))
     assert chi_square_p(torch.bincount(tokens, minlength=8), torch.softmax(logits / 0.9, -1)) < 1e-6
 
 
-@pytest.mark.parametrize("uniform, expected", [(0.0, 2), (1 - 2**-53, 1)])
-def test_the_extreme_uniform_draws_never_pick_a_token_of_probability_zero(monkeypatch, uniform, expected):
+@pytest.mark.parametrize("uniform, expected", [(0.0, 6), (1 - 2**-53, 1)])
+def test_the_extreme_uniform_draws_never_pick_a_token_of_probability_zero(monkeypatch, draw, uniform, expected):
     """The draw inverts the cumulative distribution at ``(1 - U) * total``: U = 0 lands on the last token
-    with probability, U just below 1 on the first, and neither end reaches a masked token."""
+    with probability, U just below 1 on the first, and neither end reaches a masked token, not even in a
+    block that has weight (two levels: blocks [0, 1, 2] [3, 4, 5] [6, 7]), nor a block that has none."""
     monkeypatch.setattr(torch, "rand", lambda *shape, **kwargs: torch.full(shape, uniform, dtype=torch.float64))
-    logits = torch.tensor([[float("-inf"), 0.5, 1.0, float("-inf")]])
+    inf = float("-inf")
+    logits = torch.tensor([[inf, 0.5, 1.0, inf, inf, inf, 0.2, inf]])
     tokens, logp = sample_tokens(logits, 1.0)
     assert tokens.tolist() == [expected]
     torch.testing.assert_close(logp, torch.log_softmax(logits, -1)[0, expected].reshape(1))
+
+
+def test_the_two_level_draw_follows_the_distribution_across_real_blocks():
+    """At the real block size, probability sits on both sides of block boundaries, in the tail block and
+    alone in one block: 200k draws fit it (chi-square), and every log-prob is exact."""
+    V = 3 * sampling.BLOCK + 500
+    logits = torch.full((V,), float("-inf"))
+    places = [0, sampling.BLOCK - 1, sampling.BLOCK, 2 * sampling.BLOCK + 7, V - 2, V - 1]
+    logits[places] = torch.tensor([0.3, 1.0, -0.5, 2.0, 0.0, 1.2])
+    weights = torch.softmax(logits, -1).expand(200_000, -1)
+    uniform = torch.rand(len(weights), 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    tokens, total = two_level_inverse_cdf(weights, uniform)
+    assert chi_square_p(torch.bincount(tokens, minlength=V), torch.softmax(logits, -1)) > 1e-3
+    torch.testing.assert_close(total, torch.ones_like(total))
+
+
+def test_both_draws_pick_the_same_tokens_for_the_same_uniform_numbers():
+    """The two-level draw inverts the same cumulative distribution as the one-level one; only rounding at the
+    exact boundary between two tokens could tell them apart."""
+    generator = torch.Generator().manual_seed(5)
+    weights = (torch.randn(512, 3 * sampling.BLOCK + 77, generator=generator) * 3).exp()
+    uniform = torch.rand(len(weights), 1, dtype=torch.float64, generator=generator)
+    one, one_total = inverse_cdf(weights, uniform)
+    two, two_total = two_level_inverse_cdf(weights, uniform)
+    assert torch.equal(one, two)
+    torch.testing.assert_close(one_total, two_total, rtol=1e-6, atol=0)
+
+
+def test_kept_buffers_give_what_fresh_tensors_give_as_the_batch_shrinks():
+    logits = torch.randn(8, sampling.TWO_LEVEL_FROM + 3, generator=torch.Generator().manual_seed(6))
+    buffers = DrawBuffers()
+    for rows, temperature in ((8, 1.0), (5, 0.7), (2, 1.0)):
+        kept = sample_tokens(logits[:rows], temperature, 2, torch.Generator().manual_seed(rows), buffers)
+        fresh = sample_tokens(logits[:rows], temperature, 2, torch.Generator().manual_seed(rows))
+        assert torch.equal(kept[0], fresh[0]) and torch.equal(kept[1], fresh[1])
+    assert buffers.tensors["weights"].shape[0] == 8  # allocated once, for the first and largest batch
 
 
 def test_greedy_is_argmax_with_zero_logprob():
