@@ -10,7 +10,8 @@ GRPO and RLOO are compared with the current TRL's ``GRPOTrainer`` / ``RLOOTraine
 through ``benchmarks/trl_pg_bench.py`` in a second virtualenv (``--trl-pg-python``, default
 ``/tmp/trl16venv/bin/python``; the ``bench-trl-grpo`` extra). The large-vocabulary case
 (``memory``) trains GRPO for two steps with a 151,936-token vocabulary (Qwen2's) and 512 new tokens on
-both sides, at the same batch, and reports the two peak memories. ``--only sampler|ppo|pg|memory``
+both sides, at the same batch, and reports the two peak memories; it also times our sampler against
+``generate`` on that model (batch 64, 32 tokens), where drawing from the vocabulary costs more than the model. ``--only sampler|ppo|pg|memory``
 re-measures one part and keeps the other entries of the results file. The sampler case also reports the
 share of our sampler's time spent in the model's forward and of ``generate``'s (``*_model_forward_share``,
 timed in separate calls; the KV-cache update and mask construction happen inside the forward): it shows
@@ -83,6 +84,8 @@ class PerfConfig:
     memory_num_prompts: int = 2  # x memory_group_size completions: the batch both sides train on
     memory_group_size: int = 2
     memory_steps: int = 2
+    memory_sampler_batch: int = 64  # the large-vocabulary model's sampler vs generate, at this batch...
+    memory_sampler_new_tokens: int = 32  # ...and this many new tokens, temperature 1
     policy_shape: str = "tiny"  # a POLICY_SHAPES key: "0.5b" for GPU runs
     profile: bool = False  # our workers run under torch.profiler and report their top operators (slows them)
 
@@ -435,10 +438,12 @@ def measure_memory(policy: Path, rm: Path, prompts: Path, config: PerfConfig, de
                          "pg_group_size": config.memory_group_size, "pg_new_tokens": config.memory_new_tokens,
                          "pg_steps": config.memory_steps, "rounds": 1})  # peak memory does not drift with load
     results = measure_pg(large, prompts, case, algos=("grpo",))
+    sampling = sampler_vs_generate(large, config.memory_sampler_batch, config.memory_sampler_new_tokens, 1.0,
+                                   min(config.repeats, 3), device)  # the draw over the vocabulary, not the model, dominates
     return {"memory": {"vocab_size": config.memory_vocab, "new_tokens": config.memory_new_tokens,
                        "batch": config.memory_num_prompts * config.memory_group_size,
                        "model": "GPT-2 2 layers x 64 (random init), tied embeddings",
-                       "ours_grpo": results["grpo"], "trl_grpo": results["trl_grpo"]}}
+                       "ours_grpo": results["grpo"], "trl_grpo": results["trl_grpo"], "sampling": sampling}}
 
 
 MEASURE = {"sampler": measure_sampler, "ppo": measure_ppo, "pg": measure_pg_part, "memory": measure_memory}
@@ -467,6 +472,9 @@ def ratios_of(record: dict) -> dict[str, float]:
         ratios["large_vocab_grpo_peak_rss_ours_over_trl"] = ours["peak_rss_mb"] / trl["peak_rss_mb"]
         if "peak_gpu_mb" in ours and "peak_gpu_mb" in trl:
             ratios["large_vocab_grpo_peak_gpu_ours_over_trl"] = ours["peak_gpu_mb"] / trl["peak_gpu_mb"]
+    if "sampling" in memory:
+        case = memory["sampling"]
+        ratios[f"large_vocab_sampler_over_generate_b{case['batch']}_t{case['new_tokens']}"] = case["ratio_ours_over_hf"]
     return {**ratios, **pg_ratios(record)}
 
 
@@ -507,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         config = PerfConfig(batch_sizes=[16], new_tokens=[8], repeats=2, ppo_batch_size=16, ppo_mini_batch_size=8,
                             ppo_epochs=1, ppo_iterations=3, pg_num_prompts=4, pg_steps=3, memory_vocab=4096,
-                            memory_new_tokens=32, **{**paths, "rounds": 1})
+                            memory_new_tokens=32, memory_sampler_batch=8, memory_sampler_new_tokens=8, **{**paths, "rounds": 1})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out or f"benchmarks/results/perf_{device.type}.json")
     parts = tuple(args.only or PARTS)

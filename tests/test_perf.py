@@ -26,6 +26,13 @@ def test_sampler_case_with_compile_adds_the_compiled_contender(tmp_path, monkeyp
     assert ratios_of({"sampling": [row]})["sampler_compiled_over_generate_b4_t4_temp1.0"] == row["ratio_ours_compiled_over_hf"]
 
 
+def test_the_large_vocabulary_case_reports_its_sampler_ratio_beside_its_memory_ratio():
+    memory = {"ours_grpo": {"peak_rss_mb": 900.0}, "trl_grpo": {"peak_rss_mb": 3000.0},
+              "sampling": {"batch": 64, "new_tokens": 32, "temperature": 1.0, "ratio_ours_over_hf": 5.0}}
+    ratios = ratios_of({"memory": memory})
+    assert ratios == {"large_vocab_grpo_peak_rss_ours_over_trl": 0.3, "large_vocab_sampler_over_generate_b64_t32": 5.0}
+
+
 def test_model_forward_share_counts_only_forward_and_restores_it():
     model = torch.nn.Linear(2, 2)
     forward = model.forward
