@@ -168,6 +168,73 @@ def test_vector_partial_reset_mask():
     assert info["_turn"].tolist() == [False, True, False, False]
 
 
+@pytest.mark.parametrize("mask, problem", [
+    (np.array([0, 2]), "bool array"), (np.array([True]), r"shape \(3,\)"), ([True, False, True], "bool array"),
+    (np.zeros(3, dtype=bool), "at least one True")])
+def test_a_reset_mask_that_is_not_one_bool_per_slot_is_refused_as_gymnasium_refuses_it(mask, problem):
+    """An index array must not be read as a mask (np.array([0, 2]) would reset slot 1 only)."""
+    vec = LLMVectorEnv(num_envs=3, task="copy")
+    obs, _ = vec.reset(seed=0)
+    with pytest.raises(ValueError, match=problem):
+        vec.reset(seed=5, options={"reset_mask": mask})
+    obs, _ = vec.reset(seed=5, options={"reset_mask": torch.tensor([True, False, True])})  # torch, as the env's arrays
+    assert vec.np_random_seed == 5
+
+
+def test_a_vector_step_before_reset_is_refused():
+    vec = LLMVectorEnv(num_envs=2)
+    with pytest.raises(gym.error.ResetNeeded, match=r"slot\(s\) \[0, 1\]"):
+        vec.step(np.array([5, 5]))
+    with pytest.raises(ValueError, match="num_envs must be a positive integer"):
+        LLMVectorEnv(num_envs=0)
+
+
+def test_an_action_outside_the_vocabulary_leaves_a_pending_autoreset_pending():
+    """NEXT_STEP: the step after an episode ends resets it. A step refused for another slot's bad action
+    must change nothing, so the slot resets once, to the prompt an unbroken run shows."""
+    def prompts(bad_step: bool) -> list[str]:
+        vec = LLMVectorEnv(num_envs=2)
+        vec.reset(seed=0)
+        eos, one = vec.problem.eos_token_id, vec.problem.tokenizer("1", add_special_tokens=False)["input_ids"][0]
+        vec.step(np.array([eos, one]))  # slot 0 ends: the next step resets it
+        if bad_step:
+            with pytest.raises(ValueError, match=r"action \d+ \(env 1\) is outside the vocabulary"):
+                vec.step(np.array([one, vec.problem.vocab_size]))
+        vec.step(np.array([one, one]))
+        return vec.prompts
+
+    assert prompts(bad_step=True) == prompts(bad_step=False)
+
+
+def test_a_single_env_refuses_a_batch_of_completions_as_its_sequence_action():
+    env = LLMEnv(granularity="sequence")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"one completion, token ids of shape \(k,\).*got shape \(2, 2\)"):
+        env.step(np.array([[6, 9], [13, 2]]))
+
+
+@pytest.mark.parametrize("option, value", [("max_new_tokens", 0), ("max_prompt_tokens", -1), ("max_new_tokens", "4"),
+                                           ("max_new_tokens", True)])
+def test_a_window_size_that_is_not_a_positive_integer_is_an_error_naming_it(option, value):
+    with pytest.raises(ValueError, match=f"{option} must be a positive integer"):
+        gym.make("llm_gym/Arithmetic-v0", **{option: value})
+    assert gym.make("llm_gym/Arithmetic-v0", max_new_tokens=np.int64(5)).unwrapped.problem.max_new_tokens == 5
+
+
+@pytest.mark.parametrize("max_new_tokens", [30, 40])
+def test_longer_dialogue_answers_widen_the_prompt_window_so_every_action_fits(max_new_tokens):
+    """The prompt of a later turn holds the earlier answers: with answers of max_new_tokens tokens that use the
+    whole window, every turn of every episode still fits (a fixed 160-token prompt window did not)."""
+    env = gym.make("llm_gym/Dialogue-v0", granularity="sequence", max_new_tokens=max_new_tokens)
+    token = env.unwrapped.problem.tokenizer("a", add_special_tokens=False)["input_ids"][0]
+    for episode in range(20):
+        env.reset(seed=episode)
+        done = False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(np.full(max_new_tokens, token))
+            done = terminated or truncated
+
+
 class _ThreeTurnTask(Task):
     """A scripted partner: two replies, then the conversation ends."""
 

@@ -21,6 +21,7 @@ from gymnasium.utils.seeding import np_random
 
 from llm_gym.envs.encoding import encode
 from llm_gym.envs.problem import TextGenProblem
+from llm_gym.models import resolve_device
 from llm_gym.tasks import Sample
 
 
@@ -40,7 +41,7 @@ class EpisodeEngine:
     def __init__(
         self, problem: TextGenProblem, num_envs: int, device: str | torch.device = "cpu", truncate_at_length: bool = True
     ):
-        self.problem, self.num_envs, self.device = problem, num_envs, torch.device(device)
+        self.problem, self.num_envs, self.device = problem, num_envs, resolve_device(device)
         self.truncate_at_length = truncate_at_length
         self.P, self.T = problem.max_prompt_tokens, problem.max_new_tokens
         shape = (num_envs, self.P + self.T)

@@ -54,7 +54,7 @@ class LLMEnv(gym.Env):
         if self._finished:
             raise RuntimeError("step() called on a finished episode; call reset() first")
         batch = [action] if isinstance(action, str) and self.granularity == "sequence" else action
-        tokens = actions_to_tokens(self.problem, self.granularity, batch, 1, self.engine.device)
+        tokens = actions_to_tokens(self.problem, self.granularity, batch, 1, self.engine.device, single=True)
         outcome = self.engine.append(tokens, self._active)
         terminated, truncated = bool(outcome.terminated[0]), bool(outcome.truncated[0])
         self._finished = terminated or truncated

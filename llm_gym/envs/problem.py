@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +62,25 @@ class TextGenProblem:
         self.gold_reward: RewardModel | None = make_reward(gold_reward, self.task)
         for part in learned_parts(self.reward) + learned_parts(self.gold_reward):
             check_reads_special_tokens(self.tokenizer, part.tokenizer, f"reward model {part.path}")
-        task_prompt_tokens, task_new_tokens = self.task.window(self.tokenizer)
+        max_prompt_tokens = window_option("max_prompt_tokens", max_prompt_tokens)
+        max_new_tokens = window_option("max_new_tokens", max_new_tokens)
+        task_prompt_tokens, self.max_new_tokens = self.task.window(self.tokenizer, max_new_tokens)
         self.max_prompt_tokens = max_prompt_tokens or task_prompt_tokens
-        self.max_new_tokens = max_new_tokens or task_new_tokens
         self.split: Split = split
         self.vocab_size = len(self.tokenizer)
         self.eos_token_id: int = self.tokenizer.eos_token_id
         self.pad_token_id: int = self.tokenizer.pad_token_id
         generation_config = tokenizer if isinstance(tokenizer, (str, Path)) else None
         self.stop_token_ids: tuple[int, ...] = stop_token_ids_of(self.tokenizer, stop_token_ids, generation_config)
+
+
+def window_option(name: str, value: Any) -> int | None:
+    """A window size as given (None: the task's own), or a ``ValueError`` naming the option."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, or None for the task's own; got {value!r}")
+    return int(value)
 
 
 def stop_token_ids_of(tokenizer: PreTrainedTokenizerBase, given: Sequence[int] | None,

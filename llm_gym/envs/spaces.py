@@ -29,7 +29,8 @@ def action_space(problem: TextGenProblem, granularity: Granularity) -> spaces.Sp
     """``Discrete(V)`` for one token; ``MultiDiscrete([V] * T)`` for a whole completion.
 
     A completion is read up to and including its first EOS; what follows is ignored (pad it with
-    anything in the vocabulary). Without an EOS in its ``T`` tokens the turn is truncated.
+    anything in the vocabulary). Without an EOS in its ``T`` tokens the turn ends all the same: the
+    step terminates it, with ``info["eos"]`` False.
     """
     if granularity == "token":
         return spaces.Discrete(problem.vocab_size)
@@ -68,13 +69,15 @@ def _too_long(length: int, T: int, what: str) -> ValueError:
 
 
 def actions_to_tokens(
-    problem: TextGenProblem, granularity: Granularity, actions: Any, num_envs: int, device: torch.device
+    problem: TextGenProblem, granularity: Granularity, actions: Any, num_envs: int, device: torch.device,
+    single: bool = False,
 ) -> torch.Tensor:
     """Batch of actions -> LongTensor (N, 1) for tokens or (N, T) for completions.
 
     Sequence actions may also be strings (tokenised without special tokens) or id arrays shorter
     than ``T``; both are read the same way: a completion shorter than ``T`` gets EOS appended
-    (it is complete), one of exactly ``T`` is taken as written, a longer one is an error.
+    (it is complete), one of exactly ``T`` is taken as written, a longer one is an error. ``single``:
+    the action of a single env, so a sequence action is one completion, ids of shape ``(k,)``.
     """
     if granularity == "token":
         tokens = _as_id_tensor(actions, problem, granularity, num_envs, device)
@@ -96,6 +99,9 @@ def actions_to_tokens(
             padded[env, : len(row)] = row
         return torch.from_numpy(padded).to(device)
     tokens = _as_id_tensor(actions, problem, granularity, num_envs, device).long()
+    if single and tokens.dim() > 1:
+        raise ValueError(f"a sequence-level action is one completion, token ids of shape (k,) with k <= {T} "
+                         f"(or a string); got shape {tuple(tokens.shape)}")
     if tokens.numel() % num_envs or (num_envs > 1 and (tokens.dim() != 2 or tokens.shape[0] != num_envs)):
         raise ValueError(f"expected {num_envs} completion(s) of token ids, got shape {tuple(tokens.shape)}")
     tokens = tokens.reshape(num_envs, tokens.numel() // num_envs)

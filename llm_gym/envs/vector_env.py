@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -35,8 +36,10 @@ class LLMVectorEnv(VectorEnv):
     - ``NEXT_STEP`` (default, as Gymnasium's own vector envs): the step after a slot ends resets it,
       ignores its action and returns the new prompt with reward 0 and both flags False;
     - ``SAME_STEP``: the ending step already returns the new prompt; the last observation and info
-      of the ended episode are in ``info["final_obs"]`` (a dict of ``(N, L)`` arrays, rows valid
-      where ``info["_final_obs"]``) and ``info["final_info"]``.
+      of the ended episode are in ``info["final_obs"]`` and ``info["final_info"]``. ``final_obs`` is a
+      dict of ``(N, L)`` numpy arrays, rows valid where ``info["_final_obs"]``, not Gymnasium's
+      object array of per-env observations: an object array would stop ``ArrayConversion`` (it
+      converts every info array). ``DictInfoToList`` gives each env's own dict.
     """
 
     def __init__(
@@ -48,6 +51,8 @@ class LLMVectorEnv(VectorEnv):
         array_type: ArrayType = "torch",
         **problem_kwargs: Any,
     ):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         if array_type not in ("torch", "numpy"):
             raise ValueError(f"array_type must be 'torch' or 'numpy', got {array_type!r}")
         self.array_type = array_type
@@ -66,6 +71,7 @@ class LLMVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self._never_reset = set(range(num_envs))
         self.turn_prompts: list[str] = [""] * num_envs
         self.turn_completions: list[str] = [""] * num_envs
 
@@ -93,19 +99,36 @@ class LLMVectorEnv(VectorEnv):
             if len(seed) != self.num_envs:
                 raise ValueError(f"got {len(seed)} seeds for {self.num_envs} envs")
             seeds = list(seed)
+        super().reset(seed=seed if isinstance(seed, int) else None)  # np_random_seed, as Gymnasium's vector envs
         mask = (options or {}).get("reset_mask")
-        indices = list(range(self.num_envs)) if mask is None else np.flatnonzero(np.asarray(mask)).tolist()
+        indices = list(range(self.num_envs)) if mask is None else self._reset_indices(mask)
         for i in indices:
             if seeds[i] is not None or self.engine.rngs[i] is None:
                 self.engine.seed(i, seeds[i])
         infos = self._engine_infos(indices, self.engine.reset(indices))
         self._needs_reset[indices] = False
+        self._never_reset.difference_update(indices)
         return self._out(self.engine.observation()), infos
 
+    def _reset_indices(self, mask: Any) -> list[int]:
+        """The slots ``options["reset_mask"]`` names, checked as Gymnasium's vector envs check it."""
+        array = mask.cpu().numpy() if torch.is_tensor(mask) else mask
+        if not isinstance(array, np.ndarray) or array.dtype != np.bool_ or array.shape != (self.num_envs,):
+            shape = getattr(array, "shape", None)
+            raise ValueError(f"options['reset_mask'] must be a bool array (numpy or torch) of shape ({self.num_envs},), "
+                             f"got {type(mask).__name__} of dtype {getattr(array, 'dtype', None)} and shape {shape}")
+        if not array.any():
+            raise ValueError("options['reset_mask'] must have at least one True value")
+        return np.flatnonzero(array).tolist()
+
     def step(self, actions: Any):
+        if self._never_reset:
+            raise ResetNeeded(f"step() before reset(): slot(s) {sorted(self._never_reset)} have no episode yet; "
+                              "call reset() first")
         tokens = actions_to_tokens(self.problem, self.granularity, actions, self.num_envs, self.device)
         infos: dict[str, Any] = {}
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            self.engine.check_actions(tokens, ~self._needs_reset)  # before the pending resets: a bad action changes nothing
             resetting = self._needs_reset.nonzero().flatten().tolist()
             if resetting:
                 infos = self._engine_infos(resetting, self.engine.reset(resetting), infos)

@@ -102,6 +102,8 @@ class Task(ABC):
         samples = self.dataset("train", 2000, seed=0) + self.dataset("test", 200, seed=0)
         return char_tokenizer(tuple(s.prompt + s.reference for s in samples))
 
-    def window(self, tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
-        """``(max_prompt_tokens, max_new_tokens)`` of an env with ``tokenizer``; default: the class values."""
-        return self.max_prompt_tokens, self.max_new_tokens
+    def window(self, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int | None = None) -> tuple[int, int]:
+        """``(max_prompt_tokens, max_new_tokens)`` of an env with ``tokenizer`` whose completions are
+        ``max_new_tokens`` long (None: the task's own length); default: the class values. A multi-turn task's
+        prompt holds its earlier answers, so its prompt window grows with ``max_new_tokens``."""
+        return self.max_prompt_tokens, max_new_tokens or self.max_new_tokens

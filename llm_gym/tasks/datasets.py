@@ -295,9 +295,11 @@ class DatasetTask(Task):
     ) -> DatasetTask:
         return cls.from_files(path, None, format, tokenizer, **kwargs)
 
-    def window(self, tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
-        """The longest prompt and reference (+ EOS) in tokens of ``tokenizer``, unless given at construction."""
+    def window(self, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int | None = None) -> tuple[int, int]:
+        """The longest prompt and reference (+ EOS) in tokens of ``tokenizer``, unless given at construction
+        or (the completion window) here."""
         given_prompt, given_new = self.given_window
+        given_new = max_new_tokens or given_new
         if given_prompt and given_new:
             return given_prompt, given_new
         prompts = encode_prompts(tokenizer, [s.prompt for s in self.samples])

@@ -60,6 +60,7 @@ class Dialogue(FamilyTask):
     default_reward = "0.5*informativeness + 0.3*relevance + 0.2*fluency"
     max_prompt_tokens = 160  # worst case: 3 turns whose first two answers use all 20 tokens
     max_new_tokens = 20
+    prompt_without_answers = 120  # that worst case less its two answers: the shop line, questions and cues
     data_format = "messages"
 
     def __init__(
@@ -75,6 +76,11 @@ class Dialogue(FamilyTask):
         self.tokenizer_source = tokenizer
         self._chat_tokenizer: PreTrainedTokenizerBase | None = None
         super().__init__(**data_kwargs)
+
+    def window(self, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int | None = None) -> tuple[int, int]:
+        """The class window for 20-token answers; longer answers widen the prompt by the earlier turns' answers."""
+        new = max_new_tokens or self.max_new_tokens
+        return max(self.max_prompt_tokens, self.prompt_without_answers + (self.max_turns - 1) * new), new
 
     # ---- procedural conversations
     def generate(self, rng: np.random.Generator) -> Sample:
