@@ -206,6 +206,12 @@ def test_an_action_outside_the_vocabulary_leaves_a_pending_autoreset_pending():
     assert prompts(bad_step=True) == prompts(bad_step=False)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for machines without CUDA")
+def test_an_env_on_cuda_without_cuda_is_an_error_that_says_so():
+    with pytest.raises(ValueError, match="CUDA is not available here"):
+        LLMVectorEnv(num_envs=2, device="cuda")
+
+
 def test_a_single_env_refuses_a_batch_of_completions_as_its_sequence_action():
     env = LLMEnv(granularity="sequence")
     env.reset(seed=0)
