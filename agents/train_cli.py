@@ -64,7 +64,10 @@ def train(algo: str, config: Any, run: RunArguments, monitor: RewardMonitorConfi
     algorithm = make_algorithm(algo, config)
     options: dict[str, Any] = {}
     if monitor is not None:
-        task = gymnasium.make(run.env_id, **run.env_kwargs).unwrapped.problem.task
+        # the task as the trainer's env makes it: with the policy's tokenizer (a chat dataset renders its prompts with it)
+        policy = getattr(config, "model_name_or_path", None)
+        env_kwargs = {**({"tokenizer": policy} if policy else {}), **run.env_kwargs}
+        task = gymnasium.make(run.env_id, **env_kwargs).unwrapped.problem.task
         options["callbacks"] = [RewardMonitor(monitor, task=task)]
     result = algorithm.train(run.env_id, run.budget, run.seed, Path(run.output_dir), run.env_kwargs, **options)
     if result.final:

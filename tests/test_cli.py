@@ -157,6 +157,24 @@ def test_runtime_errors_are_one_line_with_status_1_and_debug_shows_the_traceback
         main([*argv, "--debug"])
 
 
+def test_an_rl_command_trains_on_a_chat_dataset_with_the_policys_template(tmp_path):
+    """A ``messages`` dataset needs a tokenizer to render its prompts: the policy's, for the trainer's env and
+    for the reward monitor's alike, without the user repeating it in env_kwargs."""
+    from chat_tokenizers import save_family
+
+    rows = [{"messages": [{"role": "user", "content": f"{a}+{a}="}, {"role": "assistant", "content": str(2 * a)}]}
+            for a in range(12)]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    policy = save_family(tmp_path / "qwen", "qwen", [m["content"] for row in rows for m in row["messages"]])
+    out = tmp_path / "grpo"
+    env_kwargs = json.dumps({"data_files": str(data), "max_new_tokens": 4})
+    assert main(["grpo", "--model_name_or_path", str(policy), "--output_dir", str(out), "--env_id", "llm_gym/Dataset-v0",
+                 "--env_kwargs", env_kwargs, "--budget", "8", "--batch_size", "4", "--num_generations", "2",
+                 "--eval_episodes", "2"]) == 0
+    assert (out / "policy" / "config.json").is_file() and (out / "final.json").is_file()
+
+
 def test_config_file_values_are_defaults_that_flags_override(tmp_path, tiny_model_dir):
     config = tmp_path / "sft.yaml"
     config.write_text(f"model_name_or_path: {tiny_model_dir}\noutput_dir: {tmp_path}/out\nmax_steps: 7\nlearning_rate: 0.5\n"
