@@ -145,6 +145,9 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, where: str = "tokenizer
     return tokenizer
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
+
+
 def load_tokenizer(source: str | Path | PreTrainedTokenizerBase, trust_remote_code: bool = False):
     """A tokenizer object, or one loaded from a local directory (pad token ensured, eos required)."""
     if isinstance(source, PreTrainedTokenizerBase):
@@ -153,6 +156,10 @@ def load_tokenizer(source: str | Path | PreTrainedTokenizerBase, trust_remote_co
         path = Path(source)
         if not path.is_dir():
             raise FileNotFoundError(f"tokenizer directory not found: {path}")
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
+            # transformers would return an empty tokenizer that encodes every text as no ids
+            raise FileNotFoundError(f"no tokenizer files in {path} (none of {', '.join(TOKENIZER_FILES)}); save the "
+                                    "tokenizer next to the model with tokenizer.save_pretrained(dir)")
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     ensure_pad_token(tokenizer, f"tokenizer {tokenizer.name_or_path!r}")
     if tokenizer.eos_token_id is None:

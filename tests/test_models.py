@@ -63,6 +63,14 @@ def test_missing_directories_are_named(tmp_path):
         load_tokenizer(tmp_path / "nope")
 
 
+def test_a_model_directory_without_tokenizer_files_is_an_error_not_an_empty_tokenizer(tiny_model_dir, tmp_path):
+    """transformers loads such a directory as a 1-token tokenizer that encodes every text as no ids."""
+    bare = tmp_path / "bare"
+    load_causal_lm(tiny_model_dir)[0].save_pretrained(bare)
+    with pytest.raises(FileNotFoundError, match=f"no tokenizer files in {bare}"):
+        load_causal_lm(bare)
+
+
 def test_bad_env_inputs_are_named():
     with pytest.raises(gym.error.NameNotFound, match="Nope"):
         gym.make("llm_gym/Nope-v0")
