@@ -81,6 +81,18 @@ def test_cli_trains_saves_config_and_resumes(sft_dir, tmp_path, capsys):
     assert "llm-gym rloo: error: unrecognized arguments: --vf-coef 2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("algo", ["grpo", "best-of-n"])
+def test_a_run_that_fails_to_start_leaves_no_record_that_refuses_the_corrected_run(algo, sft_dir, tmp_path):
+    out = tmp_path / "run"
+    settings = {"batch_size": 4, "num_generations": 2, "eval_episodes": 2}
+    with pytest.raises(FileNotFoundError, match="directory not found"):
+        make_algorithm(algo, model_name_or_path=str(tmp_path / "typo"), **settings).train(
+            "llm_gym/Arithmetic-v0", 4, 0, out)
+    assert not (out / "run_record.json").exists()
+    result = make_algorithm(algo, model_name_or_path=str(sft_dir), **settings).train("llm_gym/Arithmetic-v0", 4, 0, out)
+    assert (out / "run_record.json").is_file() and result.final
+
+
 def test_two_processes_under_torchrun(sft_dir, tmp_path):
     """accelerate picks up the torchrun process group (gloo on CPU); each process samples its own prompts."""
     out = tmp_path / "ddp"

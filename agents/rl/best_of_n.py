@@ -67,6 +67,9 @@ class BestOfN:
             raise ValueError("best-of-n: model_name_or_path is not set; give the policy to sample (an HF model directory)")
         num_prompts = c.batch_size // n
         run = Run(self.name, c, out_dir, budget, c.batch_size, setup_of(self.name, c, env_id, env_kwargs, seed))
+        model, tokenizer = load_causal_lm(c.model_name_or_path, device=run.device)
+        env = RolloutEnv(env_id, c.batch_size, run.device, tokenizer, c.model_name_or_path, env_kwargs)
+        run.record_setup()
         policy_dir = run.out_dir / "policy"
         if run.accelerator.is_main_process:
             shutil.copytree(c.model_name_or_path, policy_dir, dirs_exist_ok=True)
@@ -74,8 +77,6 @@ class BestOfN:
             (policy_dir / "reference.json").write_text(
                 json.dumps({"reference_dir": str(Path(c.model_name_or_path).resolve())}))
         run.reset_log()
-        model, tokenizer = load_causal_lm(c.model_name_or_path, device=run.device)
-        env = RolloutEnv(env_id, c.batch_size, run.device, tokenizer, c.model_name_or_path, env_kwargs)
         for iteration in range(1, run.iterations + 1):
             with Timer() as t:
                 metrics = best_of_n_rollout(model, env, n, num_prompts, seed + iteration * 7_919 + run.rank,

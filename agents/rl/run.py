@@ -99,10 +99,16 @@ class Run:
         self.checkpoint_root = self.out_dir / "checkpoints"
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.curve: list[dict[str, float]] = []
+        self.budget = budget
         self.writer: SummaryWriter | None = None
+
+    def record_setup(self) -> None:
+        """Write ``config.yaml`` and ``run_record.json`` and open the TensorBoard log: once the models and the env
+        have loaded, so a run that fails to start (a wrong path, a missing package) leaves no record that would
+        refuse the corrected command."""
         if self.accelerator.is_main_process:
-            save_config(config, self.out_dir)
-            write_run_record(self.out_dir, RL_COMMAND, config, {**self.compat, "budget": budget})
+            save_config(self.config, self.out_dir)
+            write_run_record(self.out_dir, RL_COMMAND, self.config, {**self.compat, "budget": self.budget})
             self.writer = SummaryWriter(str(self.out_dir / "tb"))
 
     # ------------------------------------------------------------------------------ checkpoints
@@ -264,6 +270,7 @@ def build_learner(run: Run, config: Any, env_id: str, env_kwargs: dict[str, Any]
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate, eps=1e-5,
                                   fused=run.device.type in ("cpu", "cuda"))
     model, optimizer = run.accelerator.prepare(policy, optimizer)
+    run.record_setup()
     return Learner(model, policy, tokenizer, reference, env, optimizer)
 
 
