@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification
 
 import llm_gym  # noqa: F401  (registers env ids)
 from llm_gym.feedback import read_feedback
-from llm_gym.integrations.trl import feedback_to_dataset, task_to_dataset, trl_reward_func
+from llm_gym.integrations.trl import feedback_to_dataset, spec_name, task_to_dataset, trl_reward_func
 from llm_gym.models import TinyModelConfig, build_tiny_model, load_causal_lm, load_tokenizer
 from llm_gym.rewards import make_reward
 from llm_gym.tasks import make_task
@@ -103,7 +103,7 @@ def test_grpo_trainer_runs_with_llm_gym_task_and_rewards(tiny_model_dir, learned
     ]
     trainer = grpo_two_steps(model, tokenizer, reward_funcs, task_to_dataset(task, size=16), tmp_path / "grpo")
     logged = trainer.state.log_history[0]
-    for name in ("verifier", "shaped", "learned", "accuracy"):
+    for name in ("verifier", "shaped", f"learned_path_{Path(learned_rm_dir).name}", "accuracy"):
         assert np.isfinite(logged[f"rewards/{name}/mean"])
 
 
@@ -203,6 +203,37 @@ def test_trl_style_reward_and_in_memory_dataset_in_an_env():
         return [float(p.endswith("=") and c == a) for p, c, a in zip(prompts, completions, answer)]
 
     assert make_reward(with_prompts)(["1+1="], ["2"], [{"answer": "2", "other": 1}]).tolist() == [1.0]
+
+
+def test_an_async_trl_style_reward_is_awaited_in_a_script_and_inside_a_running_event_loop():
+    import asyncio
+
+    async def accuracy_async(completions, answer, **kwargs):
+        await asyncio.sleep(0)
+        return [float(c == a) for c, a in zip(completions, answer)]
+
+    reward = make_reward(accuracy_async)
+    assert reward(["1+1="], ["2"], [{"answer": "2"}]).tolist() == [1.0]
+
+    async def from_a_notebook():  # Jupyter runs cells inside an event loop
+        return reward(["1+1="], ["3"], [{"answer": "2"}]).tolist()
+
+    assert asyncio.run(from_a_notebook()) == [0.0]
+
+
+def test_a_trl_style_reward_returning_none_is_an_error_that_says_none():
+    def not_applicable(completions, **kwargs):
+        return [None if c == "skip" else 1.0 for c in completions]
+
+    with pytest.raises(ValueError, match=r"reward 'not_applicable' returned None for sample\(s\) \[1\]"):
+        make_reward(not_applicable)(["a", "b"], ["ok", "skip"], [{}, {}])
+
+
+def test_wrapped_specs_of_one_reward_log_under_different_names():
+    names = [trl_reward_func(spec).__name__ for spec in ("length:max_chars=8", "length:max_chars=20",
+                                                         "0.5*exact_match + 0.5*length:max_chars=4")]
+    assert names == ["length_max_chars_8", "length_max_chars_20", "0.5_exact_match_0.5_length_max_chars_4"]
+    assert spec_name("learned:path=/runs/rm_a") == "learned_path_rm_a"
 
 
 def test_dataset_dict_in_memory_gives_its_splits():

@@ -17,6 +17,8 @@ llm_gym imports it.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -125,6 +127,12 @@ def _as_text(value: Any, tokenizer: PreTrainedTokenizerBase | None, what: str, p
     return tokenizer.apply_chat_template(value, add_generation_prompt=True, tokenize=False)
 
 
+def spec_name(spec: str) -> str:
+    """A reward spec as a name TRL can log under: ``"length:max_chars=8"`` -> ``"length_max_chars_8"``, a path by its
+    last part (``"learned:path=/runs/rm"`` -> ``"learned_path_rm"``)."""
+    return re.sub(r"[^\w.]+", "_", re.sub(r"[^\s,:=*+]*/", "", spec)).strip("_")
+
+
 def trl_reward_func(
     reward: RewardSpec,
     task: str | Task | None = None,
@@ -149,5 +157,6 @@ def trl_reward_func(
         completion_texts = [_as_text(c, tokenizer, "completion", False) for c in completions]
         return model.score(prompt_texts, completion_texts, metadata).total.tolist()
 
-    reward_func.__name__ = reward_func.__qualname__ = name or model.name
+    # TRL logs each function under its __name__: two specs of one reward ("length:max_chars=8" and "=20") stay apart
+    reward_func.__name__ = reward_func.__qualname__ = name or (spec_name(reward) if isinstance(reward, str) else model.name)
     return reward_func

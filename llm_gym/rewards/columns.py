@@ -9,15 +9,18 @@ share. Completions and prompts are plain strings here (llm_gym renders chat prom
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from llm_gym.rewards.base import RewardModel
 
-# Keywords TRL's GRPOTrainer passes besides the dataset columns; a function that names one gets None.
+# Keywords TRL's GRPOTrainer passes besides the dataset columns; a function that names one gets None
+# (an env scores completion texts: it has no trainer state, and a completion's ids are its tokenizer's business).
 TRL_RESERVED = ("completion_ids", "trainer_state", "log_extra", "log_metric", "environments")
 LLM_GYM_NAMES = {"prompts", "completions", "metadata"}
 
@@ -71,5 +74,28 @@ class TRLStyleReward(RewardModel):
         if self.takes_all and metadata:
             shared = set(metadata[0]).intersection(*metadata[1:])
             kwargs.update({key: [meta[key] for meta in metadata] for key in sorted(shared) if key not in kwargs})
-        scores = self.fn(**kwargs)
-        return np.array([np.nan if s is None else s for s in scores], dtype=np.float32)
+        scores = list(awaited(self.fn(**kwargs)))
+        none = [i for i, score in enumerate(scores) if score is None]
+        if none:
+            raise ValueError(
+                f"reward {self.name!r} returned None for sample(s) {none[:8]} of the batch; an env needs a number for "
+                "every completion (TRL reads None as 'not applicable' when it sums several functions: give those rows 0)"
+            )
+        return np.asarray(scores, dtype=np.float32)
+
+
+def awaited(result: Any) -> Any:
+    """The value of a coroutine (an ``async def`` reward, as TRL allows) or ``result`` itself. Inside a running
+    event loop (a notebook) the coroutine runs to completion in a thread with its own loop."""
+    if not inspect.isawaitable(result):
+        return result
+
+    async def wait() -> Any:
+        return await result
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, wait()).result()
