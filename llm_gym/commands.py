@@ -90,7 +90,8 @@ class CommandError(Exception):
     """An expected failure of a command: printed as ``llm-gym <command>: error: <message>``, exit status 1."""
 
 
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (CommandError, OSError, ValueError)
+# what a user's input or setup can raise (a bad value, a missing file, an optional package not installed): one line
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (CommandError, OSError, ValueError, ImportError)
 
 
 def require_env_id(env_id: str) -> None:

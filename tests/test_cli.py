@@ -157,6 +157,23 @@ def test_runtime_errors_are_one_line_with_status_1_and_debug_shows_the_traceback
         main([*argv, "--debug"])
 
 
+def test_an_unknown_reward_spec_and_a_missing_optional_package_are_one_line_errors(tiny_model_dir, tmp_path, capsys,
+                                                                                    monkeypatch):
+    argv = ["grpo", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "g"), "--budget", "8",
+            "--batch_size", "4", "--num_generations", "2"]
+    assert "unknown reward spec 'mymod.accuracy'" in one_line_error(
+        [*argv, "--env_kwargs", '{"reward": "mymod.accuracy"}'], capsys, status=1)
+    import agents.rl.policy
+
+    def no_peft(*args, **kwargs):
+        raise ImportError("lora_r > 0 needs peft: pip install 'llm-gym[lora]'")
+
+    monkeypatch.setattr(agents.rl.policy, "load_actor_critic", no_peft)
+    monkeypatch.setattr("agents.rl.run.load_actor_critic", no_peft)
+    assert one_line_error([*argv, "--lora_r", "4"], capsys, status=1).endswith("needs peft: pip install 'llm-gym[lora]'")
+    assert not (tmp_path / "g" / "run_record.json").exists()  # the corrected command may reuse the folder
+
+
 def test_an_rl_command_trains_on_a_chat_dataset_with_the_policys_template(tmp_path):
     """A ``messages`` dataset needs a tokenizer to render its prompts: the policy's, for the trainer's env and
     for the reward monitor's alike, without the user repeating it in env_kwargs."""

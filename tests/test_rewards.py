@@ -83,10 +83,16 @@ def test_nan_reward_inside_an_env_names_the_reward():
         env.step("1")
 
 
+def test_a_weight_may_stand_apart_from_its_star():
+    spaced, tight = make_reward("0.5 * exact_match"), make_reward("0.5*exact_match")
+    assert spaced.components == {"exact_match": (0.5, spaced.components["exact_match"][1])}
+    assert spaced(["1+1="], ["2"], [{"answer": "2"}]).tolist() == tight(["1+1="], ["2"], [{"answer": "2"}]).tolist()
+
+
 def test_unknown_reward_spec_lists_known_ones():
-    with pytest.raises(KeyError, match="unknown reward spec 'nope'.*exact_match"):
+    with pytest.raises(ValueError, match="unknown reward spec 'nope'.*exact_match"):
         make_reward("nope")
-    with pytest.raises(KeyError, match="unknown reward spec"):
+    with pytest.raises(ValueError, match="unknown reward spec"):
         gym.make("llm_gym/Arithmetic-v0", reward="nope")
     with pytest.raises(ValueError, match="not key=value"):
         make_reward("length:7")

@@ -85,7 +85,7 @@ def _make_one(spec: str, task: HasVerifier | None) -> RewardModel:
     if name not in REWARDS:
         _load_plugins()
     if name not in REWARDS:
-        raise KeyError(f"unknown reward spec {name!r} (in {spec!r}); known: {', '.join(sorted(REWARDS))}")
+        raise ValueError(f"unknown reward spec {name!r} (in {spec!r}); known: {', '.join(sorted(REWARDS))}")
     factory = REWARDS[name]
     accepted = f"{name!r} accepts: {', '.join(_accepted(factory)) or 'no arguments'}"
     kwargs = {}
@@ -128,7 +128,7 @@ def make_reward(spec: RewardSpec, task: HasVerifier | None = None) -> RewardMode
     if not isinstance(spec, str) or not spec.strip():
         raise TypeError(f"reward spec must be a non-empty string, mapping, callable or RewardModel; got {spec!r}")
     terms = [term.strip() for term in re.split(r"\s\+\s", spec)]
-    if len(terms) == 1 and not re.match(r"^[\d.]+\*", terms[0]):
+    if len(terms) == 1 and not re.match(r"^[\d.]+\s*\*", terms[0]):  # "0.5*x" and "0.5 * x" are weighted
         return _make_one(terms[0], task)
     built: list[tuple[str, float, RewardModel]] = []
     for term in terms:
