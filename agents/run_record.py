@@ -60,11 +60,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def setup_config(config: Any) -> dict[str, Any]:
-    """``config`` as recorded: a JSON mapping with the fields marked as paths made absolute."""
+    """``config`` as recorded: a JSON mapping with paths made absolute: the fields marked as paths, and an HF-style
+    ``*_name_or_path`` field whose value is a local path (a hub id stays as given)."""
     values = dataclasses.asdict(config)
     for f in dataclasses.fields(config):
         value = values[f.name]
-        if "path" in f.metadata and isinstance(value, (str, Path)) and str(value) and str(value) not in NOT_PATHS:
+        if not isinstance(value, (str, Path)) or not str(value) or str(value) in NOT_PATHS:
+            continue
+        local = f.name.endswith("name_or_path") and Path(value).expanduser().exists()
+        if "path" in f.metadata or local:
             values[f.name] = str(Path(value).expanduser().resolve())
     return _jsonable(values)
 

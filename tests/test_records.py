@@ -103,6 +103,18 @@ def test_missing_file_has_no_records(tmp_path):
     assert read_records(tmp_path / "nope.jsonl") == []
 
 
+def test_a_recorded_model_name_or_path_is_absolute_when_local_and_a_hub_id_when_not(tmp_path, monkeypatch):
+    """``--config`` reproduces a run from anywhere: the start model's local path is recorded absolute."""
+    from agents.rl.config import RLConfig
+    from agents.run_record import setup_config
+
+    (tmp_path / "sft").mkdir()
+    monkeypatch.chdir(tmp_path)
+    recorded = setup_config(RLConfig(model_name_or_path="sft", ref_model_name_or_path="Qwen/Qwen2-0.5B"))
+    assert recorded["model_name_or_path"] == str(tmp_path / "sft")
+    assert recorded["ref_model_name_or_path"] == "Qwen/Qwen2-0.5B"
+
+
 def test_config_hash_ignores_key_order_and_sees_values():
     assert config_hash({"a": 1, "b": {"c": 2, "d": 3}}) == config_hash({"b": {"d": 3, "c": 2}, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
