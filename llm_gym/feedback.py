@@ -44,12 +44,21 @@ class FeedbackData:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def _require(row: Any, keys: Sequence[str], where: str) -> None:
+def _require(row: Any, keys: Sequence[str], where: str, texts: Sequence[str]) -> None:
+    """``row`` is an object with every one of ``keys``, and its ``texts`` fields are strings."""
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
     missing = [k for k in keys if k not in row]
     if missing:
         raise ValueError(f"{where}: row is missing field(s) {missing}; has {sorted(row)}")
+    for key in texts:
+        if isinstance(row[key], list):
+            raise ValueError(
+                f"{where}: field {key!r} is a list of chat messages (TRL's conversational format); feedback rows hold "
+                "texts: render the messages with the tokenizer's chat template (apply_chat_template(..., tokenize=False))"
+            )
+        if not isinstance(row[key], str):
+            raise ValueError(f"{where}: field {key!r} must be a string, got {type(row[key]).__name__}")
 
 
 def _feedback_rows(source: Any) -> Iterator[tuple[str, Any]]:
@@ -86,13 +95,13 @@ def read_feedback(source: str | Path | Any) -> FeedbackData:
     data = FeedbackData()
     for where, row in _feedback_rows(source):
         if isinstance(row, dict) and "chosen" in row:
-            _require(row, ("prompt", "chosen", "rejected"), where)
+            _require(row, ("prompt", "chosen", "rejected"), where, texts=("prompt", "chosen", "rejected"))
             if row["chosen"] == row["rejected"]:
                 data.skipped["chosen_equals_rejected"] = data.skipped.get("chosen_equals_rejected", 0) + 1
                 continue
             data.pairs.append(PreferencePair(row["prompt"], row["chosen"], row["rejected"], float(row.get("margin") or 0.0)))
         else:
-            _require(row, ("prompt", "completion", "label"), where)
+            _require(row, ("prompt", "completion", "label"), where, texts=("prompt", "completion"))
             data.ratings.append(Rating(row["prompt"], row["completion"], float(row["label"])))
         if data.pairs and data.ratings:
             raise ValueError(f"{where}: file mixes preference pairs and pointwise ratings; use one kind per file")

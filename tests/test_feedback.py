@@ -188,6 +188,21 @@ def test_bad_feedback_input(tiny_model_dir, tmp_path):
         read_feedback(broken)
 
 
+def test_conversational_preference_rows_are_refused_naming_the_line_and_the_format(tmp_path):
+    """TRL's conversational pairs hold message lists; the trainers read texts, so the error says how to render them."""
+    user = [{"role": "user", "content": "1+1="}]
+    rows = tmp_path / "conversational.jsonl"
+    rows.write_text(json.dumps({"prompt": "1+2=", "chosen": "3", "rejected": "4"}) + "\n" + json.dumps(
+        {"prompt": user, "chosen": [{"role": "assistant", "content": "2"}],
+         "rejected": [{"role": "assistant", "content": "3"}]}) + "\n")
+    with pytest.raises(ValueError, match=r"conversational.jsonl:2: field 'prompt' is a list of chat messages.*"
+                                         r"apply_chat_template"):
+        read_feedback(rows)
+    rows.write_text(json.dumps({"prompt": "1+2=", "completion": 3, "label": 1}) + "\n")
+    with pytest.raises(ValueError, match=r"conversational.jsonl:1: field 'completion' must be a string, got int"):
+        read_feedback(rows)
+
+
 def test_terminal_good_bad_ratings(tiny_model_dir, tmp_path):
     out = tmp_path / "ratings"
     cfg = config(tiny_model_dir, out, labeler="terminal", kind="pointwise", num_prompts=2, k=2)
