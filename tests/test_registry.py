@@ -29,6 +29,21 @@ def test_every_config_parses_with_hf_argument_parser_and_has_help(name):
     assert ALGORITHMS[name].description
 
 
+@pytest.mark.parametrize("algo, option, message", [
+    ("grpo", {"beta": -1.0}, "beta must be >= 0"), ("rloo", {"kl_coef": -0.1}, "kl_coef .* must be >= 0"),
+    ("ppo", {"epsilon": 0.0}, "epsilon and epsilon_high must be > 0"), ("dapo", {"epsilon_high": -0.1}, "must be > 0"),
+    ("grpo", {"temperature": 0.0}, "completions of a prompt would be identical")])
+def test_settings_that_would_train_nothing_or_the_wrong_way_are_refused_by_name(algo, option, message):
+    with pytest.raises(ValueError, match=message):
+        make_algorithm(algo, **option)
+
+
+def test_a_budget_that_is_not_a_whole_number_of_batches_says_what_it_trains(sft_dir, tmp_path, caplog):
+    make_algorithm("grpo", model_name_or_path=str(sft_dir), batch_size=4, num_generations=2, eval_episodes=2).train(
+        "llm_gym/Arithmetic-v0", 6, 0, tmp_path)
+    assert "budget of 6 samples is not a whole number of batches of 4: the run trains 4 samples" in caplog.text
+
+
 def test_registry_lists_every_algorithm():
     assert {"ppo", "reinforce", "rloo", "grpo", "dapo", "gspo", "reinforce++", "best-of-n", "dpo", "sb3-ppo"} <= set(ALGORITHMS)
 

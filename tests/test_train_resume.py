@@ -93,6 +93,31 @@ def test_a_run_that_fails_to_start_leaves_no_record_that_refuses_the_corrected_r
     assert (out / "run_record.json").is_file() and result.final
 
 
+def test_the_setup_tells_in_memory_rows_and_reward_functions_apart_by_content():
+    """A run resumed with other rows, or another function under the same name, is another setup; the same
+    content built again is the same setup."""
+    import datasets
+    from agents.rl.config import RLConfig
+    from agents.rl.run import setup_of
+
+    def setup(rows, reward):
+        return setup_of("grpo", RLConfig(), "llm_gym/Dataset-v0",
+                        {"data_files": datasets.Dataset.from_list(rows), "reward": reward}, 0)
+
+    def accuracy(completions, answer, **kwargs):
+        return [float(c == a) for c, a in zip(completions, answer)]
+
+    same = accuracy
+
+    def accuracy(completions, answer, **kwargs):  # noqa: F811  (same name, other code)
+        return [float(c.strip() == a) for c, a in zip(completions, answer)]
+
+    rows = [{"prompt": "1+1=", "completion": "2"}]
+    assert setup(rows, same) == setup(list(rows), same)
+    assert setup(rows, same) != setup([{"prompt": "1+1=", "completion": "3"}], same)
+    assert setup(rows, same) != setup(rows, accuracy)
+
+
 def test_two_processes_under_torchrun(sft_dir, tmp_path):
     """accelerate picks up the torchrun process group (gloo on CPU); each process samples its own prompts."""
     out = tmp_path / "ddp"

@@ -44,6 +44,9 @@ class GRPO(OnPolicyAlgorithm):
         if config.num_generations < 2:
             raise ValueError(f"{self.name} needs num_generations >= 2 (it compares completions of one prompt), "
                              f"got {config.num_generations}")
+        if config.beta < 0:
+            raise ValueError(f"{self.name}: beta must be >= 0, got {config.beta}: a negative one rewards moving away "
+                             "from the reference")
         super().__init__(config)
 
     def uses_reference(self) -> bool:

@@ -95,6 +95,15 @@ class OnPolicyAlgorithm:
         if c.num_mini_batches * c.gradient_accumulation_steps > c.batch_size:
             raise ValueError(f"{self.name}: num_mini_batches x gradient_accumulation_steps "
                              f"({c.num_mini_batches * c.gradient_accumulation_steps}) exceeds batch_size ({c.batch_size})")
+        if c.epsilon <= 0 or c.clip_high <= 0:  # epsilon >= 1 leaves the ratio unclipped from below: allowed
+            raise ValueError(f"{self.name}: the importance ratio is clipped to [1 - epsilon, 1 + epsilon_high]: epsilon "
+                             f"and epsilon_high must be > 0, got {c.epsilon} and {c.epsilon_high}")
+        if c.kl_coef < 0:
+            raise ValueError(f"{self.name}: kl_coef (GRPO's beta) must be >= 0, got {c.kl_coef}: a negative one rewards "
+                             "moving away from the reference")
+        if c.temperature == 0 and c.num_generations > 1:
+            raise ValueError(f"{self.name}: temperature 0 is greedy decoding, so the {c.num_generations} completions of "
+                             "a prompt would be identical and their group advantages zero; sample with temperature > 0")
 
     # ------------------------------------------------------------------ what an algorithm supplies
     def critic(self) -> ValueModel:

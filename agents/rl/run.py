@@ -12,9 +12,12 @@ learner, and lives here.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import os
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ from agents.run_config import save_config
 from agents.run_record import check_resumable, write_run_record
 from llm_gym.models import resolve_device, resolve_mixed_precision
 
+logger = logging.getLogger(__name__)
 
 RL_COMMAND = "rl"  # the run record's command of every RL run (the algorithm is recorded as ``algo``)
 
@@ -42,10 +46,22 @@ class TrainingDiverged(RuntimeError):
     """A loss or reward became NaN/inf; the message names the iteration, the cause and the last good checkpoint."""
 
 
+def _code_digest(code: types.CodeType) -> str:
+    """A digest of a function's bytecode and constants (nested functions' too), the same in every process."""
+    consts = [_code_digest(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return hashlib.sha256(code.co_code + repr(consts).encode()).hexdigest()[:12]
+
+
 def _plain(value: Any) -> Any:
-    """A JSON value for comparing setups: callables by their qualified name, paths as strings."""
+    """A JSON value for comparing setups: an in-memory ``datasets.Dataset`` by its fingerprint (which follows its
+    content), a function by its qualified name and a digest of its code, other callables by name, paths as strings;
+    so a run resumed with other rows or another reward function of the same name is refused."""
+    if hasattr(value, "_fingerprint"):
+        return f"{type(value).__name__}(fingerprint={value._fingerprint}, rows={len(value)})"
     if callable(value):
-        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
+        name = f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
+        code = getattr(value, "__code__", None)
+        return name if code is None else f"{name}@{_code_digest(code)}"
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -96,6 +112,9 @@ class Run:
                 f"({samples_per_process} per process x {self.world} processes); raise the budget or lower batch_size"
             )
         self.iterations = budget // self.samples_per_iteration
+        if budget % self.samples_per_iteration and self.accelerator.is_main_process:
+            logger.warning("budget of %d samples is not a whole number of batches of %d: the run trains %d samples",
+                           budget, self.samples_per_iteration, self.iterations * self.samples_per_iteration)
         self.checkpoint_root = self.out_dir / "checkpoints"
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.curve: list[dict[str, float]] = []
