@@ -229,6 +229,12 @@ def test_a_trl_style_reward_returning_none_is_an_error_that_says_none():
         make_reward(not_applicable)(["a", "b"], ["ok", "skip"], [{}, {}])
 
 
+def test_a_wrapped_reward_missing_its_column_names_the_reward_and_the_columns_it_got():
+    with pytest.raises(ValueError, match=r"reward 'exact_match' reads a column the batch does not have .*'answer' or "
+                                         r"'reference'.*one value per completion: \['solution'\]"):
+        trl_reward_func("exact_match")(prompts=["1+1="], completions=["2"], solution=["2"])
+
+
 def test_wrapped_specs_of_one_reward_log_under_different_names():
     names = [trl_reward_func(spec).__name__ for spec in ("length:max_chars=8", "length:max_chars=20",
                                                          "0.5*exact_match + 0.5*length:max_chars=4")]

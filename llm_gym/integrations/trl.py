@@ -155,7 +155,12 @@ def trl_reward_func(
         metadata = [{k: v[i] for k, v in data.items()} for i in range(n)]
         prompt_texts = [_as_text(p, tokenizer, "prompt", True) for p in prompts]
         completion_texts = [_as_text(c, tokenizer, "completion", False) for c in completions]
-        return model.score(prompt_texts, completion_texts, metadata).total.tolist()
+        try:
+            return model.score(prompt_texts, completion_texts, metadata).total.tolist()
+        except KeyError as err:  # a column the reward reads is not in the batch
+            raise ValueError(
+                f"reward {reward_func.__name__!r} reads a column the batch does not have ({err.args[0]}); the columns "
+                f"with one value per completion: {sorted(data)}") from err
 
     # TRL logs each function under its __name__: two specs of one reward ("length:max_chars=8" and "=20") stay apart
     reward_func.__name__ = reward_func.__qualname__ = name or (spec_name(reward) if isinstance(reward, str) else model.name)
