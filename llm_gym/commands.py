@@ -321,6 +321,28 @@ def chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser = action.choices[name]
 
 
+# TRL's TrainingArguments flags that have another spelling here: the error for one says which
+TRL_EQUIVALENTS = {
+    "--max_completion_length": "--env_kwargs '{max_new_tokens: N}'",
+    "--max_prompt_length": "--env_kwargs '{max_prompt_tokens: N}'",
+    "--per_device_train_batch_size": "--batch_size (completions per iteration and process)",
+    "--max_steps": "--budget (completions in total)",
+    "--num_train_epochs": "--budget (completions in total)",
+    "--bf16": "--mixed_precision bf16",
+    "--fp16": "--mixed_precision fp16",
+    "--use_peft": "--lora_r N",
+    "--report_to": "nothing: TensorBoard logs go to OUTPUT_DIR/tb",
+    "--logging_steps": "nothing: every iteration is logged",
+}
+
+
+def unrecognized(extras: Sequence[str]) -> str:
+    """The "unrecognized arguments" message, with llm_gym's spelling of any TRL flag among ``extras``."""
+    flags = {arg.split("=")[0].replace("-", "_").replace("__", "--", 1) for arg in extras if arg.startswith("--")}
+    hints = [f"TRL's {flag} is {TRL_EQUIVALENTS[flag]} here" for flag in sorted(flags) if flag in TRL_EQUIVALENTS]
+    return f"unrecognized arguments: {' '.join(extras)}" + "".join(f"; {hint}" for hint in hints)
+
+
 def run_cli(parser: CommandParser, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the chosen command quietly, and print expected errors as one line (see module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -330,7 +352,7 @@ def run_cli(parser: CommandParser, argv: Sequence[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     command_parser = chosen_parser(parser, args)
     if extras:
-        command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        command_parser.error(unrecognized(extras))
     try:
         with quiet_third_party(verbose):
             status = args.func(args)

@@ -157,6 +157,15 @@ def test_runtime_errors_are_one_line_with_status_1_and_debug_shows_the_traceback
         main([*argv, "--debug"])
 
 
+def test_a_trl_flag_with_another_spelling_here_is_named_with_its_equivalent(tiny_model_dir, tmp_path, capsys):
+    argv = ["grpo", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "g"),
+            "--max-completion-length", "6", "--bf16", "--bogus", "1"]
+    assert one_line_error(argv, capsys) == (
+        "llm-gym grpo: error: unrecognized arguments: --max-completion-length 6 --bf16 --bogus 1; "
+        "TRL's --bf16 is --mixed_precision bf16 here; "
+        "TRL's --max_completion_length is --env_kwargs '{max_new_tokens: N}' here")
+
+
 def test_an_unknown_reward_spec_and_a_missing_optional_package_are_one_line_errors(tiny_model_dir, tmp_path, capsys,
                                                                                     monkeypatch):
     argv = ["grpo", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "g"), "--budget", "8",
