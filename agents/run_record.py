@@ -59,17 +59,24 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def local_model_path(name: str, value: Any) -> Any:
+    """An HF-style ``*_name_or_path`` field's value made absolute when it is a local path; a hub id (or any other
+    field) stays as given."""
+    if name.endswith("name_or_path") and isinstance(value, (str, Path)) and str(value) and Path(value).expanduser().exists():
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
 def setup_config(config: Any) -> dict[str, Any]:
-    """``config`` as recorded: a JSON mapping with paths made absolute: the fields marked as paths, and an HF-style
-    ``*_name_or_path`` field whose value is a local path (a hub id stays as given)."""
+    """``config`` as recorded: a JSON mapping with paths made absolute: the fields marked as paths, and a local
+    ``*_name_or_path`` (``local_model_path``)."""
     values = dataclasses.asdict(config)
     for f in dataclasses.fields(config):
         value = values[f.name]
-        if not isinstance(value, (str, Path)) or not str(value) or str(value) in NOT_PATHS:
-            continue
-        local = f.name.endswith("name_or_path") and Path(value).expanduser().exists()
-        if "path" in f.metadata or local:
+        if "path" in f.metadata and isinstance(value, (str, Path)) and str(value) and str(value) not in NOT_PATHS:
             values[f.name] = str(Path(value).expanduser().resolve())
+        else:
+            values[f.name] = local_model_path(f.name, value)
     return _jsonable(values)
 
 

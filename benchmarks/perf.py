@@ -11,8 +11,8 @@ through ``benchmarks/trl_pg_bench.py`` in a second virtualenv (``--trl-pg-python
 ``/tmp/trl16venv/bin/python``; the ``bench-trl-grpo`` extra). The large-vocabulary case
 (``memory``) trains GRPO for two steps with a 151,936-token vocabulary (Qwen2's) and 512 new tokens on
 both sides, at the same batch, and reports the two peak memories; it also times our sampler against
-``generate`` on that model (batch 64, 32 tokens), where drawing from the vocabulary costs more than the model. ``--only sampler|ppo|pg|memory``
-re-measures one part and keeps the other entries of the results file. The sampler case also reports the
+``generate`` on that model (batch 64, 32 tokens), where drawing from the vocabulary costs more than the
+model. ``--only sampler|ppo|pg|memory`` re-measures one part and keeps the other entries of the results file. The sampler case also reports the
 share of our sampler's time spent in the model's forward and of ``generate``'s (``*_model_forward_share``,
 timed in separate calls; the KV-cache update and mask construction happen inside the forward): it shows
 whether a contender's time goes to its decoding loop or to the forward and its cache. Every part records the load
@@ -515,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         config = PerfConfig(batch_sizes=[16], new_tokens=[8], repeats=2, ppo_batch_size=16, ppo_mini_batch_size=8,
                             ppo_epochs=1, ppo_iterations=3, pg_num_prompts=4, pg_steps=3, memory_vocab=4096,
-                            memory_new_tokens=32, memory_sampler_batch=8, memory_sampler_new_tokens=8, **{**paths, "rounds": 1})
+                            memory_new_tokens=32, memory_sampler_batch=8, memory_sampler_new_tokens=8,
+                            **{**paths, "rounds": 1})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out or f"benchmarks/results/perf_{device.type}.json")
     parts = tuple(args.only or PARTS)

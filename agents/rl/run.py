@@ -34,7 +34,7 @@ from agents.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from agents.rl.policy import ActorCritic, Reference, ValueModel, export_policy, load_actor_critic
 from agents.rl.rollout import RolloutEnv
 from agents.run_config import save_config
-from agents.run_record import check_resumable, write_run_record
+from agents.run_record import check_resumable, local_model_path, write_run_record
 from llm_gym.models import resolve_device, resolve_mixed_precision
 
 logger = logging.getLogger(__name__)
@@ -75,10 +75,8 @@ def setup_of(algo: str, config: Any, env_id: str, env_kwargs: dict[str, Any] | N
              ignore: frozenset[str] = frozenset()) -> dict[str, Any]:
     """What a checkpoint must share with a run to be resumed by it: the algorithm, every config field
     that changes samples or weights (model paths made absolute), the env id and kwargs, and the seed."""
-    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in ignore}
-    for name, value in fields.items():
-        if name.endswith("name_or_path") and value and Path(value).exists():
-            fields[name] = str(Path(value).resolve())
+    fields = {f.name: local_model_path(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)
+              if f.name not in ignore}
     return {"algo": algo, "env_id": env_id, "env_kwargs": _plain(env_kwargs or {}), "seed": seed, **_plain(fields)}
 
 

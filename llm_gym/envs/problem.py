@@ -62,8 +62,11 @@ class TextGenProblem:
         self.gold_reward: RewardModel | None = make_reward(gold_reward, self.task)
         for part in learned_parts(self.reward) + learned_parts(self.gold_reward):
             check_reads_special_tokens(self.tokenizer, part.tokenizer, f"reward model {part.path}")
-        max_prompt_tokens = window_option("max_prompt_tokens", max_prompt_tokens)
-        max_new_tokens = window_option("max_new_tokens", max_new_tokens)
+        task_own = ", or None for the task's own"
+        if max_prompt_tokens is not None:
+            max_prompt_tokens = positive_int("max_prompt_tokens", max_prompt_tokens, task_own)
+        if max_new_tokens is not None:
+            max_new_tokens = positive_int("max_new_tokens", max_new_tokens, task_own)
         task_prompt_tokens, self.max_new_tokens = self.task.window(self.tokenizer, max_new_tokens)
         self.max_prompt_tokens = max_prompt_tokens or task_prompt_tokens
         self.split: Split = split
@@ -74,12 +77,11 @@ class TextGenProblem:
         self.stop_token_ids: tuple[int, ...] = stop_token_ids_of(self.tokenizer, stop_token_ids, generation_config)
 
 
-def window_option(name: str, value: Any) -> int | None:
-    """A window size as given (None: the task's own), or a ``ValueError`` naming the option."""
-    if value is None:
-        return None
+def positive_int(name: str, value: Any, default: str = "") -> int:
+    """``value`` as an int (numpy integers too), or a ``ValueError`` naming the option; ``default`` says what None
+    would mean where None is allowed."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, or None for the task's own; got {value!r}")
+        raise ValueError(f"{name} must be a positive integer{default}; got {value!r}")
     return int(value)
 
 

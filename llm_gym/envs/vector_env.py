@@ -11,7 +11,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from llm_gym.envs.engine import EpisodeEngine
-from llm_gym.envs.problem import TextGenProblem
+from llm_gym.envs.problem import TextGenProblem, positive_int
 from llm_gym.envs.spaces import Granularity, action_space, actions_to_tokens, observation_space
 
 ArrayType = Literal["torch", "numpy"]
@@ -51,8 +51,7 @@ class LLMVectorEnv(VectorEnv):
         array_type: ArrayType = "torch",
         **problem_kwargs: Any,
     ):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        num_envs = positive_int("num_envs", num_envs)
         if array_type not in ("torch", "numpy"):
             raise ValueError(f"array_type must be 'torch' or 'numpy', got {array_type!r}")
         self.array_type = array_type
